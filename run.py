@@ -1,0 +1,63 @@
+"""Start the edge detection streaming server: `python run.py --help` lists the flags."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from server import create_app
+from server.config import Config, config_from_args
+from server.lan import lan_urls
+
+logger = logging.getLogger("run")
+
+
+def serve(app, config: Config) -> None:
+    """Serve with waitress (threaded, production-grade), or Flask's development server with --dev."""
+    service = app.extensions["detection"]
+    try:
+        if config.dev:
+            service.lan_urls = lan_urls(config.host, config.port)
+            _log_urls(service.lan_urls)
+            app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
+            return
+        from waitress import create_server
+
+        server = create_server(app, host=config.host, port=config.port, threads=config.threads, ident="edge-detect")
+        service.lan_urls = lan_urls(config.host, server.effective_port)
+        logger.info("serving on %s:%s with %d threads", config.host, server.effective_port, config.threads)
+        _log_urls(service.lan_urls)
+        server.run()  # returns on Ctrl-C or SIGTERM
+    except KeyboardInterrupt:
+        pass
+    finally:
+        logger.info("shutting down")
+        service.stop()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _log_urls(urls: list[str]) -> None:
+    for url in urls:
+        logger.info("open %s from a phone or PC on the same network", url)
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = config_from_args(argv)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    signal.signal(signal.SIGTERM, _interrupt)  # systemd and docker stop with SIGTERM
+    app = create_app(config)
+    if config.demo:
+        from server.demo.loader import start_demo
+
+        start_demo(app.extensions["detection"])
+    serve(app, config)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

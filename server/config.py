@@ -1,0 +1,87 @@
+"""One configuration object, filled from command-line flags with environment-variable fallbacks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ENV_PREFIX = "EDGE_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MB = 1024 * 1024
+
+
+@dataclass
+class Config:
+    """Everything the server can be told at start-up."""
+
+    host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})
+    port: int = field(default=5000, metadata={"help": "port to listen on (0 picks a free one)"})
+    uploads: Path = field(
+        default=REPO_ROOT / "uploads", metadata={"help": "folder for uploads and derived models"}
+    )
+    threads: int = field(
+        default=32, metadata={"help": "HTTP worker threads (each open stream viewer holds one)"}
+    )
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    max_video_mb: int = field(default=2048, metadata={"help": "largest video upload in MB"})
+    max_model_mb: int = field(default=512, metadata={"help": "largest weights upload in MB"})
+    convert_timeout: float = field(
+        default=600.0, metadata={"help": "seconds a .pt to ONNX conversion may take"}
+    )
+    dev: bool = field(default=False, metadata={"help": "use Flask's development server"})
+    demo: bool = field(
+        default=False, metadata={"help": "start with the built-in demo video and model streaming"}
+    )
+
+    @property
+    def max_video_bytes(self) -> int:
+        return self.max_video_mb * MB
+
+    @property
+    def max_model_bytes(self) -> int:
+        return self.max_model_mb * MB
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    return text.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _default_from_env(item, environ) -> object:
+    raw = environ.get(_env_name(item.name))
+    if raw is None:
+        return item.default
+    if item.type in ("bool", bool):
+        return _parse_bool(raw)
+    return _convert(item, raw)
+
+
+def _convert(item, raw: str) -> object:
+    converters = {"int": int, "float": float, "Path": Path, "str": str}
+    return converters[item.type if isinstance(item.type, str) else item.type.__name__](raw)
+
+
+def build_parser(environ=os.environ) -> argparse.ArgumentParser:
+    """Return the argument parser; every flag falls back to an EDGE_* environment variable."""
+    parser = argparse.ArgumentParser(description="Edge object-detection streaming server")
+    for item in fields(Config):
+        flag = "--" + item.name.replace("_", "-")
+        default = _default_from_env(item, environ)
+        help_text = f"{item.metadata['help']} (env {_env_name(item.name)}, default {default})"
+        if item.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", default=default, help=help_text)
+        else:
+            parser.add_argument(
+                flag, type=lambda raw, item=item: _convert(item, raw), default=default, help=help_text
+            )
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None, environ=os.environ) -> Config:
+    """Parse flags (with env fallbacks) into a Config."""
+    return Config(**vars(build_parser(environ).parse_args(argv)))

@@ -1,0 +1,75 @@
+"""An ONNX Runtime session for a YOLOv8 detect model, with the input size it accepts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from server import processing
+from server.processing import Detections
+
+logger = logging.getLogger(__name__)
+
+
+def default_threads() -> int:
+    """Return the intra-op thread count that suits this machine: every core, at most four."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+class Detector:
+    """Run a YOLOv8 detect ONNX model on the CPU."""
+
+    def __init__(self, onnx_path: str | Path, threads: int | None = None):
+        self.path = Path(onnx_path)
+        self.threads = threads or default_threads()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        height, width = model_input.shape[2:4]
+        fixed = isinstance(height, int) and isinstance(width, int)
+        self.fixed_hw: tuple[int, int] | None = (height, width) if fixed else None
+        logger.info(
+            "loaded %s (%s, %d threads, input %s)",
+            self.path.name,
+            self.session.get_providers()[0],
+            self.threads,
+            self.fixed_hw or "dynamic",
+        )
+
+    def input_hw(self, frame_hw: tuple[int, int], imgsz: int) -> tuple[int, int]:
+        """Return the network input (h, w) for a frame: the fixed size, or aspect-true at imgsz."""
+        return self.fixed_hw or processing.input_shape_for(frame_hw, imgsz)
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Run the network on a 1x3xHxW tensor and return its raw 1 x (4+nc) x anchors output."""
+        return self.session.run(None, {self.input_name: tensor})[0]
+
+    def warm_up(self, input_hw: tuple[int, int]) -> float:
+        """Run one inference on a blank input so the first real frame is not slow; return its ms."""
+        started = time.perf_counter()
+        self.infer(np.zeros((1, 3, *input_hw), np.float32))
+        return (time.perf_counter() - started) * 1000
+
+    def detect(
+        self,
+        frame: np.ndarray,
+        imgsz: int,
+        conf: float,
+        iou: float,
+        classes: list[int] | None = None,
+    ) -> Detections:
+        """Preprocess, infer and postprocess one BGR frame."""
+        frame_hw = frame.shape[:2]
+        tensor, box = processing.preprocess(frame, self.input_hw(frame_hw, imgsz))
+        return processing.postprocess(self.infer(tensor), box, frame_hw, conf, iou, classes)

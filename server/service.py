@@ -1,0 +1,190 @@
+"""The detection service: current uploads, settings, model sessions and the running stream, behind one lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from server import convert
+from server.config import Config
+from server.detector import Detector
+from server.jobs import JobBoard
+from server.pipeline import FramePipeline
+from server.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
+from server.stream import StreamRunner, StreamStats
+from server.tracker import Tracker
+from server.uploads import StoredModel, UploadStore
+
+logger = logging.getLogger(__name__)
+
+
+class Busy(RuntimeError):
+    """The request conflicts with what the server is doing (HTTP 409)."""
+
+
+class TooManyViewers(RuntimeError):
+    """Every viewer slot is taken (HTTP 503)."""
+
+
+class ModelRuntime:
+    """ONNX Runtime sessions for the current model: one live Detector, rebuilt when its key changes."""
+
+    def __init__(self, model: StoredModel):
+        self.model = model
+        self._lock = threading.Lock()
+        self._detector: Detector | None = None
+        self._key: tuple | None = None
+
+    def model_path(self, settings: Settings) -> Path:
+        return self.model.onnx_path
+
+    def detector_for(self, settings: Settings) -> Detector:
+        """Return a session for these settings, loading (and warming up) a new one when they changed."""
+        key = (self.model_path(settings), settings.threads)
+        with self._lock:
+            if key != self._key:
+                detector = Detector(key[0], threads=settings.threads)
+                detector.warm_up(detector.fixed_hw or (settings.imgsz, settings.imgsz))
+                self._detector, self._key = detector, key
+            return self._detector
+
+
+class DetectionService:
+    """What the routes talk to; every public method is safe to call from any request thread."""
+
+    def __init__(self, config: Config, store: UploadStore, jobs: JobBoard | None = None):
+        self.config = config
+        self.store = store
+        self.jobs = jobs or JobBoard()
+        self.settings = Settings()
+        self.demo = False
+        self.lan_urls: list[str] = []
+        self.last_error: str | None = None
+        self._lock = threading.RLock()
+        self._runner: StreamRunner | None = None
+        self._runtime: ModelRuntime | None = None
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def streaming(self) -> bool:
+        return self._runner is not None and self._runner.running
+
+    def refuse_while_streaming(self, action: str) -> None:
+        if self.streaming:
+            raise Busy(f"cannot {action} while streaming: stop the stream first")
+
+    def imgsz_choices(self) -> tuple[int, ...]:
+        model = self.store.model
+        if model is not None and model.info.input_hw is not None:
+            return (model.info.imgsz,)
+        return IMGSZ_CHOICES
+
+    def status(self) -> dict:
+        """Everything the page shows, as JSON-ready data."""
+        runner = self._runner
+        stats = runner.stats.snapshot(runner.hub.viewers) if runner else StreamStats().snapshot(0)
+        return {
+            "streaming": self.streaming,
+            "video": self.store.video.as_dict() if self.store.video else None,
+            "model": self.store.model.as_dict() if self.store.model else None,
+            "settings": self.settings.as_dict(),
+            "options": options_for(self.imgsz_choices()),
+            "stats": stats,
+            "job": self.jobs.current(),
+            "error": self.last_error,
+            "lan_urls": self.lan_urls,
+            "demo": self.demo,
+        }
+
+    # -- uploads -----------------------------------------------------------------------------
+    def add_video(self, upload: Path, filename: str) -> dict:
+        with self._lock:
+            self.refuse_while_streaming("replace the video")
+            return self.store.add_video(upload, filename).as_dict()
+
+    def add_model(self, upload: Path, filename: str) -> dict:
+        if not self.jobs.begin("convert", "checking the weights"):
+            raise Busy("another model is being converted; wait for it to finish")
+        try:
+            with self._lock:
+                self.refuse_while_streaming("replace the model")
+                model = self.store.add_model(upload, filename, self._to_onnx)
+                self._runtime = ModelRuntime(model)
+                self.settings = self._settings_for_model(model)
+                return model.as_dict()
+        finally:
+            self.jobs.end("convert")
+
+    def _to_onnx(self, pt_path: Path) -> Path:
+        return convert.convert_cached(
+            pt_path,
+            self.store.cache_folder(),
+            imgsz=640,
+            timeout=self.config.convert_timeout,
+            on_progress=lambda stage, progress, message: self.jobs.update("convert", stage, progress, message),
+        )
+
+    def _settings_for_model(self, model: StoredModel) -> Settings:
+        choices = self.imgsz_choices()
+        imgsz = self.settings.imgsz if self.settings.imgsz in choices else choices[-1]
+        return apply_changes(self.settings, {"imgsz": imgsz, "classes": None}, choices, len(model.info.classes))
+
+    def reset(self) -> list[str]:
+        with self._lock:
+            self.refuse_while_streaming("reset")
+            self._runtime = None
+            self.last_error = None
+            self.demo = False
+            return self.store.reset()
+
+    # -- settings ----------------------------------------------------------------------------
+    def update_settings(self, changes: dict) -> dict:
+        """Validate and apply a settings change; the producer picks it up on its next frame."""
+        with self._lock:
+            class_count = len(self.store.model.info.classes) if self.store.model else 0
+            self.settings = apply_changes(self.settings, changes, self.imgsz_choices(), class_count)
+            return self.settings.as_dict()
+
+    def current_settings(self) -> Settings:
+        return self.settings
+
+    # -- stream ------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self.streaming:
+                return
+            video, model = self.store.video, self.store.model
+            if video is None or model is None:
+                missing = " and ".join(n for n, v in (("a video", video), ("a model", model)) if v is None)
+                raise Busy(f"upload {missing} before starting the stream")
+            pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
+            self.last_error = None
+            self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end)
+            self._runner.start()
+            logger.info("stream started: %s with %s", video.path.name, model.path.name)
+
+    def _on_end(self, error: str | None) -> None:
+        if error:
+            self.last_error = error
+
+    def stop(self) -> None:
+        runner = self._runner
+        if runner is not None:
+            runner.stop()
+            logger.info("stream stopped after %d frames", runner.stats.frames)
+
+    def viewer_frames(self) -> Iterator[bytes]:
+        """Return a multipart generator for one viewer; raise Busy when not streaming or full."""
+        runner = self._runner
+        if runner is None or not self.streaming:
+            raise Busy("the stream is not running: POST /stream/start first")
+        if runner.hub.viewers >= self.max_viewers:
+            raise TooManyViewers(f"too many viewers ({runner.hub.viewers}); close a tab or raise --threads")
+        return runner.hub.frames()
+
+    @property
+    def max_viewers(self) -> int:
+        # Each viewer holds an HTTP worker thread; keep some for the page's API calls.
+        return max(1, self.config.threads - 4)

@@ -1,0 +1,119 @@
+"""Stream settings a viewer may change while watching, and their validation."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+
+IMGSZ_CHOICES = (320, 416, 512, 640)
+PRECISIONS = ("fp32", "int8")
+DETECT_EVERY_RANGE = (1, 10)
+JPEG_QUALITY_RANGE = (30, 95)
+OUTPUT_WIDTH_RANGE = (160, 1920)
+
+
+class SettingsError(ValueError):
+    """A settings change that cannot be applied; its message is shown to the user."""
+
+
+def max_threads() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the producer reads before every frame."""
+
+    conf: float = 0.25
+    iou: float = 0.7
+    imgsz: int = 640
+    realtime: bool = True
+    loop: bool = True
+    precision: str = "fp32"
+    detect_every: int = 1
+    classes: tuple[int, ...] | None = None
+    threads: int = min(max_threads(), 4)
+    jpeg_quality: int = 80
+    output_width: int | None = None
+    min_agreement: float = 0.90
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["classes"] = list(self.classes) if self.classes is not None else None
+        return data
+
+
+def options_for(imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES) -> dict:
+    """Describe the allowed values, for the page to build its controls."""
+    return {
+        "imgsz": list(imgsz_choices),
+        "precision": list(PRECISIONS),
+        "detect_every": list(DETECT_EVERY_RANGE),
+        "threads": [1, max_threads()],
+        "jpeg_quality": list(JPEG_QUALITY_RANGE),
+        "output_width": list(OUTPUT_WIDTH_RANGE),
+    }
+
+
+def _fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise SettingsError(f"{name} must be a number greater than 0 and at most 1, got {value!r}")
+    return float(value)
+
+
+def _boolean(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _integer(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _choice(name: str, value, choices) -> object:
+    if isinstance(value, bool) or value not in choices:
+        allowed = ", ".join(str(choice) for choice in choices)
+        raise SettingsError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _classes(value, class_count: int) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) for c in value
+    ):
+        raise SettingsError("classes must be null (all classes) or a list of class ids")
+    unknown = [c for c in value if not 0 <= c < class_count]
+    if unknown:
+        raise SettingsError(f"classes {unknown} do not exist in the model ({class_count} classes)")
+    return tuple(sorted(set(value)))
+
+
+def apply_changes(
+    current: Settings, changes: dict, imgsz_choices=IMGSZ_CHOICES, class_count: int = 0
+) -> Settings:
+    """Return current with changes applied, or raise SettingsError naming the bad key or value."""
+    if not isinstance(changes, dict):
+        raise SettingsError("settings must be a JSON object")
+    validators = {
+        "conf": lambda v: _fraction("conf", v),
+        "iou": lambda v: _fraction("iou", v),
+        "min_agreement": lambda v: _fraction("min_agreement", v),
+        "imgsz": lambda v: _choice("imgsz", v, imgsz_choices),
+        "realtime": lambda v: _boolean("realtime", v),
+        "loop": lambda v: _boolean("loop", v),
+        "precision": lambda v: _choice("precision", v, PRECISIONS),
+        "detect_every": lambda v: _integer("detect_every", v, *DETECT_EVERY_RANGE),
+        "classes": lambda v: _classes(v, class_count),
+        "threads": lambda v: _integer("threads", v, 1, max_threads()),
+        "jpeg_quality": lambda v: _integer("jpeg_quality", v, *JPEG_QUALITY_RANGE),
+        "output_width": lambda v: None if v is None else _integer("output_width", v, *OUTPUT_WIDTH_RANGE),
+    }
+    unknown = sorted(set(changes) - set(validators))
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+    return replace(current, **{key: validators[key](value) for key, value in changes.items()})

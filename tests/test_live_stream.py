@@ -1,0 +1,99 @@
+"""A real waitress server on 127.0.0.1: concurrent MJPEG viewers, stop, reset."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import requests
+
+from server import mjpeg
+
+
+def post_file(url, path):
+    with open(path, "rb") as handle:
+        return requests.post(url, files={"file": (path.name, handle)}, timeout=120)
+
+
+class Viewer(threading.Thread):
+    """Read /video_feed, decoding every JPEG, until the server ends the response."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url = url
+        self.shapes: list[tuple[int, ...]] = []
+        self.ended = threading.Event()
+        self.error: Exception | None = None
+
+    def run(self):
+        try:
+            with requests.get(self.url, stream=True, timeout=10) as response:
+                assert response.status_code == 200, response.text
+                for jpeg in mjpeg.iter_jpegs(response.iter_content(8192)):
+                    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+                    assert image is not None, "a part is not a decodable JPEG"
+                    self.shapes.append(image.shape)
+        except Exception as exc:  # reported by the test thread
+            self.error = exc
+        finally:
+            self.ended.set()
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_video, yolov8n_onnx):
+    base = live_server.url
+    assert post_file(f"{base}/upload/video", make_video("clip.avi", frames=60)).status_code == 201
+    assert post_file(f"{base}/upload/model", yolov8n_onnx).status_code == 201
+    requests.post(f"{base}/api/settings", json={"imgsz": 320, "conf": 0.01}, timeout=5)
+    assert requests.post(f"{base}/stream/start", timeout=10).json() == {"streaming": True}
+
+    viewers = [Viewer(f"{base}/video_feed") for _ in range(3)]
+    for viewer in viewers:
+        viewer.start()
+    assert wait_for(lambda: all(len(v.shapes) >= 5 for v in viewers)), [len(v.shapes) for v in viewers]
+    status = requests.get(f"{base}/api/status", timeout=5).json()
+    assert status["stats"]["viewers"] == 3
+    assert all(shape == (480, 640, 3) for v in viewers for shape in v.shapes)
+    # One producer: frames made, not frames sent, is what the stats count.
+    assert status["stats"]["frames"] < sum(len(v.shapes) for v in viewers)
+    assert status["stats"]["latency_ms"]["inference"] > 0
+
+    refused = requests.post(f"{base}/reset", timeout=5)
+    assert refused.status_code == 409
+    started = time.monotonic()
+    assert requests.post(f"{base}/stream/stop", timeout=10).json() == {"streaming": False}
+    assert all(v.ended.wait(timeout=2) for v in viewers)
+    assert time.monotonic() - started < 3
+    assert [v.error for v in viewers] == [None, None, None]
+    assert requests.get(f"{base}/video_feed", timeout=5).status_code == 409
+    workers = {t.name for t in threading.enumerate()}
+    assert not workers & {"stream-producer", "frame-source"}, "nothing may run once the stream stopped"
+
+    deleted = requests.post(f"{base}/reset", timeout=5).json()["deleted"]
+    assert sorted(deleted) == ["model/yolov8n.onnx", "video/clip.avi"]
+    assert list(live_server.uploads.iterdir()) == []
+
+
+def test_disconnecting_viewer_is_released(live_server, make_video, yolov8n_onnx):
+    base = live_server.url
+    post_file(f"{base}/upload/video", make_video())
+    post_file(f"{base}/upload/model", yolov8n_onnx)
+    requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5)
+    requests.post(f"{base}/stream/start", timeout=10)
+    response = requests.get(f"{base}/video_feed", stream=True, timeout=10)
+    next(mjpeg.iter_jpegs(response.iter_content(8192)))
+    viewers = lambda: requests.get(f"{base}/api/status", timeout=5).json()["stats"]["viewers"]  # noqa: E731
+    assert viewers() == 1
+    response.close()
+    assert wait_for(lambda: viewers() == 0, timeout=10)
+    requests.post(f"{base}/stream/stop", timeout=10)
