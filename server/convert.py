@@ -13,8 +13,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from server.model_files import ModelRejected, sha256_of
 
@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_MODULE = "server.export_worker"
-NEEDS_TORCH = "converting a .pt needs ultralytics and torch installed on the server; upload a YOLOv8 .onnx export instead"
+NEEDS_TORCH = (
+    "converting a .pt needs ultralytics and torch installed on the server; upload a YOLOv8 .onnx export instead"
+)
 STDERR_LINES_KEPT = 200
 
 ProgressCallback = Callable[[str, float, str], None]
@@ -173,6 +175,6 @@ def child_message(lines: list[str], returncode: int) -> str:
     """Return the child's last "error: ..." line, else its last line, else its exit code."""
     for line in reversed(lines):
         if line.startswith("error: "):
-            return line[len("error: "):]
+            return line[len("error: ") :]
     last = next((line for line in reversed(lines) if line.strip()), "")
     return last or f"the converter exited with code {returncode}"

@@ -47,6 +47,11 @@ class Detector:
             self.fixed_hw or "dynamic",
         )
 
+    @property
+    def precision(self) -> str:
+        """Return "int8" for a quantized model file (named *.int8.onnx), else "fp32"."""
+        return "int8" if ".int8" in self.path.name else "fp32"
+
     def input_hw(self, frame_hw: tuple[int, int], imgsz: int) -> tuple[int, int]:
         """Return the network input (h, w) for a frame: the fixed size, or aspect-true at imgsz."""
         return self.fixed_hw or processing.input_shape_for(frame_hw, imgsz)

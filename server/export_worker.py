@@ -1,4 +1,4 @@
-"""Convert an Ultralytics .pt to ONNX; run as a child process: python -m server.export_worker IN.pt OUT.onnx --imgsz 640.
+"""Convert an Ultralytics .pt to ONNX in a child process: python -m server.export_worker IN.pt OUT.onnx --imgsz 640.
 
 This is the only server module that imports torch and ultralytics, and only in its own process. stdout carries
 nothing but JSON progress lines ({"stage", "progress", "message"}); whatever ultralytics, torch or onnx print goes
@@ -22,7 +22,9 @@ from pathlib import Path
 # Set before ultralytics is imported: no downloads, no pip installs, and its own restricted (weights_only) loader
 # as a second line of defence behind server.model_files' allow-list check.
 WORKER_ENVIRONMENT = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "ULTRALYTICS_SAFE_LOAD": "1"}
-NEEDS_TORCH = "converting a .pt needs ultralytics and torch installed on the server; upload a YOLOv8 .onnx export instead"
+NEEDS_TORCH = (
+    "converting a .pt needs ultralytics and torch installed on the server; upload a YOLOv8 .onnx export instead"
+)
 EXIT_FAILED, EXIT_MISSING_PACKAGES = 1, 3
 
 

@@ -55,7 +55,7 @@ ALLOWED_GLOBALS = frozenset(
         "torch._utils._rebuild_parameter",  # every nn.Parameter
         "torch._utils._rebuild_parameter_with_state",
         "torch._tensor._rebuild_from_type_v2",
-        "torch.Size",  # optimizer state in trained checkpoints
+        "torch.Size",  # Detect.shape, kept from the last forward pass in trained checkpoints
         "torch.device",
         "torch.storage.UntypedStorage",
         "torch.storage.TypedStorage",
@@ -84,8 +84,8 @@ ALLOWED_PATTERNS = (
     re.compile(r"torch\.[A-Za-z0-9]*Storage"),  # FloatStorage, HalfStorage, LongStorage ... in storage ids
     re.compile(r"torch\.(float|double|half|bfloat|int|uint|long|short|bool|complex)[0-9]*"),  # dtypes
 )
-# Modules whose CamelCase classes (never functions) may appear: the layers and models themselves, the loss a
-# training model carries, classification transforms, and the text encoder of YOLO-World.
+# Modules whose classes (names with a capital letter, which their functions lack) may appear: the layers and models
+# themselves, the loss a training model carries, classification transforms and YOLO-World's text encoder.
 LAYER_MODULE_PREFIXES = (
     "torch.nn.",
     "ultralytics.nn.",
@@ -524,7 +524,7 @@ def training_imgsz(top: object, model_attrs: dict) -> int:
 
 # --- .onnx exports ----------------------------------------------------------------------------------------------
 def inspect_onnx(path: str | Path) -> ModelInfo:
-    """Identify an ONNX export from its Ultralytics metadata and I/O shapes; raise ModelRejected unless YOLOv8 detect."""
+    """Identify an ONNX export by its Ultralytics metadata and I/O shapes; raise ModelRejected unless YOLOv8 detect."""
     model = load_onnx(path)
     meta = {prop.key: prop.value for prop in model.metadata_props}
     if "Ultralytics" not in meta.get("author", "") + meta.get("description", "") or "names" not in meta:
@@ -588,7 +588,9 @@ def refuse_baked_nms(model, meta: dict) -> None:
     args = literal(meta.get("args"))
     dims = tensor_dims(model.graph.output[0])
     if isinstance(args, dict) and args.get("nms"):
-        raise ModelRejected(f"This YOLOv8 ONNX model was exported with nms=True; re-export with nms=False ({SUPPORTED})")
+        raise ModelRejected(
+            f"This YOLOv8 ONNX model was exported with nms=True; re-export with nms=False ({SUPPORTED})"
+        )
     if meta.get("end2end") == "True" or (len(dims) == 3 and dims[2] == 6):
         raise ModelRejected(
             f"This ONNX model has end-to-end post-processing built in (output {shape_text(dims)}); "

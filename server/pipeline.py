@@ -77,6 +77,7 @@ class FramePipeline:
         self.tracker_factory = tracker_factory
         self.tracker = tracker_factory() if tracker_factory else None
         self._last_detect_index: int | None = None
+        self.precision = "fp32"  # of the model that ran last, which may lag the setting while int8 is tuned
 
     def reset(self) -> None:
         """Forget tracks, as when the video loops or the model changes."""
@@ -90,6 +91,7 @@ class FramePipeline:
 
     def _detect(self, image: np.ndarray, settings: Settings, watch: _Stopwatch) -> Detections:
         detector = self.detector_for(settings)
+        self.precision = detector.precision
         watch.skip()  # loading a new session after a settings change is not a per-frame cost
         frame_hw = image.shape[:2]
         tensor, box = processing.preprocess(image, detector.input_hw(frame_hw, settings.imgsz))

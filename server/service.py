@@ -11,6 +11,7 @@ from server import convert
 from server.config import Config
 from server.detector import Detector
 from server.jobs import JobBoard
+from server.precision import Int8Models
 from server.pipeline import FramePipeline
 from server.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
 from server.stream import StreamRunner, StreamStats
@@ -31,13 +32,17 @@ class TooManyViewers(RuntimeError):
 class ModelRuntime:
     """ONNX Runtime sessions for the current model: one live Detector, rebuilt when its key changes."""
 
-    def __init__(self, model: StoredModel):
+    def __init__(self, model: StoredModel, int8: Int8Models):
         self.model = model
+        self.int8 = int8
         self._lock = threading.Lock()
         self._detector: Detector | None = None
         self._key: tuple | None = None
 
     def model_path(self, settings: Settings) -> Path:
+        """Return the int8 model when asked for and ready; fp32 otherwise (also while int8 is being tuned)."""
+        if settings.precision == "int8":
+            return self.int8.ready(self.model.onnx_path) or self.model.onnx_path
         return self.model.onnx_path
 
     def detector_for(self, settings: Settings) -> Detector:
@@ -65,6 +70,7 @@ class DetectionService:
         self._lock = threading.RLock()
         self._runner: StreamRunner | None = None
         self._runtime: ModelRuntime | None = None
+        self.int8 = Int8Models(self.jobs)
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -74,6 +80,8 @@ class DetectionService:
     def refuse_while_streaming(self, action: str) -> None:
         if self.streaming:
             raise Busy(f"cannot {action} while streaming: stop the stream first")
+        if self.int8.building():
+            raise Busy(f"cannot {action} while int8 tuning runs; wait for it to finish")
 
     def imgsz_choices(self) -> tuple[int, ...]:
         model = self.store.model
@@ -93,10 +101,19 @@ class DetectionService:
             "options": options_for(self.imgsz_choices()),
             "stats": stats,
             "job": self.jobs.current(),
-            "error": self.last_error,
+            "error": self.last_error or self.int8.error,
+            "precision": self._precision_status(),
             "lan_urls": self.lan_urls,
             "demo": self.demo,
         }
+
+    def _precision_status(self) -> dict:
+        """What runs now, and the int8 tuning table when there is one."""
+        model = self.store.model
+        int8_path = self.int8.ready(model.onnx_path) if model else None
+        active = "int8" if self.settings.precision == "int8" and int8_path else "fp32"
+        report = self.int8.report(model.onnx_path) if int8_path else None
+        return {"active": active, "building": self.int8.building(), "int8": report}
 
     # -- uploads -----------------------------------------------------------------------------
     def add_video(self, upload: Path, filename: str) -> dict:
@@ -111,24 +128,26 @@ class DetectionService:
             with self._lock:
                 self.refuse_while_streaming("replace the model")
                 model = self.store.add_model(upload, filename, self._to_onnx)
-                self._runtime = ModelRuntime(model)
+                self.int8.forget()
+                self._runtime = ModelRuntime(model, self.int8)
                 self.settings = self._settings_for_model(model)
                 return model.as_dict()
         finally:
             self.jobs.end("convert")
 
-    def _to_onnx(self, pt_path: Path) -> Path:
+    def _to_onnx(self, pt_path: Path, imgsz: int) -> Path:
         return convert.convert_cached(
             pt_path,
             self.store.cache_folder(),
-            imgsz=640,
+            imgsz=imgsz,
             timeout=self.config.convert_timeout,
             on_progress=lambda stage, progress, message: self.jobs.update("convert", stage, progress, message),
         )
 
     def _settings_for_model(self, model: StoredModel) -> Settings:
+        """Start a new model at the size it was trained or exported for, when that is offered."""
         choices = self.imgsz_choices()
-        imgsz = self.settings.imgsz if self.settings.imgsz in choices else choices[-1]
+        imgsz = model.info.imgsz if model.info.imgsz in choices else choices[-1]
         return apply_changes(self.settings, {"imgsz": imgsz, "classes": None}, choices, len(model.info.classes))
 
     def reset(self) -> list[str]:
@@ -137,6 +156,7 @@ class DetectionService:
             self._runtime = None
             self.last_error = None
             self.demo = False
+            self.int8.forget()
             return self.store.reset()
 
     # -- settings ----------------------------------------------------------------------------
@@ -145,7 +165,15 @@ class DetectionService:
         with self._lock:
             class_count = len(self.store.model.info.classes) if self.store.model else 0
             self.settings = apply_changes(self.settings, changes, self.imgsz_choices(), class_count)
+            if self.settings.precision == "int8":
+                self._build_int8()
             return self.settings.as_dict()
+
+    def _build_int8(self) -> None:
+        video, model = self.store.video, self.store.model
+        if video is not None and model is not None:
+            settings = self.settings
+            self.int8.build(model.onnx_path, video.path, settings.imgsz, settings.min_agreement, settings.threads)
 
     def current_settings(self) -> Settings:
         return self.settings
@@ -159,6 +187,8 @@ class DetectionService:
             if video is None or model is None:
                 missing = " and ".join(n for n, v in (("a video", video), ("a model", model)) if v is None)
                 raise Busy(f"upload {missing} before starting the stream")
+            if self.settings.precision == "int8":
+                self._build_int8()
             pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
             self.last_error = None
             self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end)

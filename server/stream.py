@@ -167,7 +167,7 @@ class StreamRunner:
         return self.thread.is_alive() and not self.stop_event.is_set()
 
     def _status_text(self, settings: Settings) -> str:
-        mode = f"{settings.precision} {settings.imgsz}"
+        mode = f"{self.pipeline.precision} {settings.imgsz}"
         if settings.detect_every > 1:
             mode += f" det/{settings.detect_every}"
         return f"{self.stats.fps():.1f} fps | {mode} | {self.stats.detections} objects"

@@ -100,12 +100,12 @@ class UploadStore:
         logger.info("video %s: %dx%d %.2f fps %d frames", name, info.width, info.height, info.fps, info.frames)
         return self.video
 
-    def add_model(self, upload: Path, filename: str, to_onnx: Callable[[Path], Path]) -> StoredModel:
-        """Validate uploaded weights (converting a .pt with to_onnx) and make them the current model."""
+    def add_model(self, upload: Path, filename: str, to_onnx: Callable[[Path, int], Path]) -> StoredModel:
+        """Validate uploaded weights (converting a .pt with to_onnx(path, imgsz)) and make them the current model."""
         name = safe_name(filename, MODEL_EXTENSIONS, "weights file")
         try:
-            inspect_model(upload)
-            onnx_path = to_onnx(upload) if name.endswith(".pt") else None
+            checked = inspect_model(upload)
+            onnx_path = to_onnx(upload, checked.imgsz) if name.endswith(".pt") else None
             info = inspect_model(onnx_path or upload)
         except ModelRejected as exc:
             raise UploadRejected(str(exc)) from None

@@ -8,7 +8,6 @@ when it names the same ultralytics version and builder, nothing is rebuilt.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,13 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.export_worker import WORKER_ENVIRONMENT, block_network  # noqa: E402
+from tests.model_zoo import builder_id, zoo_is_current  # noqa: E402
 
 os.environ.update(WORKER_ENVIRONMENT)
 block_network()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import ultralytics  # noqa: E402
 from ultralytics import RTDETR, YOLO  # noqa: E402
 
 log = logging.getLogger("build_models")
@@ -63,12 +62,6 @@ EXPORTS = {
     "yolov8n-seg.onnx": ("yolov8n-seg.pt", {"dynamic": True}),
 }
 TRAINED_NAMES = {0: "square", 1: "circle"}
-
-
-def builder_id() -> str:
-    """Identify this builder: ultralytics version plus a hash of this script."""
-    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-    return f"{ultralytics.__version__}/{digest}"
 
 
 def build_yaml_models(out: Path) -> None:
@@ -278,7 +271,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     out = Path(sys.argv[1]).resolve()
     manifest_path = out / "manifest.json"
-    if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("builder") == builder_id():
+    if zoo_is_current(out):
         log.info("model zoo in %s is up to date", out)
         return 0
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,73 @@
+"""The int8 variant of the current model: taken from the cache, or tuned in the background with progress."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from server import quantize
+from server.jobs import JobBoard
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_FRAMES = 36
+
+
+class Int8Models:
+    """Find or build the tuned int8 model of an fp32 ONNX, one build at a time."""
+
+    def __init__(self, jobs: JobBoard):
+        self.jobs = jobs
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._known: dict[Path, quantize.TuneReport | None] = {}  # the producer asks every frame
+
+    def _cached(self, fp32: Path) -> quantize.TuneReport | None:
+        if fp32 not in self._known:
+            self._known[fp32] = quantize.cached_tuning(fp32)
+        return self._known[fp32]
+
+    def forget(self) -> None:
+        """Drop what is known about cached models (their files were deleted or replaced)."""
+        self._known.clear()
+
+    def ready(self, fp32: Path) -> Path | None:
+        """Return the tuned int8 model of fp32 if this CPU has one cached, else None."""
+        report = self._cached(fp32)
+        return Path(report.path) if report else None
+
+    def report(self, fp32: Path) -> dict | None:
+        report = self._cached(fp32)
+        return report.as_dict() if report else None
+
+    def building(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int) -> None:
+        """Start tuning in the background unless it is cached or already running."""
+        if self.ready(fp32) or not self.jobs.begin("quantize", "tuning int8 on this CPU"):
+            return
+        self.error = None
+        self._thread = threading.Thread(
+            target=self._build, args=(fp32, video, imgsz, min_agreement, threads), name="int8-tuning", daemon=True
+        )
+        self._thread.start()
+
+    def _build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int) -> None:
+        try:
+            frames = quantize.sample_frames(video, CALIBRATION_FRAMES)
+            self._known[fp32] = quantize.tune_int8(
+                fp32,
+                frames,
+                imgsz,
+                quantize.int8_path_for(fp32),
+                min_agreement=min_agreement,
+                threads=threads,
+                on_progress=lambda stage, progress, message: self.jobs.update("quantize", stage, progress, message),
+            )
+        except Exception as exc:  # shown in status; the stream keeps running in fp32
+            logger.exception("int8 tuning failed")
+            self.error = f"int8 tuning failed: {exc}"
+        finally:
+            self.jobs.end("quantize")

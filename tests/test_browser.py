@@ -1,0 +1,339 @@
+"""The page in a real browser (Debian Chromium via Playwright) against a live waitress server."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import requests
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists() and not os.environ.get("CI"):
+    pytest.skip(
+        f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium); "
+        "they run, and fail without it, when CI is set",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+from server.demo.loader import start_demo  # noqa: E402
+from server.lan import lan_urls  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+EMPTY_TEXT = "Upload a video and a YOLOv8 model, then press Start"
+RESET_REASON = "Stop the stream first: reset deletes the uploaded files"
+CONVERT_TIMEOUT_MS = 180_000
+
+# Draw the current MJPEG frame onto a canvas and fingerprint its pixels.
+FRAME_SIGNATURE_JS = """() => {
+  const img = document.getElementById("stream");
+  if (!img.naturalWidth) return null;
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(img, 0, 0);
+  const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  let hash = 2166136261;
+  for (let i = 0; i < pixels.length; i += 7) hash = Math.imul(hash ^ pixels[i], 16777619);
+  return String(hash >>> 0);
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Launch Debian's Chromium once for the module (Playwright never downloads a browser here)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class PageWatch:
+    """A browser tab plus the uncaught script errors it raised."""
+
+    def __init__(self, browser: Browser, **context_options):
+        self.context = browser.new_context(**context_options)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def close(self):
+        self.context.close()
+        assert self.errors == [], f"the page raised script errors: {self.errors}"
+
+
+@pytest.fixture
+def tabs(browser):
+    """Open tabs with tabs(**context_options); each is closed, and checked for script errors, at the end."""
+    opened: list[PageWatch] = []
+
+    def open_tab(**context_options) -> Page:
+        watch = PageWatch(browser, **(context_options or DESKTOP))
+        opened.append(watch)
+        return watch.page
+
+    yield open_tab
+    for watch in opened:
+        watch.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save a full-page screenshot under test-artifacts/ for a person to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header would otherwise land mid-page
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def api_status(server) -> dict:
+    """Return what the server itself reports, to check the page against."""
+    return requests.get(f"{server.url}/api/status", timeout=5).json()
+
+
+def wait_for(predicate, timeout=30.0, interval=0.1) -> bool:
+    """Return True as soon as predicate() holds, False if it never does within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def wait_for_new_frame(page: Page, timeout_ms: int = 30_000) -> str:
+    """Return the signature of a frame that differs from the one shown now."""
+    page.wait_for_function("() => document.getElementById('stream').naturalWidth > 0", timeout=timeout_ms)
+    first = page.evaluate(FRAME_SIGNATURE_JS)
+    page.wait_for_function(
+        f"(first) => {{ const now = ({FRAME_SIGNATURE_JS})(); return now !== null && now !== first; }}",
+        arg=first,
+        timeout=timeout_ms,
+    )
+    return page.evaluate(FRAME_SIGNATURE_JS)
+
+
+def stat(page: Page, name: str) -> int:
+    """Return the number a live-stats tile shows."""
+    return int(page.locator(f"#stat-{name}").inner_text())
+
+
+def stored_files(uploads: Path) -> list[str]:
+    """Return the names of every file kept in the uploads folder (temporary ones too)."""
+    return sorted(p.name for p in uploads.rglob("*") if p.is_file() and p.name != ".gitkeep")
+
+
+def upload_both(page: Page, video: Path, model: Path) -> None:
+    """Upload a video and a model through the page's file inputs and wait until both are described."""
+    page.set_input_files("#video-input", str(video))
+    expect(page.locator("#video-info")).to_be_visible(timeout=30_000)
+    page.set_input_files("#model-input", str(model))
+    expect(page.locator("#model-info")).to_be_visible(timeout=CONVERT_TIMEOUT_MS)
+
+
+def test_upload_stream_tune_and_reset(live_server, tabs, make_video, yolov8n_pt):
+    service = live_server.app.extensions["detection"]
+    service.lan_urls = lan_urls("127.0.0.1", urlparse(live_server.url).port)
+    page = tabs(**DESKTOP)
+    page.goto(live_server.url)
+
+    expect(page.locator("#stream-placeholder")).to_contain_text(EMPTY_TEXT)
+    expect(page.locator("#start-btn")).to_be_disabled()
+    expect(page.locator("#lan-urls a")).to_have_text(service.lan_urls)
+    expect(page.locator("#demo-banner")).to_be_hidden()
+    screenshot(page, "desktop-empty.png")
+
+    page.set_input_files("#video-input", str(make_video("street.mp4", width=640, height=360, fps=15, frames=60)))
+    video_info = page.locator("#video-info")
+    expect(video_info).to_contain_text("640×360", timeout=30_000)
+    expect(video_info).to_contain_text("15 fps")
+    expect(video_info).to_contain_text("0:04")
+    expect(video_info).to_contain_text("MB")
+
+    page.set_input_files("#model-input", str(yolov8n_pt))
+    expect(page.locator("#model-progress")).to_contain_text("Converting to ONNX", timeout=30_000)
+    model_info = page.locator("#model-info")
+    expect(model_info).to_contain_text("80 classes", timeout=CONVERT_TIMEOUT_MS)
+    expect(model_info).to_contain_text("YOLOv8")
+    expect(page.locator("#model-progress")).to_be_hidden()
+
+    # A small input keeps the random-init model quick on a shared CI core.
+    page.select_option("#setting-imgsz", "320")
+    assert wait_for(lambda: api_status(live_server)["settings"]["imgsz"] == 320)
+
+    page.click("#start-btn")
+    stream = page.locator("#stream")
+    expect(stream).to_be_visible()
+    assert "/video_feed" in stream.get_attribute("src")
+    expect(page.locator("#status-pill")).to_have_text("Streaming")
+    wait_for_new_frame(page)
+    assert page.evaluate("() => document.getElementById('stream').naturalWidth") == 640
+    aspect = page.evaluate("() => getComputedStyle(document.getElementById('stream-frame')).aspectRatio")
+    assert aspect.replace(" ", "") == "640/360"
+
+    frames_before = stat(page, "frames")
+    page.wait_for_function(
+        "(n) => Number(document.getElementById('stat-frames').textContent) > n", arg=frames_before, timeout=30_000
+    )
+    expect(page.locator("#stat-viewers")).to_have_text("1")
+    expect(page.locator("#latency-total")).not_to_have_text("–")
+    expect(page.locator("#latency-legend")).to_contain_text("inference")
+
+    # Confidence moves with the slider while the stream keeps going.
+    page.locator("#setting-conf").fill("0.6")
+    expect(page.locator("#value-conf")).to_have_text("0.60")
+    assert wait_for(lambda: api_status(live_server)["settings"]["conf"] == pytest.approx(0.6))
+    assert api_status(live_server)["streaming"] is True
+    wait_for_new_frame(page)
+
+    reset = page.locator("#reset-btn")
+    expect(reset).to_be_disabled()
+    expect(reset).to_have_attribute("title", RESET_REASON)
+    expect(page.locator("#reset-hint")).to_have_text(RESET_REASON)
+    expect(page.locator("#video-input")).to_be_disabled()
+    screenshot(page, "desktop-streaming.png")
+
+    # A phone joins the same stream while the laptop watches.
+    phone = tabs(**PHONE, color_scheme="dark")
+    phone.goto(live_server.url)
+    wait_for_new_frame(phone)
+    expect(page.locator("#stat-viewers")).to_have_text("2", timeout=10_000)
+    screenshot(phone, "phone-streaming-dark.png")
+    phone.context.close()
+
+    page.click("#stop-btn")
+    expect(stream).to_be_hidden()
+    assert stream.get_attribute("src") is None
+    expect(page.locator("#stream-placeholder")).to_be_visible()
+    expect(page.locator("#status-pill")).to_have_text("Ready")
+    expect(reset).to_be_enabled()
+    assert api_status(live_server)["streaming"] is False
+
+    uploaded = stored_files(live_server.uploads)
+    assert "street.mp4" in uploaded
+    reset.click()
+    dialog = page.locator("#reset-dialog")
+    expect(dialog).to_be_visible()
+    page.click("#reset-cancel")
+    expect(dialog).to_be_hidden()
+    assert stored_files(live_server.uploads) == uploaded, "cancel must keep the files"
+
+    reset.click()
+    with page.expect_navigation():
+        page.click("#reset-confirm")
+    expect(page.locator("#stream-placeholder")).to_contain_text(EMPTY_TEXT)
+    expect(page.locator("#video-info")).to_be_hidden()
+    expect(page.locator("#model-info")).to_be_hidden()
+    expect(page.locator("#start-btn")).to_be_disabled()
+    status = api_status(live_server)
+    assert status["video"] is None and status["model"] is None
+    assert stored_files(live_server.uploads) == []
+
+
+def test_stream_that_reaches_the_end_returns_the_page_to_stopped(live_server, tabs, make_video, yolov8n_onnx):
+    page = tabs(**DESKTOP)
+    page.goto(live_server.url)
+    upload_both(page, make_video("short.avi", width=320, height=240, fps=15, frames=20), yolov8n_onnx)
+    page.select_option("#setting-imgsz", "320")
+    page.uncheck("#setting-loop")
+    assert wait_for(lambda: api_status(live_server)["settings"]["loop"] is False)
+
+    page.click("#start-btn")
+    expect(page.locator("#stream")).to_be_visible()
+    expect(page.locator("#status-pill")).to_have_text("Ready", timeout=60_000)
+    expect(page.locator("#stream")).to_be_hidden()
+    assert page.locator("#stream").get_attribute("src") is None
+    expect(page.locator("#start-btn")).to_be_enabled()
+    expect(page.locator("#reset-btn")).to_be_enabled()
+    assert stat(page, "frames") > 0
+
+
+def test_wrong_files_show_the_servers_message(live_server, tabs, tmp_path):
+    not_a_video = tmp_path / "x.mp4"
+    not_a_video.write_text("these are words, not frames\n" * 50)
+    not_a_model = tmp_path / "random.onnx"
+    not_a_model.write_bytes(os.urandom(4096))
+    expected = {}
+    for kind, path in (("video", not_a_video), ("model", not_a_model)):
+        with open(path, "rb") as handle:
+            answer = requests.post(f"{live_server.url}/upload/{kind}", files={"file": (path.name, handle)}, timeout=60)
+        assert answer.status_code == 400
+        expected[kind] = answer.json()["error"]
+
+    for name, options in (("desktop-errors.png", DESKTOP), ("phone-errors.png", PHONE)):
+        page = tabs(**options)
+        page.goto(live_server.url)
+        page.set_input_files("#video-input", str(not_a_video))
+        expect(page.locator("#video-error")).to_have_text(expected["video"], timeout=30_000)
+        page.set_input_files("#model-input", str(not_a_model))
+        expect(page.locator("#model-error")).to_have_text(expected["model"], timeout=30_000)
+        expect(page.locator("#video-info")).to_be_hidden()
+        expect(page.locator("#model-info")).to_be_hidden()
+        expect(page.locator("#start-btn")).to_be_disabled()
+        screenshot(page, name)
+    assert stored_files(live_server.uploads) == []
+
+
+def test_dropped_file_is_uploaded_and_a_refused_upload_explained(live_server, tabs):
+    page = tabs(**DESKTOP)
+    page.goto(live_server.url)
+    drop_file = """([zoneId, name, size]) => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([new Uint8Array(size)], name, { type: "video/mp4" }));
+      document.getElementById(zoneId).dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+    }"""
+    page.evaluate(drop_file, ["video-zone", "dropped.mp4", 2048])
+    expect(page.locator("#video-error")).to_be_visible(timeout=30_000)
+    assert "{" not in page.locator("#video-error").inner_text()
+
+    # Over the limit the server may answer 413 or drop the connection before reading the body.
+    live_server.app.config["MAX_VIDEO_BYTES"] = 1024
+    page.evaluate(drop_file, ["video-zone", "big.mp4", 4 * 1024 * 1024])
+    page.wait_for_function(
+        """() => /too large|interrupted/.test(document.getElementById("video-error").textContent)""", timeout=30_000
+    )
+    assert stored_files(live_server.uploads) == []
+
+
+def test_demo_plays_on_arrival_and_says_how_to_use_your_own_files(live_server, tabs):
+    start_demo(live_server.app.extensions["detection"])
+    page = tabs(**DESKTOP)
+    page.goto(live_server.url)
+    banner = page.locator("#demo-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("Demo")
+    expect(banner).to_contain_text(".pt")
+    # The stream was already running: the page joins it without anyone pressing Start.
+    wait_for_new_frame(page)
+    expect(page.locator("#model-info")).to_contain_text("5 classes")
+    expect(page.locator("#setting-classes")).to_contain_text("circle")
+    expect(page.locator("#stop-btn")).to_be_enabled()
+
+    def settings() -> dict:
+        return api_status(live_server)["settings"]
+
+    page.locator("#setting-classes").get_by_label("circle").check()
+    assert wait_for(lambda: settings()["classes"] == [0])
+    expect(page.locator("#value-classes")).to_have_text("1 of 5")
+    page.click("#classes-all")
+    assert wait_for(lambda: settings()["classes"] is None)
+    expect(page.locator("#classes-all")).to_be_hidden()
+    page.locator("#setting-detect_every").fill("3")
+    expect(page.locator("#value-detect_every")).to_have_text("every 3 frames")
+    assert wait_for(lambda: settings()["detect_every"] == 3)
+    assert api_status(live_server)["streaming"] is True
+    screenshot(page, "desktop-demo.png")
