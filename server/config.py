@@ -30,6 +30,9 @@ class Config:
     convert_timeout: float = field(
         default=600.0, metadata={"help": "seconds a .pt to ONNX conversion may take"}
     )
+    int8_recipes: str = field(
+        default="", metadata={"help": "comma-separated int8 recipes to try when tuning (empty: all)"}
+    )
     dev: bool = field(default=False, metadata={"help": "use Flask's development server"})
     demo: bool = field(
         default=False, metadata={"help": "start with the built-in demo video and model streaming"}

@@ -17,8 +17,13 @@ CALIBRATION_FRAMES = 36
 class Int8Models:
     """Find or build the tuned int8 model of an fp32 ONNX, one build at a time."""
 
-    def __init__(self, jobs: JobBoard):
+    def __init__(self, jobs: JobBoard, recipes: list[str] | None = None):
+        unknown = sorted(set(recipes or ()) - set(quantize.RECIPES_BY_NAME))
+        if unknown:
+            known = ", ".join(quantize.RECIPES_BY_NAME)
+            raise ValueError(f"unknown int8 recipe(s) {', '.join(unknown)}; choose from {known}")
         self.jobs = jobs
+        self.recipes = recipes or None
         self.error: str | None = None
         self._thread: threading.Thread | None = None
         self._known: dict[Path, quantize.TuneReport | None] = {}  # the producer asks every frame
@@ -64,6 +69,7 @@ class Int8Models:
                 quantize.int8_path_for(fp32),
                 min_agreement=min_agreement,
                 threads=threads,
+                recipes=self.recipes,
                 on_progress=lambda stage, progress, message: self.jobs.update("quantize", stage, progress, message),
             )
         except Exception as exc:  # shown in status; the stream keeps running in fp32

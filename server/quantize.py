@@ -8,6 +8,9 @@ held-back frames; the fastest that agrees well enough is kept.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import io
 import json
 import logging
 import os
@@ -30,7 +33,6 @@ from onnxruntime.quantization import (
     QuantType,
     create_calibrator,
     quantize_static,
-    save_tensors_data,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -58,6 +60,8 @@ CALIBRATION_METHODS = {
     "percentile": CalibrationMethod.Percentile,
     "entropy": CalibrationMethod.Entropy,
 }
+# onnxruntime >= 1.26 can reuse calibration ranges across recipes; older versions calibrate per recipe.
+CACHE_SUPPORTED = "calibration_cache_path" in inspect.signature(quantize_static).parameters
 QUANT_TYPES = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
 FORMATS = {"qdq": QuantFormat.QDQ, "qop": QuantFormat.QOperator}
 
@@ -283,44 +287,62 @@ def name_unnamed_nodes(model: onnx.ModelProto) -> None:
 
 
 def preprocess_model(fp32_onnx: Path, out_path: Path) -> Path:
-    """Run ONNX Runtime's quantization pre-processing, without symbolic shapes if they fail (dynamic input)."""
-    try:
-        quant_pre_process(str(fp32_onnx), str(out_path))
-    except Exception as error:  # symbolic shape inference gives up on a dynamic height and width
-        logger.info("quant_pre_process with symbolic shapes failed (%s); retrying without", error)
-        quant_pre_process(str(fp32_onnx), str(out_path), skip_symbolic_shape=True)
+    """Run ONNX Runtime's quantization pre-processing (graph optimization and ONNX shape inference)."""
+    # Symbolic shape inference gives up on a dynamic height and width, and when it gives up it dumps
+    # sym_shape_infer_temp.onnx plus external-data files into the working directory: skip it.
+    quant_pre_process(str(fp32_onnx), str(out_path), skip_symbolic_shape=True)
     model = onnx.load(str(out_path))
     name_unnamed_nodes(model)
     onnx.save(model, str(out_path))
     return out_path
 
 
-def calibrate(method: str, prepared: Path, input_name: str, tensors: list[np.ndarray], cache: Path,
-              on_frame: Callable[[int], None] = lambda index: None) -> Path:
-    """Collect activation ranges with one calibration method into a cache file that recipes share."""
+@dataclass
+class Calibration:
+    """Calibration frames for one method, and the cache of their ranges once collected."""
+
+    method: str
+    input_name: str
+    tensors: list[np.ndarray]
+    cache: Path | None = None
+
+    def reader(self) -> FrameReader:
+        return FrameReader(self.input_name, self.tensors, lambda index: None)
+
+
+def calibrate(calibration: Calibration, prepared: Path, cache: Path,
+              on_frame: Callable[[int], None] = lambda index: None) -> Calibration:
+    """Collect activation ranges into a cache file that every recipe of this method reuses."""
+    from onnxruntime.quantization import save_tensors_data  # noqa: PLC0415  (onnxruntime >= 1.26)
+
     calibrator = create_calibrator(
         prepared,
         augmented_model_path=str(cache.with_suffix(".augmented.onnx")),
-        calibrate_method=CALIBRATION_METHODS[method],
+        calibrate_method=CALIBRATION_METHODS[calibration.method],
         # Symmetric ranges (percentile's default) waste half of u8 on post-SiLU activations.
         # CalibMaxIntermediateOutputs is left out: onnxruntime 1.31 discarded the ranges with it.
         extra_options={"symmetric": False},
     )
-    # Collecting chunk by chunk bounds memory; ranges and histograms merge across calls.
-    for first in range(0, len(tensors), CALIBRATION_CHUNK):
-        chunk = tensors[first : first + CALIBRATION_CHUNK]
-        calibrator.collect_data(FrameReader(input_name, chunk, on_frame, first))
-    save_tensors_data(calibrator.compute_data(), cache)
-    return cache
+    tensors, chatter = calibration.tensors, io.StringIO()
+    with contextlib.redirect_stdout(chatter):  # histogram calibrators print() as they go
+        # Collecting chunk by chunk bounds memory; ranges and histograms merge across calls.
+        for first in range(0, len(tensors), CALIBRATION_CHUNK):
+            chunk = tensors[first : first + CALIBRATION_CHUNK]
+            calibrator.collect_data(FrameReader(calibration.input_name, chunk, on_frame, first))
+        save_tensors_data(calibrator.compute_data(), cache)
+    logger.debug("calibrator output: %s", chatter.getvalue().strip())
+    calibration.cache = cache
+    return calibration
 
 
-def quantize_with(recipe: Recipe, prepared: Path, out_path: Path, calibration_cache: Path,
+def quantize_with(recipe: Recipe, prepared: Path, out_path: Path, calibration: Calibration,
                   tail: list[str], head_convs: list[str]) -> Path:
-    """Quantize the prepared model with one recipe, using ranges from a calibration cache."""
+    """Quantize the prepared model with one recipe, from cached ranges or else by calibrating again."""
+    reuse = {"calibration_cache_path": str(calibration.cache)} if calibration.cache else {}
     quantize_static(
         str(prepared),
         str(out_path),
-        calibration_data_reader=None,
+        calibration_data_reader=None if calibration.cache else calibration.reader(),
         quant_format=FORMATS[recipe.format],
         per_channel=recipe.per_channel,
         reduce_range=recipe.reduce_range,
@@ -328,7 +350,8 @@ def quantize_with(recipe: Recipe, prepared: Path, out_path: Path, calibration_ca
         weight_type=QUANT_TYPES[recipe.weights],
         nodes_to_exclude=tail + head_convs if recipe.float_head_convs else tail,
         calibrate_method=CALIBRATION_METHODS[recipe.calibration],
-        calibration_cache_path=str(calibration_cache),
+        extra_options={"CalibTensorRangeSymmetric": False},
+        **reuse,
     )
     return out_path
 
@@ -431,6 +454,24 @@ def write_report(report: TuneReport, path: Path) -> None:
     os.replace(partial, path)
 
 
+class QuietQuantizer(logging.Filter):
+    """Drop the quantizer's per-channel INFO notes, which it logs on the root logger by the hundred."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "onnxruntime" not in record.pathname
+
+
+@contextlib.contextmanager
+def quiet_quantizer():
+    """Keep onnxruntime's quantization chatter out of the server log while tuning."""
+    quiet = QuietQuantizer()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
 class _Steps:
     """Turn finished steps into the 0..1 progress the status endpoint shows."""
 
@@ -460,7 +501,7 @@ def tune_int8(
     methods = sorted({r.calibration for r in chosen_recipes})
     steps = _Steps(2 + len(methods) + 2 * len(chosen_recipes) + 1, on_progress)
     calibration_frames, held_frames = split_frames(frames)
-    with tempfile.TemporaryDirectory(prefix="int8-tune-") as work:
+    with tempfile.TemporaryDirectory(prefix="int8-tune-") as work, quiet_quantizer():
         work_dir = Path(work)
         steps.report("preparing", "pre-processing the fp32 model")
         prepared = preprocess_model(fp32_onnx, work_dir / "prepared.onnx")
@@ -474,12 +515,12 @@ def tune_int8(
         calibration_tensors = [processing.preprocess(f, input_hw)[0] for f in calibration_frames]
         steps.done += 1
 
-        caches = {m: _calibrate_step(m, prepared, reference.input_name, calibration_tensors, work_dir, steps)
-                  for m in methods}
+        calibrations = {m: _calibrate_step(m, prepared, reference.input_name, calibration_tensors, work_dir, steps)
+                        for m in methods}
         rows, paths = [], {}
         for recipe in chosen_recipes:
             path = work_dir / f"{recipe.name}.onnx"
-            row = _try_recipe(recipe, prepared, path, caches[recipe.calibration], (tail, head_convs),
+            row = _try_recipe(recipe, prepared, path, calibrations[recipe.calibration], (tail, head_convs),
                               reference, held, threads, steps)
             rows.append(row)
             paths[recipe.name] = path
@@ -537,26 +578,30 @@ def _note(best: TuneRow, qualified: bool, min_agreement: float, reference_boxes:
 
 
 def _calibrate_step(method: str, prepared: Path, input_name: str, tensors: list[np.ndarray], work_dir: Path,
-                    steps: _Steps) -> Path:
-    """Calibrate once per method, reporting progress frame by frame."""
+                    steps: _Steps) -> Calibration:
+    """Calibrate once per method (when onnxruntime can cache it), reporting progress frame by frame."""
 
     def on_frame(index: int) -> None:
         steps.report("calibrating", f"calibrating ({method}) on frame {index + 1}/{len(tensors)}",
                      index / len(tensors))
 
-    cache = calibrate(method, prepared, input_name, tensors, work_dir / f"calibration-{method}.json", on_frame)
+    calibration = Calibration(method, input_name, tensors)
+    steps.report("calibrating", f"calibrating ({method}) on {len(tensors)} frames")
+    if CACHE_SUPPORTED:
+        calibrate(calibration, prepared, work_dir / f"calibration-{method}.json", on_frame)
     steps.done += 1
-    return cache
+    return calibration
 
 
-def _try_recipe(recipe: Recipe, prepared: Path, path: Path, cache: Path, head: tuple[list[str], list[str]],
+def _try_recipe(recipe: Recipe, prepared: Path, path: Path, calibration: Calibration,
+                head: tuple[list[str], list[str]],
                 reference: Detector, held: HeldBack, threads: int | None, steps: _Steps) -> TuneRow:
     """Build, time and check one recipe; a recipe that fails becomes a row with its error."""
     settings = {key: value for key, value in asdict(recipe).items() if key != "name"}
     first_step = steps.done
     try:
         steps.report("quantizing", f"quantizing with {recipe.name}")
-        quantize_with(recipe, prepared, path, cache, *head)
+        quantize_with(recipe, prepared, path, calibration, *head)
         steps.done += 1
         steps.report("measuring", f"timing {recipe.name} against fp32")
         candidate = Detector(path, threads=threads)

@@ -70,7 +70,7 @@ class DetectionService:
         self._lock = threading.RLock()
         self._runner: StreamRunner | None = None
         self._runtime: ModelRuntime | None = None
-        self.int8 = Int8Models(self.jobs)
+        self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r])
 
     # -- state -------------------------------------------------------------------------------
     @property

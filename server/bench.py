@@ -1,0 +1,673 @@
+"""Benchmark this server's pipeline against Ultralytics' own predictor on one video, in one run.
+
+    python -m server.bench --video V --model M [--frames 300] [--precision fp32 int8]
+        [--imgsz 640 320] [--detect-every 1 3] [--http fp32-640 int8-320-de3] [--viewers 1 8]
+        [--json bench.json] [--plot bench.png]
+
+Rows: Ultralytics on the .pt (PyTorch) and on its default ONNX export, streamed as a user of
+Ultralytics would (predict(stream=True) -> results.plot() -> JPEG); then this project's
+FramePipeline, FrameSource, Detector and Tracker (the code the server runs) for each variant
+precision x imgsz x detect_every; then the real server over HTTP (waitress in a child process,
+realtime off) read by 1 and 8 concurrent /video_feed viewers. Agreement is mAP50 of each row's
+per-frame detections against this project's fp32 at 640 on every frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from server.detector import Detector, default_threads
+from server.metrics import map50
+from server.pipeline import STAGES, FramePipeline
+from server.processing import Detections
+from server.settings import Settings
+from server.tracker import Tracker
+from server.video import FrameSource, probe_video
+
+logger = logging.getLogger(__name__)
+
+REFERENCE = "fp32-640"
+ULTRALYTICS_ONNX = "ultralytics-onnx"
+ULTRALYTICS_PT = "ultralytics-pt"
+BOUNDARY = b"--frame\r\n"
+FONT_NAME = "DejaVuSans.ttf"  # matplotlib ships it; ultralytics finds it there instead of downloading Arial
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of this project's pipeline."""
+
+    precision: str
+    imgsz: int
+    detect_every: int = 1
+
+    @property
+    def name(self) -> str:
+        suffix = f"-de{self.detect_every}" if self.detect_every > 1 else ""
+        return f"{self.precision}-{self.imgsz}{suffix}"
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """Parse a name such as fp32-640 or int8-320-de3."""
+        parts = text.split("-")
+        try:
+            every = int(parts[2].removeprefix("de")) if len(parts) > 2 else 1
+            variant = cls(parts[0], int(parts[1]), every)
+        except (IndexError, ValueError):
+            raise argparse.ArgumentTypeError(f"variant {text!r} is not like fp32-640 or int8-320-de3") from None
+        if variant.precision not in ("fp32", "int8"):
+            raise argparse.ArgumentTypeError(f"precision must be fp32 or int8 in {text!r}")
+        return variant
+
+
+@dataclass
+class Row:
+    """What one pipeline measured on the video."""
+
+    name: str
+    kind: str  # "ultralytics" or "pipeline"
+    frames: int
+    fps: float
+    stage_ms: dict[str, float]
+    agreement: float | None = None
+    ratio: float | None = None  # fps over Ultralytics-ONNX's
+    detect_every: int = 1
+    note: str = ""
+    detections: list[Detections] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("detections")
+        return data
+
+
+@dataclass
+class HttpRow:
+    """Frames per second the running server delivered to each of n viewers."""
+
+    variant: str
+    viewers: int
+    fps_per_viewer: list[float]
+    server_fps: float
+    bench_fps: float | None = None
+    error: str | None = None
+
+    @property
+    def mean_fps(self) -> float:
+        return float(np.mean(self.fps_per_viewer)) if self.fps_per_viewer else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "mean_fps": round(self.mean_fps, 2)}
+
+
+@dataclass
+class Target:
+    """One speed goal from the issue, and how far this run is from it."""
+
+    name: str
+    goal: str
+    value: str
+    met: bool | None  # None: not measured in this run
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ProgressLine:
+    """Show progress on stderr: a redrawn bar on a terminal, a line every tenth otherwise."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total = label, max(1, total)
+        self.tty = sys.stderr.isatty()
+        self.started = time.perf_counter()
+        self._last_tenth = -1
+
+    def update(self, done: int, extra: str = "") -> None:
+        fraction = min(1.0, done / self.total)
+        tenth = int(fraction * 10)
+        if not self.tty and tenth == self._last_tenth:
+            return
+        self._last_tenth = tenth
+        bar = "#" * int(fraction * 20)
+        line = f"  {self.label:<22} [{bar:<20}] {done}/{self.total} {extra}"
+        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
+        sys.stderr.flush()
+
+    def close(self, summary: str = "") -> None:
+        elapsed = time.perf_counter() - self.started
+        sys.stderr.write(("\r" if self.tty else "") + f"  {self.label:<22} done in {elapsed:.1f}s {summary}\n")
+        sys.stderr.flush()
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+def class_names(onnx_path: Path) -> list[str]:
+    """Read class names from an ultralytics ONNX export's metadata."""
+    meta = Detector(onnx_path, threads=1).session.get_modelmeta().custom_metadata_map
+    names = ast.literal_eval(meta.get("names", "{}"))
+    return [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+
+
+def our_onnx(model: Path, cache: Path) -> Path:
+    """Return the ONNX the server would run for these weights, converting a .pt the server's way."""
+    if model.suffix == ".onnx":
+        return model
+    from server import convert  # noqa: PLC0415  (only for .pt weights)
+
+    return Path(convert.convert_cached(model, cache, imgsz=640, timeout=900, on_progress=None))
+
+
+def ultralytics_onnx(model: Path, cache: Path) -> Path:
+    """Export a .pt with Ultralytics' defaults (static 640x640), as its users do; reuse an earlier export."""
+    if model.suffix == ".onnx":
+        return model
+    folder = cache / "ultralytics-export"
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / model.name
+    exported = copy.with_suffix(".onnx")
+    if exported.is_file() and exported.stat().st_mtime >= model.stat().st_mtime:
+        return exported
+    copy.write_bytes(model.read_bytes())
+    from ultralytics import YOLO  # noqa: PLC0415
+
+    return Path(YOLO(str(copy)).export(format="onnx", imgsz=640, verbose=False))
+
+
+def int8_model(onnx_path: Path, video: Path, threads: int, retune: bool) -> tuple[Path, dict]:
+    """Tune int8 on frames of the video (or reuse a tuning of this very model on this CPU)."""
+    from server import quantize  # noqa: PLC0415
+
+    out = quantize.int8_path_for(onnx_path)
+    report = None if retune else quantize.cached_tuning(onnx_path, out)
+    if report is None:
+        progress = ProgressLine("int8 tuning", 100)
+        report = quantize.tune_int8(
+            onnx_path, quantize.sample_frames(video), 640, out, threads=threads,
+            on_progress=lambda stage, done, message: progress.update(round(done * 100), message[:40]),
+        )
+        progress.close(report.note)
+    return out, report.as_dict()
+
+
+class BenchRuntime:
+    """Sessions per precision, built and warmed up as the server's ModelRuntime does."""
+
+    def __init__(self, fp32: Path, int8: Path | None):
+        self.paths = {"fp32": fp32, "int8": int8}
+        self._detectors: dict[tuple, Detector] = {}
+
+    def detector_for(self, settings: Settings) -> Detector:
+        key = (self.paths[settings.precision], settings.threads)
+        if key not in self._detectors:
+            detector = Detector(key[0], threads=settings.threads)
+            detector.warm_up(detector.fixed_hw or (settings.imgsz, settings.imgsz))
+            self._detectors[key] = detector
+        return self._detectors[key]
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+def run_pipeline(variant: Variant, runtime: BenchRuntime, video: Path, names: list[str], frames: int,
+                 warmup: int, base: Settings) -> Row:
+    """Stream the video through FramePipeline as the server's producer does (realtime off); time it."""
+    settings = Settings(**{**base.as_dict(), "classes": None, "imgsz": variant.imgsz,
+                           "precision": variant.precision, "detect_every": variant.detect_every,
+                           "realtime": False, "loop": False})
+    runtime.detector_for(settings)  # the server loads and warms the session before streaming
+    pipeline = FramePipeline(runtime.detector_for, names, tracker_factory=Tracker)
+    source = FrameSource(video, loop=False)
+    progress = ProgressLine(variant.name, frames)
+    stage_sums = dict.fromkeys(STAGES, 0.0)
+    detections, timed, started, fps = [], 0, time.perf_counter(), 0.0
+    try:
+        while len(detections) < frames:
+            frame = source.read(timeout=10)
+            if frame is None:
+                break
+            if len(detections) == warmup:
+                started, timed = time.perf_counter(), 0
+            status = f"{fps:.1f} fps | {variant.precision} {variant.imgsz}"
+            result = pipeline.process(frame, settings, status)
+            detections.append(result.detections)
+            if len(detections) > warmup:
+                timed += 1
+                for stage in STAGES:
+                    stage_sums[stage] += result.timings_ms.get(stage, 0.0)
+                fps = timed / (time.perf_counter() - started)
+            progress.update(len(detections), f"{fps:5.1f} fps")
+    finally:
+        source.close()
+    progress.close(f"{fps:.1f} fps")
+    stage_ms = {stage: round(total / max(1, timed), 2) for stage, total in stage_sums.items()}
+    return Row(variant.name, "pipeline", len(detections), round(fps, 2), stage_ms,
+               detect_every=variant.detect_every, detections=detections)
+
+
+def run_ultralytics(label: str, model: Path, video: Path, frames: int, warmup: int, settings: Settings) -> Row:
+    """Stream the video with Ultralytics' predictor, results.plot() and JPEG encoding; time it."""
+    import cv2  # noqa: PLC0415
+    from ultralytics import YOLO  # noqa: PLC0415
+
+    yolo = YOLO(str(model), task="detect")
+    results = yolo.predict(source=str(video), stream=True, imgsz=640, conf=settings.conf, iou=settings.iou,
+                           device="cpu", verbose=False)
+    progress = ProgressLine(label, frames)
+    sums = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "draw": 0.0, "encode": 0.0}
+    detections, timed, started, fps = [], 0, time.perf_counter(), 0.0
+    for result in results:
+        if len(detections) == warmup:
+            started, timed = time.perf_counter(), 0
+        drawn = time.perf_counter()
+        image = result.plot(font=FONT_NAME, pil=False)
+        encoded = time.perf_counter()
+        ok, _ = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
+        done = time.perf_counter()
+        boxes = result.boxes
+        detections.append(Detections(boxes.xyxy.numpy().astype(np.float32), boxes.conf.numpy().astype(np.float32),
+                                     boxes.cls.numpy().astype(np.int64)))
+        if len(detections) > warmup:
+            timed += 1
+            for stage in ("preprocess", "inference", "postprocess"):
+                sums[stage] += result.speed.get(stage) or 0.0
+            sums["draw"] += (encoded - drawn) * 1000
+            sums["encode"] += (done - encoded) * 1000
+            fps = timed / (done - started)
+        progress.update(len(detections), f"{fps:5.1f} fps")
+        if len(detections) >= frames:
+            break
+    results.close()
+    progress.close(f"{fps:.1f} fps")
+    stage_ms = {stage: round(total / max(1, timed), 2) for stage, total in sums.items()}
+    return Row(label, "ultralytics", len(detections), round(fps, 2), stage_ms, detections=detections)
+
+
+# -- the server over HTTP ----------------------------------------------------------------------
+
+SERVE_SCRIPT = """
+import logging, sys
+from waitress import create_server
+from server import create_app
+from server.config import Config
+logging.basicConfig(level=logging.WARNING)
+app = create_app(Config(uploads=sys.argv[1], threads=32))
+server = create_server(app, host="127.0.0.1", port=0, threads=32)
+print(server.effective_port, flush=True)
+server.run()
+"""
+
+
+class ServerProcess:
+    """The real server (create_app + waitress) in a child process on an ephemeral 127.0.0.1 port."""
+
+    def __init__(self, uploads: Path):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVE_SCRIPT, str(uploads)], cwd=REPO_ROOT,
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        port = self.process.stdout.readline().strip()
+        if not port.isdigit():
+            self.close()
+            raise RuntimeError("the server did not start")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class Viewer(threading.Thread):
+    """Read /video_feed and count the JPEG parts that arrive."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.frames, self.stop, self.error = url, 0, threading.Event(), None
+
+    def run(self) -> None:
+        import requests  # noqa: PLC0415
+
+        try:
+            with requests.get(self.url + "/video_feed", stream=True, timeout=30) as response:
+                response.raise_for_status()
+                tail = b""
+                for chunk in response.iter_content(65536):
+                    data = tail + chunk
+                    self.frames += data.count(BOUNDARY)
+                    tail = data[-(len(BOUNDARY) - 1):]
+                    if self.stop.is_set():
+                        return
+        except Exception as error:  # reported in the row, not raised from a thread
+            self.error = str(error)
+
+
+def run_http(variants: list[Variant], viewer_counts: list[int], model: Path, video: Path, seconds: float,
+             base: Settings) -> list[HttpRow]:
+    """Stream each variant from the real server with realtime off and count what n viewers receive."""
+    import requests  # noqa: PLC0415
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as uploads:
+        server = ServerProcess(Path(uploads))
+        try:
+            for path, kind in ((video, "video"), (model, "model")):
+                with open(path, "rb") as handle:
+                    requests.post(f"{server.url}/upload/{kind}", files={"file": (path.name, handle)},
+                                  timeout=900).raise_for_status()
+            for variant in variants:
+                rows += _http_variant(server.url, variant, viewer_counts, seconds, base)
+        finally:
+            server.close()
+    return rows
+
+
+def _http_variant(url: str, variant: Variant, viewer_counts: list[int], seconds: float, base: Settings) -> list[HttpRow]:
+    import requests  # noqa: PLC0415
+
+    def fail(message: str) -> list[HttpRow]:
+        return [HttpRow(variant.name, n, [], 0.0, error=message[:200]) for n in viewer_counts]
+
+    changes = {"realtime": False, "loop": True, "imgsz": variant.imgsz, "precision": variant.precision,
+               "detect_every": variant.detect_every, "threads": base.threads, "conf": base.conf}
+    if variant.precision == "int8":  # tune at 640 first, as this benchmark's own int8 rows are
+        requests.post(f"{url}/api/settings", json={"precision": "int8", "imgsz": 640}, timeout=30)
+        _wait_for_jobs(url)
+    response = requests.post(f"{url}/api/settings", json=changes, timeout=30)
+    if response.status_code != 200:
+        return fail(response.text)
+    _wait_for_jobs(url)
+    active = requests.get(f"{url}/api/status", timeout=30).json().get("precision", {}).get("active", variant.precision)
+    if active != variant.precision:
+        return fail(f"the server runs {active}, not {variant.precision}")
+    requests.post(f"{url}/stream/start", timeout=600).raise_for_status()
+    try:
+        return [_count_viewers(url, variant.name, n, seconds) for n in viewer_counts]
+    finally:
+        requests.post(f"{url}/stream/stop", timeout=30)
+
+
+def _wait_for_jobs(url: str, timeout: float = 1800) -> None:
+    """Wait while the server converts or quantizes, showing its progress."""
+    import requests  # noqa: PLC0415
+
+    deadline, progress = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        job = requests.get(f"{url}/api/status", timeout=30).json().get("job")
+        if not job:
+            break
+        progress = progress or ProgressLine(f"server {job['kind']}", 100)
+        progress.update(round(job["progress"] * 100), job.get("message", "")[:40])
+        time.sleep(1)
+    if progress:
+        progress.close()
+
+
+def _count_viewers(url: str, name: str, count: int, seconds: float) -> HttpRow:
+    import requests  # noqa: PLC0415
+
+    viewers = [Viewer(url) for _ in range(count)]
+    for viewer in viewers:
+        viewer.start()
+    progress = ProgressLine(f"http {name} x{count}", round(seconds + 2))
+    time.sleep(2)  # let every viewer connect and the producer reach its pace
+    before, started = [v.frames for v in viewers], time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        progress.update(round(elapsed + 2))
+        time.sleep(0.5)
+    after = [v.frames for v in viewers]
+    elapsed = time.perf_counter() - started
+    server_fps = requests.get(f"{url}/api/status", timeout=30).json()["stats"]["fps"]
+    for viewer in viewers:
+        viewer.stop.set()
+    fps = [round((b - a) / elapsed, 2) for a, b in zip(before, after)]
+    progress.close(f"{np.mean(fps):.1f} fps per viewer")
+    errors = [v.error for v in viewers if v.error]
+    return HttpRow(name, count, fps, server_fps, error=errors[0] if errors else None)
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def run_rounds(jobs: list, rounds: int) -> list[Row]:
+    """Run every job once per round, round-robin, and keep each job's fastest run (a shared CPU is noisy)."""
+    best: list[Row | None] = [None] * len(jobs)
+    for round_index in range(rounds):
+        if rounds > 1:
+            print(f"round {round_index + 1}/{rounds}", file=sys.stderr)
+        for index, job in enumerate(jobs):
+            row = job()
+            if best[index] is None or row.fps > best[index].fps:
+                best[index] = row
+    return best
+
+
+def score_rows(rows: list[Row]) -> None:
+    """Fill each row's agreement with the reference row and its speed ratio over Ultralytics-ONNX."""
+    reference = next((r for r in rows if r.name == REFERENCE), None)
+    baseline = next((r for r in rows if r.name == ULTRALYTICS_ONNX), None)
+    for row in rows:
+        if reference is not None:
+            count = min(len(row.detections), len(reference.detections))
+            score = map50(row.detections[:count], reference.detections[:count])
+            row.agreement = None if np.isnan(score) else round(score, 4)
+        if baseline is not None and baseline.fps > 0:
+            row.ratio = round(row.fps / baseline.fps, 2)
+
+
+def evaluate_targets(rows: list[Row], http: list[HttpRow]) -> list[Target]:
+    """Check this run against the issue's targets (ratios are against Ultralytics-ONNX at 640)."""
+    by_name = {row.name: row for row in rows}
+
+    def ratio_target(name: str, goal: float, min_agreement: float | None = None) -> Target:
+        row = by_name.get(name)
+        text = f">= {goal}x Ultralytics-ONNX" + (f", agreement >= {min_agreement}" if min_agreement else "")
+        if row is None or row.ratio is None:
+            return Target(name, text, "not measured", None)
+        met = row.ratio >= goal and (min_agreement is None or (row.agreement or 0) >= min_agreement)
+        value = f"{row.ratio:.2f}x" + (f", agreement {row.agreement}" if min_agreement else "")
+        return Target(name, text, value + ("" if met else f" (gap {_gap(row, goal, min_agreement)})"), met)
+
+    targets = [ratio_target("fp32-640", 1.25), ratio_target("int8-640", 1.6, 0.90), ratio_target("int8-320-de3", 5.0)]
+    for item in http:
+        bench = item.bench_fps
+        if bench is None or item.error:
+            targets.append(Target(f"http {item.variant} x{item.viewers}", ">= 90% of bench fps",
+                                  item.error or "no bench row", None))
+            continue
+        share = item.mean_fps / bench if bench else 0.0
+        targets.append(Target(f"http {item.variant} x{item.viewers}", ">= 90% of bench fps",
+                              f"{share:.0%} ({item.mean_fps:.1f} of {bench:.1f} fps)", share >= 0.9))
+    return targets
+
+
+def _gap(row: Row, goal: float, min_agreement: float | None) -> str:
+    parts = []
+    if row.ratio < goal:
+        parts.append(f"{goal - row.ratio:.2f}x short")
+    if min_agreement is not None and (row.agreement or 0) < min_agreement:
+        parts.append(f"agreement {min_agreement - (row.agreement or 0):.3f} short")
+    return ", ".join(parts)
+
+
+def format_table(rows: list[Row], http: list[HttpRow], targets: list[Target]) -> str:
+    """Render the results as a plain-text table."""
+    stages = ("decode", "preprocess", "inference", "postprocess", "draw", "encode")
+    header = f"{'variant':<18}" + "".join(f"{s[:7]:>9}" for s in stages) + f"{'fps':>8}{'vs UL-ONNX':>12}{'mAP50':>8}"
+    lines = ["ms per frame (mean; tracked frames skip inference)", header, "-" * len(header)]
+    for row in rows:
+        cells = "".join(f"{row.stage_ms[s]:>9.1f}" if s in row.stage_ms else f"{'-':>9}" for s in stages)
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        agreement = f"{row.agreement:.3f}" if row.agreement is not None else "-"
+        lines.append(f"{row.name:<18}{cells}{row.fps:>8.1f}{ratio:>12}{agreement:>8}")
+    if http:
+        lines += ["", f"{'server over HTTP':<24}{'viewers':>8}{'fps/viewer':>12}{'server fps':>12}{'bench fps':>11}"]
+        for item in http:
+            bench = f"{item.bench_fps:.1f}" if item.bench_fps else "-"
+            shown = item.error[:60] if item.error else f"{item.mean_fps:>12.1f}{item.server_fps:>12.1f}{bench:>11}"
+            lines.append(f"{item.variant:<24}{item.viewers:>8}" + (f"  {shown}" if item.error else shown))
+    lines += ["", "targets (Ultralytics-ONNX = its default export, 640x640, same run)"]
+    for target in targets:
+        state = {True: "met", False: "GAP", None: "n/a"}[target.met]
+        lines.append(f"  [{state:^4}] {target.name:<22} {target.goal:<42} {target.value}")
+    return "\n".join(lines)
+
+
+def draw_plot(rows: list[Row], path: Path) -> None:
+    """Save a speed-vs-agreement scatter plot of every row, with the speed targets marked."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
+    baseline = next((r for r in rows if r.name == ULTRALYTICS_ONNX), None)
+    if baseline is not None and baseline.fps > 0:
+        for goal in (1.0, 1.25, 1.6, 5.0):
+            axes.axvline(baseline.fps * goal, color="tab:gray", linestyle=":", linewidth=1)
+            axes.annotate(f"{goal:g}x UL-ONNX", (baseline.fps * goal, 0.02), rotation=90, fontsize=7,
+                          color="tab:gray", xycoords=("data", "axes fraction"))
+    for row in rows:
+        agreement = row.agreement if row.agreement is not None else 0.0
+        marker = "s" if row.kind == "ultralytics" else "o"
+        color = "tab:gray" if row.kind == "ultralytics" else "tab:orange" if row.name.startswith("int8") else "tab:blue"
+        label = row.name if row.agreement is not None else f"{row.name} (no agreement: fp32 saw nothing)"
+        axes.scatter(row.fps, agreement, marker=marker, color=color, s=50)
+        axes.annotate(label, (row.fps, agreement), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes.set_xscale("log")
+    speeds = [row.fps for row in rows if row.fps > 0] or [1.0]
+    axes.set_xlim(min(speeds) / 1.5, max(speeds) * 4)  # room for the labels on the right
+    axes.set_ylim(-0.05, 1.08)
+    axes.set_xlabel("end-to-end frames per second, decode to JPEG (log scale)")
+    axes.set_ylabel(f"agreement: mAP50 vs {REFERENCE}")
+    axes.set_title("speed vs agreement (squares: Ultralytics; blue: fp32; orange: int8)")
+    axes.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def machine_summary(threads: int) -> dict:
+    """Describe where the benchmark ran."""
+    import onnxruntime  # noqa: PLC0415
+
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith(("model name", "Model"))), "")
+    except OSError:
+        pass
+    return {"cpu": cpu or platform.processor(), "machine": platform.machine(), "cores": os.cpu_count(),
+            "threads": threads, "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m server.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True, help="YOLOv8 detect weights, .pt or .onnx")
+    parser.add_argument("--frames", type=int, default=300, help="frames per row (at most the video's)")
+    parser.add_argument("--warmup", type=int, default=5, help="first frames of each row left out of timing")
+    parser.add_argument("--rounds", type=int, default=1, help="run every row this many times, keep the fastest")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    parser.add_argument("--imgsz", nargs="+", type=int, default=[640, 320])
+    parser.add_argument("--detect-every", nargs="+", type=int, default=[1, 3])
+    parser.add_argument("--variants", nargs="+", type=Variant.parse, help="exact variants, instead of the grid")
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--no-ultralytics", action="store_true", help="skip the Ultralytics rows")
+    parser.add_argument("--http", nargs="*", type=Variant.parse,
+                        default=[Variant("fp32", 640), Variant("int8", 320, 3)],
+                        help="variants to stream from the real server (none: skip)")
+    parser.add_argument("--viewers", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--http-seconds", type=float, default=10.0)
+    parser.add_argument("--retune", action="store_true", help="tune int8 again even if a tuning is cached")
+    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "bench-results" / "cache")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plot", type=Path, help="draw speed vs agreement here (PNG)")
+    return parser.parse_args(argv)
+
+
+def variants_from(args: argparse.Namespace) -> list[Variant]:
+    """Return the variants to run, the reference (fp32 at 640, every frame) first."""
+    grid = args.variants or [Variant(p, s, d) for p in args.precision for s in args.imgsz for d in args.detect_every]
+    ordered = [Variant("fp32", 640)] + [v for v in grid if v != Variant("fp32", 640)]
+    return ordered + [v for v in args.http if v not in ordered]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    video_info = probe_video(args.video)
+    frames = min(args.frames, video_info.frames)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    variants = variants_from(args)
+    base = Settings(threads=args.threads)
+    print(f"video {args.video.name}: {video_info.width}x{video_info.height}, {frames} frames per row; "
+          f"model {args.model.name}; {len(variants)} variants; {args.threads} threads", file=sys.stderr)
+
+    fp32 = our_onnx(args.model, args.cache)
+    int8, tuning = (None, None)
+    if any(v.precision == "int8" for v in variants):
+        int8, tuning = int8_model(fp32, args.video, args.threads, args.retune)
+    runtime, names = BenchRuntime(fp32, int8), class_names(fp32)
+
+    jobs = []
+    if not args.no_ultralytics:
+        if args.model.suffix == ".pt":
+            jobs.append(partial(run_ultralytics, ULTRALYTICS_PT, args.model, args.video, frames, args.warmup, base))
+        exported = ultralytics_onnx(args.model, args.cache)
+        jobs.append(partial(run_ultralytics, ULTRALYTICS_ONNX, exported, args.video, frames, args.warmup, base))
+    jobs += [partial(run_pipeline, v, runtime, args.video, names, frames, args.warmup, base) for v in variants]
+    rows = run_rounds(jobs, args.rounds)
+    score_rows(rows)
+
+    http = run_http(args.http, args.viewers, fp32, args.video, args.http_seconds, base) if args.http else []
+    fps_by_name = {row.name: row.fps for row in rows}
+    for item in http:
+        item.bench_fps = fps_by_name.get(item.variant)
+    targets = evaluate_targets(rows, http)
+
+    print(format_table(rows, http, targets))
+    results = {
+        "machine": machine_summary(args.threads),
+        "video": {"name": args.video.name, **asdict(video_info), "frames_per_row": frames},
+        "model": args.model.name,
+        "settings": {"conf": base.conf, "iou": base.iou, "jpeg_quality": base.jpeg_quality, "warmup": args.warmup,
+                     "rounds": args.rounds},
+        "rows": [row.as_dict() for row in rows],
+        "http": [item.as_dict() for item in http],
+        "targets": [target.as_dict() for target in targets],
+        "int8_tuning": tuning,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        draw_plot(rows, args.plot)
+    return results
+
+
+if __name__ == "__main__":
+    main()

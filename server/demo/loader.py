@@ -1,0 +1,32 @@
+"""`run.py --demo`: load the demo video and model as if a user had uploaded them, and start streaming."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from server.demo import DEMO_ONNX
+from server.demo.video import write_demo_video
+from server.service import DetectionService
+
+logger = logging.getLogger(__name__)
+
+DEMO_VIDEO_NAME = "demo-shapes.mp4"
+DEMO_SETTINGS = {"conf": 0.4}
+
+
+def start_demo(service: DetectionService) -> None:
+    """Upload the generated demo video and the bundled demo ONNX through the service, then start."""
+    store = service.store
+    with store.incoming_file(".mp4") as video:
+        write_demo_video(video.name)
+        service.add_video(Path(video.name), DEMO_VIDEO_NAME)
+    with store.incoming_file(".onnx") as model, DEMO_ONNX.open("rb") as source:
+        shutil.copyfileobj(source, model)
+        model.flush()
+        service.add_model(Path(model.name), DEMO_ONNX.name)
+    service.update_settings(DEMO_SETTINGS)
+    service.demo = True
+    service.start()
+    logger.info("demo running: %s with %s", DEMO_VIDEO_NAME, DEMO_ONNX.name)

@@ -1,0 +1,48 @@
+"""Smoke test of the benchmark: a tiny video, two variants, Ultralytics on ONNX, the server over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from server import bench
+
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "server" / "demo" / "model" / "shapes-yolov8n.onnx"
+
+
+def test_bench_writes_table_json_and_plot(make_video, tmp_path, capsys):
+    video = make_video("bench.mp4", width=320, height=240, frames=12)
+    out_json, out_plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    results = bench.main([
+        "--video", str(video), "--model", str(DEMO_MODEL), "--frames", "10", "--warmup", "2",
+        "--variants", "fp32-640", "fp32-320-de3", "--http", "fp32-320-de3", "--viewers", "1", "2",
+        "--http-seconds", "2", "--threads", "1", "--cache", str(tmp_path / "cache"),
+        "--json", str(out_json), "--plot", str(out_plot),
+    ])
+    table = capsys.readouterr().out
+    names = [row["name"] for row in results["rows"]]
+    assert names == ["ultralytics-onnx", "fp32-640", "fp32-320-de3"]
+    for name in names:
+        assert name in table
+    assert "targets" in table and "server over HTTP" in table
+    saved = json.loads(out_json.read_text())
+    assert saved["rows"] == results["rows"]
+    rows = {row["name"]: row for row in saved["rows"]}
+    assert rows["fp32-640"]["agreement"] in (1.0, None)  # the reference against itself
+    assert all(row["frames"] == 10 and row["fps"] > 0 for row in saved["rows"])
+    http = saved["http"]
+    assert [(h["variant"], h["viewers"]) for h in http] == [("fp32-320-de3", 1), ("fp32-320-de3", 2)]
+    assert all(h["error"] is None and len(h["fps_per_viewer"]) == h["viewers"] for h in http)
+    assert {t["name"] for t in saved["targets"]} >= {"fp32-640", "int8-640", "int8-320-de3"}
+    assert out_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("fp32-640", bench.Variant("fp32", 640, 1)),
+    ("int8-320-de3", bench.Variant("int8", 320, 3)),
+])
+def test_variant_names_round_trip(text, expected):
+    assert bench.Variant.parse(text) == expected
+    assert expected.name == text

@@ -1,0 +1,57 @@
+"""int8 through the HTTP interface: tuning runs in the background with progress, then the stream uses it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from server import create_app
+from server.config import Config
+from tests.test_api import upload
+
+
+def wait_for_status(client, predicate, timeout=600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get("/api/status").get_json()
+        if predicate(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"status never matched: {status}")
+
+
+def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, yolov8n_onnx, monkeypatch):
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)  # tuning must write nothing into the server's working directory
+    app = create_app(Config(uploads=tmp_path / "up", int8_recipes="u8s8-pc-rr"))
+    client = app.test_client()
+    upload(client, "/upload/video", make_video(frames=30))
+    upload(client, "/upload/model", yolov8n_onnx)
+    assert client.post("/api/settings", json={"precision": "int8", "imgsz": 320}).status_code == 200
+    seen_jobs = []
+    status = wait_for_status(
+        client, lambda s: seen_jobs.append(s["job"]) or s["precision"]["active"] == "int8" and s["job"] is None
+    )
+    assert any(job and job["kind"] == "quantize" for job in seen_jobs), "tuning progress was never shown"
+    table = status["precision"]["int8"]
+    assert table["chosen"] == "u8s8-pc-rr" and [row["recipe"] for row in table["rows"]] == ["u8s8-pc-rr"]
+    cached = [p.name for p in (tmp_path / "up" / "model").iterdir()]
+    assert "yolov8n.int8.onnx" in cached  # next to its ONNX
+    assert list(workdir.iterdir()) == []
+
+    client.post("/api/settings", json={"realtime": False})
+    client.post("/stream/start")
+    feed = client.get("/video_feed", buffered=False)
+    next(feed.response)
+    runner = app.extensions["detection"]._runner
+    assert runner.pipeline.precision == "int8"
+    client.post("/stream/stop")
+    feed.close()
+    assert "model/yolov8n.int8.onnx" in client.post("/reset").get_json()["deleted"]
+
+
+def test_unknown_recipe_is_refused_at_start(tmp_path):
+    with pytest.raises(ValueError, match="unknown int8 recipe"):
+        create_app(Config(uploads=tmp_path, int8_recipes="fastest"))
