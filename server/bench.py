@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -88,7 +89,7 @@ class Row:
     agreement: float | None = None
     ratio: float | None = None  # fps over Ultralytics-ONNX's
     detect_every: int = 1
-    note: str = ""
+    load: float | None = None  # 1-minute load average when the row started: other work on the CPU
     detections: list[Detections] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -156,6 +157,14 @@ class ProgressLine:
 
 
 # -- models ------------------------------------------------------------------------------------
+
+
+def load_average() -> float | None:
+    """Return the 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def class_names(onnx_path: Path) -> list[str]:
@@ -232,6 +241,7 @@ def run_pipeline(variant: Variant, runtime: BenchRuntime, video: Path, names: li
                            "precision": variant.precision, "detect_every": variant.detect_every,
                            "realtime": False, "loop": False})
     runtime.detector_for(settings)  # the server loads and warms the session before streaming
+    load = load_average()
     pipeline = FramePipeline(runtime.detector_for, names, tracker_factory=Tracker)
     source = FrameSource(video, loop=False)
     progress = ProgressLine(variant.name, frames)
@@ -258,7 +268,7 @@ def run_pipeline(variant: Variant, runtime: BenchRuntime, video: Path, names: li
     progress.close(f"{fps:.1f} fps")
     stage_ms = {stage: round(total / max(1, timed), 2) for stage, total in stage_sums.items()}
     return Row(variant.name, "pipeline", len(detections), round(fps, 2), stage_ms,
-               detect_every=variant.detect_every, detections=detections)
+               detect_every=variant.detect_every, load=load, detections=detections)
 
 
 def run_ultralytics(label: str, model: Path, video: Path, frames: int, warmup: int, settings: Settings) -> Row:
@@ -267,6 +277,7 @@ def run_ultralytics(label: str, model: Path, video: Path, frames: int, warmup: i
     from ultralytics import YOLO  # noqa: PLC0415
 
     yolo = YOLO(str(model), task="detect")
+    load = load_average()
     results = yolo.predict(source=str(video), stream=True, imgsz=640, conf=settings.conf, iou=settings.iou,
                            device="cpu", verbose=False)
     progress = ProgressLine(label, frames)
@@ -296,7 +307,7 @@ def run_ultralytics(label: str, model: Path, video: Path, frames: int, warmup: i
     results.close()
     progress.close(f"{fps:.1f} fps")
     stage_ms = {stage: round(total / max(1, timed), 2) for stage, total in sums.items()}
-    return Row(label, "ultralytics", len(detections), round(fps, 2), stage_ms, detections=detections)
+    return Row(label, "ultralytics", len(detections), round(fps, 2), stage_ms, load=load, detections=detections)
 
 
 # -- the server over HTTP ----------------------------------------------------------------------
@@ -337,26 +348,30 @@ class ServerProcess:
 
 
 class Viewer(threading.Thread):
-    """Read /video_feed and count the JPEG parts that arrive."""
+    """Read /video_feed over a plain HTTP/1.0 socket and count the JPEG parts that arrive.
+
+    HTTP/1.0 makes the server stream the body as is (no chunked encoding), so counting boundaries
+    in raw bytes is all the client does: on a small CPU it must not steal time from the server.
+    """
 
     def __init__(self, url: str):
         super().__init__(daemon=True)
         self.url, self.frames, self.stop, self.error = url, 0, threading.Event(), None
 
     def run(self) -> None:
-        import requests  # noqa: PLC0415
-
+        host, port = self.url.removeprefix("http://").split(":")
+        buffer, tail = bytearray(1 << 18), b""
         try:
-            with requests.get(self.url + "/video_feed", stream=True, timeout=30) as response:
-                response.raise_for_status()
-                tail = b""
-                for chunk in response.iter_content(65536):
-                    data = tail + chunk
+            with socket.create_connection((host, int(port)), timeout=30) as connection:
+                connection.sendall(f"GET /video_feed HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                while not self.stop.is_set():
+                    size = connection.recv_into(buffer)
+                    if size == 0:
+                        return
+                    data = tail + bytes(buffer[:size])
                     self.frames += data.count(BOUNDARY)
                     tail = data[-(len(BOUNDARY) - 1):]
-                    if self.stop.is_set():
-                        return
-        except Exception as error:  # reported in the row, not raised from a thread
+        except OSError as error:  # reported in the row, not raised from a thread
             self.error = str(error)
 
 
@@ -511,13 +526,16 @@ def _gap(row: Row, goal: float, min_agreement: float | None) -> str:
 def format_table(rows: list[Row], http: list[HttpRow], targets: list[Target]) -> str:
     """Render the results as a plain-text table."""
     stages = ("decode", "preprocess", "inference", "postprocess", "draw", "encode")
-    header = f"{'variant':<18}" + "".join(f"{s[:7]:>9}" for s in stages) + f"{'fps':>8}{'vs UL-ONNX':>12}{'mAP50':>8}"
-    lines = ["ms per frame (mean; tracked frames skip inference)", header, "-" * len(header)]
+    header = (f"{'variant':<18}" + "".join(f"{s[:7]:>9}" for s in stages)
+              + f"{'fps':>8}{'vs UL-ONNX':>12}{'mAP50':>8}{'load':>6}")
+    lines = ["ms per frame (mean; tracked frames skip inference); load: 1-min load average at the row's start",
+             header, "-" * len(header)]
     for row in rows:
         cells = "".join(f"{row.stage_ms[s]:>9.1f}" if s in row.stage_ms else f"{'-':>9}" for s in stages)
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
         agreement = f"{row.agreement:.3f}" if row.agreement is not None else "-"
-        lines.append(f"{row.name:<18}{cells}{row.fps:>8.1f}{ratio:>12}{agreement:>8}")
+        load = f"{row.load:.1f}" if row.load is not None else "-"
+        lines.append(f"{row.name:<18}{cells}{row.fps:>8.1f}{ratio:>12}{agreement:>8}{load:>6}")
     if http:
         lines += ["", f"{'server over HTTP':<24}{'viewers':>8}{'fps/viewer':>12}{'server fps':>12}{'bench fps':>11}"]
         for item in http:

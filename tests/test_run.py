@@ -71,3 +71,23 @@ def test_run_serves_with_waitress_and_never_loads_torch(tmp_path, make_video, yo
         process.send_signal(signal.SIGINT)
         process.wait(timeout=15)
     assert "shutting down" in log_path.read_text()
+
+
+def test_demo_flag_starts_streaming_with_detections(tmp_path):
+    process, port, log_path = _start(tmp_path, "--demo")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        status = requests.get(base + "/api/status", timeout=5).json()
+        assert status["demo"] is True and status["streaming"] is True
+        assert status["model"]["classes"] == ["circle", "square", "triangle", "star", "cross"]
+        assert status["video"]["width"] == 640 and status["video"]["frames"] == 500
+        deadline = time.monotonic() + 60
+        most = 0
+        while time.monotonic() < deadline and most < 3:
+            most = max(most, requests.get(base + "/api/status", timeout=5).json()["stats"]["detections"])
+            time.sleep(0.2)
+        assert most >= 3, "the demo should show several shapes detected at once"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    assert "shutting down" in log_path.read_text()

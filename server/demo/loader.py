@@ -13,7 +13,6 @@ from server.service import DetectionService
 logger = logging.getLogger(__name__)
 
 DEMO_VIDEO_NAME = "demo-shapes.mp4"
-DEMO_SETTINGS = {"conf": 0.4}
 
 
 def start_demo(service: DetectionService) -> None:
@@ -26,7 +25,6 @@ def start_demo(service: DetectionService) -> None:
         shutil.copyfileobj(source, model)
         model.flush()
         service.add_model(Path(model.name), DEMO_ONNX.name)
-    service.update_settings(DEMO_SETTINGS)
     service.demo = True
     service.start()
     logger.info("demo running: %s with %s", DEMO_VIDEO_NAME, DEMO_ONNX.name)
