@@ -43,14 +43,14 @@ def index():
 
 @bp.post("/upload/video")
 def upload_video():
-    service().refuse_while_streaming("upload a video")
+    service().refuse_while_busy("upload a video")
     path, filename = _uploaded_file(current_app.config["MAX_VIDEO_BYTES"])
     return jsonify({"video": service().add_video(path, filename)}), 201
 
 
 @bp.post("/upload/model")
 def upload_model():
-    service().refuse_while_streaming("upload a model")
+    service().refuse_while_busy("upload a model")
     path, filename = _uploaded_file(current_app.config["MAX_MODEL_BYTES"])
     return jsonify({"model": service().add_model(path, filename)}), 201
 

@@ -77,7 +77,8 @@ class DetectionService:
     def streaming(self) -> bool:
         return self._runner is not None and self._runner.running
 
-    def refuse_while_streaming(self, action: str) -> None:
+    def refuse_while_busy(self, action: str) -> None:
+        """Raise Busy while a stream runs or int8 tuning reads the current files."""
         if self.streaming:
             raise Busy(f"cannot {action} while streaming: stop the stream first")
         if self.int8.building():
@@ -118,7 +119,7 @@ class DetectionService:
     # -- uploads -----------------------------------------------------------------------------
     def add_video(self, upload: Path, filename: str) -> dict:
         with self._lock:
-            self.refuse_while_streaming("replace the video")
+            self.refuse_while_busy("replace the video")
             return self.store.add_video(upload, filename).as_dict()
 
     def add_model(self, upload: Path, filename: str) -> dict:
@@ -126,7 +127,7 @@ class DetectionService:
             raise Busy("another model is being converted; wait for it to finish")
         try:
             with self._lock:
-                self.refuse_while_streaming("replace the model")
+                self.refuse_while_busy("replace the model")
                 model = self.store.add_model(upload, filename, self._to_onnx)
                 self.int8.forget()
                 self._runtime = ModelRuntime(model, self.int8)
@@ -152,7 +153,7 @@ class DetectionService:
 
     def reset(self) -> list[str]:
         with self._lock:
-            self.refuse_while_streaming("reset")
+            self.refuse_while_busy("reset")
             self._runtime = None
             self.last_error = None
             self.demo = False
@@ -201,7 +202,7 @@ class DetectionService:
 
     def stop(self) -> None:
         runner = self._runner
-        if runner is not None:
+        if runner is not None and runner.running:
             runner.stop()
             logger.info("stream stopped after %d frames", runner.stats.frames)
 
