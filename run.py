@@ -9,6 +9,7 @@ import sys
 from server import create_app
 from server.config import Config, config_from_args
 from server.lan import lan_urls
+from server.wsgi import make_server
 
 logger = logging.getLogger("run")
 
@@ -22,9 +23,7 @@ def serve(app, config: Config) -> None:
             _log_urls(service.lan_urls)
             app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
             return
-        from waitress import create_server
-
-        server = create_server(app, host=config.host, port=config.port, threads=config.threads, ident="edge-detect")
+        server = make_server(app, config.host, config.port, config.threads)
         service.lan_urls = lan_urls(config.host, server.effective_port)
         logger.info("serving on %s:%s with %d threads", config.host, server.effective_port, config.threads)
         _log_urls(service.lan_urls)

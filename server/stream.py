@@ -26,14 +26,16 @@ class FrameHub:
 
     def __init__(self):
         self._condition = threading.Condition()
-        self._jpeg: bytes | None = None
+        self._part: bytes | None = None
         self._sequence = 0
         self._closed = False
         self.viewers = 0
 
     def publish(self, jpeg: bytes) -> None:
+        """Make jpeg the latest frame; its multipart framing is built once here, not once per viewer."""
+        part = mjpeg.part(jpeg)
         with self._condition:
-            self._jpeg, self._sequence = jpeg, self._sequence + 1
+            self._part, self._sequence = part, self._sequence + 1
             self._condition.notify_all()
 
     def close(self) -> None:
@@ -47,12 +49,12 @@ class FrameHub:
         return self._closed
 
     def wait_newer(self, seen: int, timeout: float) -> tuple[int, bytes | None]:
-        """Return (sequence, jpeg) newer than seen, or (seen, None) on timeout or close."""
+        """Return (sequence, multipart part) newer than seen, or (seen, None) on timeout or close."""
         with self._condition:
             self._condition.wait_for(lambda: self._closed or self._sequence > seen, timeout)
             if self._closed or self._sequence <= seen:
                 return seen, None
-            return self._sequence, self._jpeg
+            return self._sequence, self._part
 
     def frames(self) -> Iterator[bytes]:
         """Yield multipart parts until the hub closes; ends cleanly when the viewer disconnects."""
@@ -61,9 +63,9 @@ class FrameHub:
         try:
             seen = 0
             while not self._closed:
-                seen, jpeg = self.wait_newer(seen, VIEWER_POLL_S)
-                if jpeg is not None:
-                    yield mjpeg.part(jpeg)
+                seen, part = self.wait_newer(seen, VIEWER_POLL_S)
+                if part is not None:
+                    yield part
         finally:
             with self._condition:
                 self.viewers -= 1

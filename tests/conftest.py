@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from waitress import create_server
 
 from server import create_app
 from server.config import Config
+from server.wsgi import make_server
 from tests.model_zoo import build_model_zoo
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -85,7 +85,7 @@ class LiveServer:
 @pytest.fixture
 def live_server(app):
     """Serve the app with waitress on an ephemeral 127.0.0.1 port for the length of a test."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=16)
+    server = make_server(app, "127.0.0.1", 0, threads=16)
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
     yield LiveServer(f"http://127.0.0.1:{server.effective_port}", Path(app.extensions["uploads"].root), app)
