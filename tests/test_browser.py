@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -20,8 +21,11 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
+from server import create_app  # noqa: E402
+from server.config import Config  # noqa: E402
 from server.demo.loader import start_demo  # noqa: E402
 from server.lan import lan_urls  # noqa: E402
+from server.wsgi import make_server  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -337,3 +341,49 @@ def test_demo_plays_on_arrival_and_says_how_to_use_your_own_files(live_server, t
     assert wait_for(lambda: settings()["detect_every"] == 3)
     assert api_status(live_server)["streaming"] is True
     screenshot(page, "desktop-demo.png")
+
+
+@pytest.fixture
+def int8_server(tmp_path):
+    """A live server that tunes int8 with a single recipe, to keep the tuning short."""
+    app = create_app(Config(uploads=tmp_path / "uploads", threads=16, int8_recipes="u8s8-pc-rr"))
+    server = make_server(app, "127.0.0.1", 0, threads=16)
+    thread = threading.Thread(target=server.run, name="waitress-int8", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    app.extensions["detection"].stop()
+    server.close()
+    thread.join(timeout=5)
+
+
+def test_int8_tuning_is_shown_under_the_precision_control(int8_server, tabs, make_video, yolov8n_onnx):
+    page = tabs(**DESKTOP)
+    page.goto(int8_server)
+    upload_both(page, make_video("int8.mp4", width=320, height=240, fps=15, frames=30), yolov8n_onnx)
+    active = page.locator("#precision-active")
+    expect(active).to_have_text("Running FP32")
+
+    page.select_option("#setting-imgsz", "320")  # tune at a small input: quicker on a shared CI core
+    assert wait_for(lambda: requests.get(f"{int8_server}/api/status", timeout=5).json()["settings"]["imgsz"] == 320)
+    page.select_option("#setting-precision", label="INT8 (quantized, faster)")
+    expect(active).to_have_text("Running FP32 — INT8 is being tuned on this device…", timeout=30_000)
+    expect(page.locator("#job")).to_contain_text("Quantizing to INT8")
+
+    chosen = page.locator("#int8-table tr.chosen")
+    expect(chosen).to_have_attribute("data-recipe", "u8s8-pc-rr", timeout=120_000)
+    expect(chosen).to_contain_text("✓ u8s8-pc-rr (chosen)")
+    expect(active).to_contain_text("Running INT8 (recipe u8s8-pc-rr,")
+    expect(page.locator("#job")).to_be_hidden()
+    report = requests.get(f"{int8_server}/api/status", timeout=5).json()["precision"]["int8"]
+    expect(page.locator("#int8-note")).to_have_text(report["note"])
+    expect(page.locator("#int8-table tbody tr[data-recipe]")).to_have_count(1)
+    expect(active).to_contain_text(f"agreement {report['rows'][0]['agreement']:.2f}")
+    page.locator("#setting-precision").scroll_into_view_if_needed()
+    screenshot(page, "desktop-int8.png")
+
+    phone = tabs(**PHONE)
+    phone.goto(int8_server)
+    expect(phone.locator("#int8-table tr.chosen")).to_be_visible(timeout=10_000)
+    # The table may scroll inside its box, never the page itself.
+    assert phone.evaluate("() => document.documentElement.scrollWidth") <= PHONE["viewport"]["width"]
+    phone.locator("#precision-info").screenshot(path=str(ARTIFACTS / "phone-int8.png"))
