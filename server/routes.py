@@ -8,9 +8,9 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from server import mjpeg
 from server.service import Busy, DetectionService, TooManyViewers
 from server.settings import SettingsError
-from server import mjpeg
 from server.uploads import UploadRejected
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from server import convert
 from server.config import Config
 from server.detector import Detector
 from server.jobs import JobBoard
-from server.precision import Int8Models
 from server.pipeline import FramePipeline
+from server.precision import Int8Models
 from server.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
 from server.stream import StreamRunner, StreamStats
 from server.tracker import Tracker
