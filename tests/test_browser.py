@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,6 +25,7 @@ from server.config import Config  # noqa: E402
 from server.demo.loader import start_demo  # noqa: E402
 from server.lan import lan_urls  # noqa: E402
 from server.wsgi import make_server  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -108,15 +108,6 @@ def api_status(server) -> dict:
     """Return what the server itself reports, to check the page against."""
     return requests.get(f"{server.url}/api/status", timeout=5).json()
 
-
-def wait_for(predicate, timeout=30.0, interval=0.1) -> bool:
-    """Return True as soon as predicate() holds, False if it never does within timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def wait_for_new_frame(page: Page, timeout_ms: int = 30_000) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import requests
 
 from server import mjpeg
+from tests.waiting import wait_for
 
 
 def post_file(url, path):
@@ -40,14 +41,6 @@ class Viewer(threading.Thread):
         finally:
             self.ended.set()
 
-
-def wait_for(predicate, timeout=20.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_video, yolov8n_onnx):
