@@ -26,12 +26,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from functools import partial
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from server import mjpeg
 from server.detector import Detector, default_threads
 from server.metrics import map50
 from server.pipeline import STAGES, FramePipeline
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 REFERENCE = "fp32-640"
 ULTRALYTICS_ONNX = "ultralytics-onnx"
 ULTRALYTICS_PT = "ultralytics-pt"
-BOUNDARY = b"--frame\r\n"
+BOUNDARY = f"--{mjpeg.BOUNDARY}\r\n".encode()
 FONT_NAME = "DejaVuSans.ttf"  # matplotlib ships it; ultralytics finds it there instead of downloading Arial
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,6 @@ class Row:
     agreement: float | None = None
     ratio: float | None = None  # fps over Ultralytics-ONNX's
     detect_every: int = 1
-    others: float | None = None  # cores other processes kept busy meanwhile: noise in the timing
     detections: list[Detections] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -106,7 +105,7 @@ class HttpRow:
     viewers: int
     fps_per_viewer: list[float]
     server_fps: float
-    bench_fps: float | None = None
+    bench_fps: float | None = None  # the same variant run in this process just before and after
     error: str | None = None
 
     @property
@@ -157,36 +156,6 @@ class ProgressLine:
 
 
 # -- models ------------------------------------------------------------------------------------
-
-
-def busy_cpu_seconds() -> float | None:
-    """Return the CPU seconds every process has used since boot (Linux /proc/stat; None elsewhere)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class OtherLoad:
-    """Measure how many cores other processes kept busy while a row ran (they make timings noisy)."""
-
-    def __init__(self):
-        self.busy, self.own = busy_cpu_seconds(), self._own()
-        self.started = time.perf_counter()
-
-    @staticmethod
-    def _own() -> float:
-        times = os.times()
-        return times.user + times.system
-
-    def cores(self) -> float | None:
-        busy = busy_cpu_seconds()
-        if busy is None or self.busy is None:
-            return None
-        others = (busy - self.busy) - (self._own() - self.own)
-        return round(max(0.0, others) / max(time.perf_counter() - self.started, 1e-6), 2)
 
 
 def class_names(onnx_path: Path) -> list[str]:
@@ -256,81 +225,137 @@ class BenchRuntime:
 # -- runs --------------------------------------------------------------------------------------
 
 
-def run_pipeline(variant: Variant, runtime: BenchRuntime, video: Path, names: list[str], frames: int,
-                 warmup: int, base: Settings) -> Row:
-    """Stream the video through FramePipeline as the server's producer does (realtime off); time it."""
-    settings = Settings(**{**base.as_dict(), "classes": None, "imgsz": variant.imgsz,
-                           "precision": variant.precision, "detect_every": variant.detect_every,
-                           "realtime": False, "loop": False})
-    runtime.detector_for(settings)  # the server loads and warms the session before streaming
-    others = OtherLoad()
-    pipeline = FramePipeline(runtime.detector_for, names, tracker_factory=Tracker)
-    source = FrameSource(video, loop=False)
-    progress = ProgressLine(variant.name, frames)
-    stage_sums = dict.fromkeys(STAGES, 0.0)
-    detections, timed, started, fps = [], 0, time.perf_counter(), 0.0
-    try:
-        while len(detections) < frames:
-            frame = source.read(timeout=10)
-            if frame is None:
-                break
-            if len(detections) == warmup:
-                started, timed = time.perf_counter(), 0
-            status = f"{fps:.1f} fps | {variant.precision} {variant.imgsz}"
-            result = pipeline.process(frame, settings, status)
-            detections.append(result.detections)
-            if len(detections) > warmup:
-                timed += 1
-                for stage in STAGES:
-                    stage_sums[stage] += result.timings_ms.get(stage, 0.0)
-                fps = timed / (time.perf_counter() - started)
-            progress.update(len(detections), f"{fps:5.1f} fps")
-    finally:
-        source.close()
-    progress.close(f"{fps:.1f} fps")
-    stage_ms = {stage: round(total / max(1, timed), 2) for stage, total in stage_sums.items()}
-    return Row(variant.name, "pipeline", len(detections), round(fps, 2), stage_ms,
-               detect_every=variant.detect_every, others=others.cores(), detections=detections)
+def pipeline_settings(variant: Variant, base: Settings) -> Settings:
+    """Return the stream settings of a variant, with realtime pacing off."""
+    return replace(base, classes=None, imgsz=variant.imgsz, precision=variant.precision,
+                   detect_every=variant.detect_every, realtime=False, loop=False)
 
 
-def run_ultralytics(label: str, model: Path, video: Path, frames: int, warmup: int, settings: Settings) -> Row:
-    """Stream the video with Ultralytics' predictor, results.plot() and JPEG encoding; time it."""
-    import cv2  # noqa: PLC0415
-    from ultralytics import YOLO  # noqa: PLC0415
+class Timing:
+    """Per-frame wall time and stage times of one row, leaving out warm-up frames."""
 
-    yolo = YOLO(str(model), task="detect")
-    others = OtherLoad()
-    results = yolo.predict(source=str(video), stream=True, imgsz=640, conf=settings.conf, iou=settings.iou,
-                           device="cpu", verbose=False)
-    progress = ProgressLine(label, frames)
-    sums = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "draw": 0.0, "encode": 0.0}
-    detections, timed, started, fps = [], 0, time.perf_counter(), 0.0
-    for result in results:
-        if len(detections) == warmup:
-            started, timed = time.perf_counter(), 0
+    def __init__(self, stages: tuple[str, ...]):
+        self.sums = dict.fromkeys(stages, 0.0)
+        self.frames, self.seconds = 0, 0.0
+
+    def add(self, seconds: float, stage_ms: dict[str, float]) -> None:
+        self.frames += 1
+        self.seconds += seconds
+        for stage in self.sums:
+            self.sums[stage] += stage_ms.get(stage, 0.0)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def stage_ms(self) -> dict[str, float]:
+        return {stage: round(total / max(1, self.frames), 2) for stage, total in self.sums.items()}
+
+
+class PipelineRun:
+    """This server's FrameSource + FramePipeline on the video, one frame per step (realtime off)."""
+
+    kind = "pipeline"
+
+    def __init__(self, variant: Variant, runtime: BenchRuntime, video: Path, names: list[str], frames: int,
+                 base: Settings):
+        self.name, self.variant, self.frames = variant.name, variant, frames
+        self.settings = pipeline_settings(variant, base)
+        runtime.detector_for(self.settings)  # the server loads and warms the session before streaming
+        self.pipeline = FramePipeline(runtime.detector_for, names, tracker_factory=Tracker)
+        self.source = FrameSource(video, loop=False)
+        self.detections: list[Detections] = []
+        self.timing = Timing(STAGES)
+
+    def step(self, timed: bool) -> bool:
+        """Process the next frame; return False at the end."""
+        if len(self.detections) >= self.frames:
+            return False
+        started = time.perf_counter()
+        frame = self.source.read(timeout=10)
+        if frame is None:
+            return False
+        status = f"{self.timing.fps:.1f} fps | {self.variant.precision} {self.variant.imgsz}"
+        result = self.pipeline.process(frame, self.settings, status)
+        self.detections.append(result.detections)
+        if timed:
+            self.timing.add(time.perf_counter() - started, result.timings_ms)
+        return True
+
+    def close(self) -> None:
+        self.source.close()
+
+    def row(self) -> Row:
+        return Row(self.name, self.kind, len(self.detections), round(self.timing.fps, 2), self.timing.stage_ms(),
+                   detect_every=self.variant.detect_every, detections=self.detections)
+
+
+class UltralyticsRun:
+    """Ultralytics' predictor streaming the video, then results.plot() and JPEG encoding, one frame per step."""
+
+    kind = "ultralytics"
+    stages = ("preprocess", "inference", "postprocess", "draw", "encode")
+
+    def __init__(self, name: str, model: Path, video: Path, frames: int, base: Settings):
+        from ultralytics import YOLO  # noqa: PLC0415
+
+        self.name, self.frames, self.settings = name, frames, base
+        self.results = YOLO(str(model), task="detect").predict(
+            source=str(video), stream=True, imgsz=640, conf=base.conf, iou=base.iou, device="cpu", verbose=False)
+        self.detections: list[Detections] = []
+        self.timing = Timing(self.stages)
+
+    def step(self, timed: bool) -> bool:
+        import cv2  # noqa: PLC0415
+
+        if len(self.detections) >= self.frames:
+            return False
+        started = time.perf_counter()
+        result = next(self.results, None)
+        if result is None:
+            return False
         drawn = time.perf_counter()
         image = result.plot(font=FONT_NAME, pil=False)
         encoded = time.perf_counter()
-        ok, _ = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
+        cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality])
         done = time.perf_counter()
         boxes = result.boxes
-        detections.append(Detections(boxes.xyxy.numpy().astype(np.float32), boxes.conf.numpy().astype(np.float32),
-                                     boxes.cls.numpy().astype(np.int64)))
-        if len(detections) > warmup:
-            timed += 1
-            for stage in ("preprocess", "inference", "postprocess"):
-                sums[stage] += result.speed.get(stage) or 0.0
-            sums["draw"] += (encoded - drawn) * 1000
-            sums["encode"] += (done - encoded) * 1000
-            fps = timed / (done - started)
-        progress.update(len(detections), f"{fps:5.1f} fps")
-        if len(detections) >= frames:
-            break
-    results.close()
-    progress.close(f"{fps:.1f} fps")
-    stage_ms = {stage: round(total / max(1, timed), 2) for stage, total in sums.items()}
-    return Row(label, "ultralytics", len(detections), round(fps, 2), stage_ms, others=others.cores(),
-               detections=detections)
+        self.detections.append(Detections(boxes.xyxy.numpy().astype(np.float32),
+                                          boxes.conf.numpy().astype(np.float32), boxes.cls.numpy().astype(np.int64)))
+        if timed:
+            stage_ms = {stage: result.speed.get(stage) or 0.0 for stage in ("preprocess", "inference", "postprocess")}
+            stage_ms.update(draw=(encoded - drawn) * 1000, encode=(done - encoded) * 1000)
+            self.timing.add(done - started, stage_ms)
+        return True
+
+    def close(self) -> None:
+        self.results.close()
+
+    def row(self) -> Row:
+        return Row(self.name, self.kind, len(self.detections), round(self.timing.fps, 2), self.timing.stage_ms(),
+                   detections=self.detections)
+
+
+def run_interleaved(runs: list, warmup: int, segment: int) -> list[Row]:
+    """Run every row a segment of frames at a time, round-robin, so load that comes and goes hits all alike.
+
+    The first frame of each turn is left out of the timing (the session's threads wake up then),
+    as are each row's first `warmup` frames.
+    """
+    total = sum(run.frames for run in runs)
+    progress, done, active = ProgressLine("rows, interleaved", total), 0, list(runs)
+    while active:
+        for run in list(active):
+            for index in range(segment):
+                timed = index > 0 and len(run.detections) >= warmup
+                if not run.step(timed):
+                    run.close()
+                    active.remove(run)
+                    break
+                done += 1
+            progress.update(done, f"{run.name:<18} {run.timing.fps:6.1f} fps")
+    progress.close()
+    return [run.row() for run in runs]
 
 
 # -- the server over HTTP ----------------------------------------------------------------------
@@ -398,39 +423,49 @@ class Viewer(threading.Thread):
             self.error = str(error)
 
 
-def run_http(variants: list[Variant], viewer_counts: list[int], model: Path, video: Path, seconds: float,
-             base: Settings, rounds: int = 1) -> list[HttpRow]:
+@dataclass
+class Local:
+    """What the in-process pipeline runs need: the sessions, the video, the class names, the base settings."""
+
+    runtime: BenchRuntime
+    video: Path
+    names: list[str]
+    base: Settings
+
+
+def run_http(variants: list[Variant], viewer_counts: list[int], model: Path, local: Local,
+             seconds: float) -> list[HttpRow]:
     """Stream each variant from the real server with realtime off and count what n viewers receive.
 
-    Like the pipeline rows, each (variant, viewers) pair keeps its best of `rounds` runs.
+    Each HTTP measurement is compared with the same variant run in this process just before and
+    just after it, for as long, so that both see the same CPU.
     """
     import requests  # noqa: PLC0415
 
-    best: dict[tuple[str, int], HttpRow] = {}
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench-server-") as uploads:
         server = ServerProcess(Path(uploads))
         try:
-            for path, kind in ((video, "video"), (model, "model")):
+            for path, kind in ((local.video, "video"), (model, "model")):
                 with open(path, "rb") as handle:
                     requests.post(f"{server.url}/upload/{kind}", files={"file": (path.name, handle)},
                                   timeout=900).raise_for_status()
-            for _ in range(rounds):
-                for variant in variants:
-                    for row in _http_variant(server.url, variant, viewer_counts, seconds, base):
-                        key = (row.variant, row.viewers)
-                        if key not in best or row.mean_fps > best[key].mean_fps:
-                            best[key] = row
+            for variant in variants:
+                rows += _http_variant(server.url, variant, viewer_counts, seconds, local)
         finally:
             server.close()
-    return list(best.values())
+    return rows
 
 
-def _http_variant(url: str, variant: Variant, viewer_counts: list[int], seconds: float, base: Settings) -> list[HttpRow]:
+def _http_variant(url: str, variant: Variant, viewer_counts: list[int], seconds: float,
+                  local: Local) -> list[HttpRow]:
+    """Apply a variant's settings on the server, then measure each viewer count between local runs."""
     import requests  # noqa: PLC0415
 
     def fail(message: str) -> list[HttpRow]:
         return [HttpRow(variant.name, n, [], 0.0, error=message[:200]) for n in viewer_counts]
 
+    base = local.base
     changes = {"realtime": False, "loop": True, "imgsz": variant.imgsz, "precision": variant.precision,
                "detect_every": variant.detect_every, "threads": base.threads, "conf": base.conf}
     if variant.precision == "int8":  # tune at 640 first, as this benchmark's own int8 rows are
@@ -440,14 +475,53 @@ def _http_variant(url: str, variant: Variant, viewer_counts: list[int], seconds:
     if response.status_code != 200:
         return fail(response.text)
     _wait_for_jobs(url)
-    active = requests.get(f"{url}/api/status", timeout=30).json().get("precision", {}).get("active", variant.precision)
-    if active != variant.precision:
-        return fail(f"the server runs {active}, not {variant.precision}")
-    requests.post(f"{url}/stream/start", timeout=600).raise_for_status()
+    precision = requests.get(f"{url}/api/status", timeout=30).json().get("precision") or {}
+    if precision.get("active", variant.precision) != variant.precision:
+        return fail(f"the server runs {precision.get('active')}, not {variant.precision}")
+    runtime = local.runtime
+    if variant.precision == "int8" and (precision.get("int8") or {}).get("path"):
+        # The local runs use the server's own tuned file, so both sides run the same int8 model.
+        runtime = BenchRuntime(runtime.paths["fp32"], Path(precision["int8"]["path"]))
+    rows = []
+    for count in viewer_counts:
+        before = stream_locally(variant, replace(local, runtime=runtime), seconds)
+        requests.post(f"{url}/stream/start", timeout=600).raise_for_status()
+        try:
+            row = _count_viewers(url, variant.name, count, seconds)
+        finally:
+            requests.post(f"{url}/stream/stop", timeout=30)
+        after = stream_locally(variant, replace(local, runtime=runtime), seconds)
+        row.bench_fps = round((before + after) / 2, 2)
+        rows.append(row)
+    return rows
+
+
+def stream_locally(variant: Variant, local: Local, seconds: float, warmup: int = 5) -> float:
+    """Run the variant in this process as the server's producer does (looping, realtime off); return its fps."""
+    settings = replace(pipeline_settings(variant, local.base), loop=True)
+    local.runtime.detector_for(settings)
+    pipeline = FramePipeline(local.runtime.detector_for, local.names, tracker_factory=Tracker)
+    source = FrameSource(local.video, loop=True)
+    progress = ProgressLine(f"local {variant.name}", round(seconds))
+    frames, started = 0, None
     try:
-        return [_count_viewers(url, variant.name, n, seconds) for n in viewer_counts]
+        while started is None or time.perf_counter() - started < seconds:
+            frame = source.read(timeout=10)
+            if frame is None:
+                break
+            if frame.position == 0 and frame.index > 0:
+                pipeline.reset()  # as StreamRunner does when the video loops
+            pipeline.process(frame, settings, f"{variant.precision} {variant.imgsz}")
+            frames += 1
+            if started is None and frames == warmup:
+                started, frames = time.perf_counter(), 0
+            elif started is not None and frames % 10 == 0:
+                progress.update(round(time.perf_counter() - started))
     finally:
-        requests.post(f"{url}/stream/stop", timeout=30)
+        source.close()
+    fps = frames / (time.perf_counter() - started) if started else 0.0
+    progress.close(f"{fps:.1f} fps")
+    return fps
 
 
 def _wait_for_jobs(url: str, timeout: float = 1800) -> None:
@@ -492,19 +566,6 @@ def _count_viewers(url: str, name: str, count: int, seconds: float) -> HttpRow:
 # -- results -----------------------------------------------------------------------------------
 
 
-def run_rounds(jobs: list, rounds: int) -> list[Row]:
-    """Run every job once per round, round-robin, and keep each job's fastest run (a shared CPU is noisy)."""
-    best: list[Row | None] = [None] * len(jobs)
-    for round_index in range(rounds):
-        if rounds > 1:
-            print(f"round {round_index + 1}/{rounds}", file=sys.stderr)
-        for index, job in enumerate(jobs):
-            row = job()
-            if best[index] is None or row.fps > best[index].fps:
-                best[index] = row
-    return best
-
-
 def score_rows(rows: list[Row]) -> None:
     """Fill each row's agreement with the reference row and its speed ratio over Ultralytics-ONNX."""
     reference = next((r for r in rows if r.name == REFERENCE), None)
@@ -535,11 +596,11 @@ def evaluate_targets(rows: list[Row], http: list[HttpRow]) -> list[Target]:
     for item in http:
         bench = item.bench_fps
         if bench is None or item.error:
-            targets.append(Target(f"http {item.variant} x{item.viewers}", ">= 90% of bench fps",
-                                  item.error or "no bench row", None))
+            targets.append(Target(f"http {item.variant} x{item.viewers}", ">= 90% of the local fps",
+                                  item.error or "not measured", None))
             continue
         share = item.mean_fps / bench if bench else 0.0
-        targets.append(Target(f"http {item.variant} x{item.viewers}", ">= 90% of bench fps",
+        targets.append(Target(f"http {item.variant} x{item.viewers}", ">= 90% of the local fps",
                               f"{share:.0%} ({item.mean_fps:.1f} of {bench:.1f} fps)", share >= 0.9))
     return targets
 
@@ -557,17 +618,17 @@ def format_table(rows: list[Row], http: list[HttpRow], targets: list[Target]) ->
     """Render the results as a plain-text table."""
     stages = ("decode", "preprocess", "inference", "postprocess", "draw", "encode")
     header = (f"{'variant':<18}" + "".join(f"{s[:7]:>9}" for s in stages)
-              + f"{'fps':>8}{'vs UL-ONNX':>12}{'mAP50':>8}{'others':>8}")
-    lines = ["ms per frame (mean; tracked frames skip inference); others: cores used by other processes meanwhile",
+              + f"{'fps':>8}{'vs UL-ONNX':>12}{'mAP50':>8}")
+    lines = ["ms per frame (mean; tracked frames skip inference); rows ran interleaved, a segment at a time",
              header, "-" * len(header)]
     for row in rows:
         cells = "".join(f"{row.stage_ms[s]:>9.1f}" if s in row.stage_ms else f"{'-':>9}" for s in stages)
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
         agreement = f"{row.agreement:.3f}" if row.agreement is not None else "-"
-        others = f"{row.others:.2f}" if row.others is not None else "-"
-        lines.append(f"{row.name:<18}{cells}{row.fps:>8.1f}{ratio:>12}{agreement:>8}{others:>8}")
+        lines.append(f"{row.name:<18}{cells}{row.fps:>8.1f}{ratio:>12}{agreement:>8}")
     if http:
-        lines += ["", f"{'server over HTTP':<24}{'viewers':>8}{'fps/viewer':>12}{'server fps':>12}{'bench fps':>11}"]
+        lines += ["", "server over HTTP (local fps: the same variant in this process, just before and after)",
+                  f"{'variant':<24}{'viewers':>8}{'fps/viewer':>12}{'server fps':>12}{'local fps':>11}"]
         for item in http:
             bench = f"{item.bench_fps:.1f}" if item.bench_fps else "-"
             shown = item.error[:60] if item.error else f"{item.mean_fps:>12.1f}{item.server_fps:>12.1f}{bench:>11}"
@@ -593,13 +654,14 @@ def draw_plot(rows: list[Row], path: Path) -> None:
             axes.axvline(baseline.fps * goal, color="tab:gray", linestyle=":", linewidth=1)
             axes.annotate(f"{goal:g}x UL-ONNX", (baseline.fps * goal, 0.02), rotation=90, fontsize=7,
                           color="tab:gray", xycoords=("data", "axes fraction"))
-    for row in rows:
+    for index, row in enumerate(rows):
         agreement = row.agreement if row.agreement is not None else 0.0
         marker = "s" if row.kind == "ultralytics" else "o"
         color = "tab:gray" if row.kind == "ultralytics" else "tab:orange" if row.name.startswith("int8") else "tab:blue"
         label = row.name if row.agreement is not None else f"{row.name} (no agreement: fp32 saw nothing)"
         axes.scatter(row.fps, agreement, marker=marker, color=color, s=50)
-        axes.annotate(label, (row.fps, agreement), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        offset = (5, 4) if index % 2 == 0 else (5, -11)  # alternate, so neighbours' labels do not overlap
+        axes.annotate(label, (row.fps, agreement), textcoords="offset points", xytext=offset, fontsize=8)
     axes.set_xscale("log")
     speeds = [row.fps for row in rows if row.fps > 0] or [1.0]
     axes.set_xlim(min(speeds) / 1.5, max(speeds) * 4)  # room for the labels on the right
@@ -636,8 +698,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, required=True, help="YOLOv8 detect weights, .pt or .onnx")
     parser.add_argument("--frames", type=int, default=300, help="frames per row (at most the video's)")
     parser.add_argument("--warmup", type=int, default=5, help="first frames of each row left out of timing")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="run every row (and HTTP measurement) this many times, round-robin, and keep the fastest")
+    parser.add_argument("--segment", type=int, default=20,
+                        help="frames a row runs before the next row's turn (rows interleave, so they share "
+                             "the CPU's ups and downs)")
     parser.add_argument("--precision", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     parser.add_argument("--imgsz", nargs="+", type=int, default=[640, 320])
     parser.add_argument("--detect-every", nargs="+", type=int, default=[1, 3])
@@ -681,22 +744,18 @@ def main(argv: list[str] | None = None) -> dict:
         int8, tuning = int8_model(fp32, args.video, args.threads, args.retune)
     runtime, names = BenchRuntime(fp32, int8), class_names(fp32)
 
-    jobs = []
+    runs = []
     if not args.no_ultralytics:
         if args.model.suffix == ".pt":
-            jobs.append(partial(run_ultralytics, ULTRALYTICS_PT, args.model, args.video, frames, args.warmup, base))
+            runs.append(UltralyticsRun(ULTRALYTICS_PT, args.model, args.video, frames, base))
         exported = ultralytics_onnx(args.model, args.cache)
-        jobs.append(partial(run_ultralytics, ULTRALYTICS_ONNX, exported, args.video, frames, args.warmup, base))
-    jobs += [partial(run_pipeline, v, runtime, args.video, names, frames, args.warmup, base) for v in variants]
-    rows = run_rounds(jobs, args.rounds)
+        runs.append(UltralyticsRun(ULTRALYTICS_ONNX, exported, args.video, frames, base))
+    runs += [PipelineRun(v, runtime, args.video, names, frames, base) for v in variants]
+    rows = run_interleaved(runs, args.warmup, args.segment)
     score_rows(rows)
 
-    http = []
-    if args.http:
-        http = run_http(args.http, args.viewers, fp32, args.video, args.http_seconds, base, args.rounds)
-    fps_by_name = {row.name: row.fps for row in rows}
-    for item in http:
-        item.bench_fps = fps_by_name.get(item.variant)
+    local = Local(runtime, args.video, names, base)
+    http = run_http(args.http, args.viewers, fp32, local, args.http_seconds) if args.http else []
     targets = evaluate_targets(rows, http)
 
     print(format_table(rows, http, targets))
@@ -705,7 +764,7 @@ def main(argv: list[str] | None = None) -> dict:
         "video": {"name": args.video.name, **asdict(video_info), "frames_per_row": frames},
         "model": args.model.name,
         "settings": {"conf": base.conf, "iou": base.iou, "jpeg_quality": base.jpeg_quality, "warmup": args.warmup,
-                     "rounds": args.rounds},
+                     "segment": args.segment},
         "rows": [row.as_dict() for row in rows],
         "http": [item.as_dict() for item in http],
         "targets": [target.as_dict() for target in targets],

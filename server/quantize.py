@@ -48,7 +48,7 @@ Progress = Callable[[str, float, str], None]
 MAX_CALIBRATION_FRAMES = 24
 MAX_HELD_BACK_FRAMES = 12
 CALIBRATION_CHUNK = 2  # frames per collect call: histogram calibrators hold every activation of a chunk
-TIMING_ROUNDS = 2  # passes over the held-back frames when timing each model
+TIMING_ROUNDS = 3  # turns each model takes over the held-back frames when timing
 AGREEMENT_CONFS = (0.25, 0.1, 0.05, 0.01)  # the highest that leaves fp32 boxes to compare with is used
 AGREEMENT_IOU = 0.7  # NMS IoU while measuring agreement (the server's default)
 SAME_SPEED = 0.05  # recipes this close to the fastest are told apart by agreement instead
@@ -373,18 +373,31 @@ def spread(items: list, count: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
 
 
-def time_models(detectors: list[Detector], tensors: list[np.ndarray], rounds: int = TIMING_ROUNDS) -> list[float]:
-    """Return the median ms per inference of each detector, timed interleaved so load changes hit all alike."""
-    for detector in detectors:
-        detector.infer(tensors[0])
-    samples: list[list[float]] = [[] for _ in detectors]
-    for _ in range(rounds):
-        for tensor in tensors:
-            for detector, times in zip(detectors, samples):
+def time_models(detectors: list[Detector], tensors: list[np.ndarray], rounds: int = TIMING_ROUNDS) -> np.ndarray:
+    """Return the median ms per inference of each detector (columns) in each round (rows).
+
+    Models take turns a block of inputs at a time, so load that comes and goes hits all alike;
+    not input by input, because a session's idle threads keep spinning for a while and would slow
+    down the next session's run.
+    """
+    medians = np.zeros((rounds, len(detectors)))
+    for round_index in range(rounds):
+        order = range(len(detectors)) if round_index % 2 == 0 else reversed(range(len(detectors)))
+        for column in order:
+            detector = detectors[column]
+            detector.infer(tensors[0])  # wake this session's threads
+            times = []
+            for tensor in tensors:
                 started = time.perf_counter()
                 detector.infer(tensor)
                 times.append((time.perf_counter() - started) * 1000)
-    return [float(np.median(times)) for times in samples]
+            medians[round_index, column] = np.median(times)
+    return medians
+
+
+def paired_speedup(baseline_ms: np.ndarray, candidate_ms: np.ndarray) -> float:
+    """Return the median over rounds of the baseline-to-candidate time ratio (each round under one load)."""
+    return float(np.median(baseline_ms / candidate_ms))
 
 
 def pick_agreement_conf(held: HeldBack) -> float:
@@ -408,18 +421,19 @@ def agreement(candidate_outputs: list[np.ndarray], held: HeldBack) -> float:
 def choose(rows: list[TuneRow], min_agreement: float) -> tuple[TuneRow, bool]:
     """Return the fastest row that agrees enough, or else the most accurate one, and whether it qualified.
 
-    Rows within SAME_SPEED of the fastest count as equally fast (timing noise on a busy CPU), and
-    the most accurate of those is kept.
+    Speed is the speedup over fp32 timed alongside each recipe, so load that comes and goes on a
+    shared CPU cancels out. Rows within SAME_SPEED of the fastest count as equally fast, and the
+    most accurate of those is kept.
     """
     measured = [r for r in rows if r.error is None]
     if not measured:
         raise RuntimeError("no int8 recipe could be built: " + "; ".join(f"{r.recipe}: {r.error}" for r in rows))
     qualified = [r for r in measured if r.agreement >= min_agreement]
     if not qualified:
-        return max(measured, key=lambda r: (r.agreement, -r.ms)), False
-    fastest = min(r.ms for r in qualified)
-    as_fast = [r for r in qualified if r.ms <= fastest * (1 + SAME_SPEED)]
-    return max(as_fast, key=lambda r: (r.agreement, -r.ms)), True
+        return max(measured, key=lambda r: (r.agreement, r.speedup)), False
+    fastest = max(r.speedup for r in qualified)
+    as_fast = [r for r in qualified if r.speedup >= fastest / (1 + SAME_SPEED)]
+    return max(as_fast, key=lambda r: (r.agreement, r.speedup)), True
 
 
 def machine_info() -> dict:
@@ -605,7 +619,9 @@ def _try_recipe(recipe: Recipe, prepared: Path, path: Path, calibration: Calibra
         steps.done += 1
         steps.report("measuring", f"timing {recipe.name} against fp32")
         candidate = Detector(path, threads=threads)
-        fp32_ms, int8_ms = time_models([reference, candidate], held.tensors)
+        times = time_models([reference, candidate], held.tensors)
+        fp32_ms, int8_ms = float(np.median(times[:, 0])), float(np.median(times[:, 1]))
+        speedup = paired_speedup(times[:, 0], times[:, 1])
         score = agreement([candidate.infer(t) for t in held.tensors], held)
     except Exception as error:  # a recipe this CPU or ONNX Runtime cannot run must not end the tuning
         logger.warning("int8 recipe %s failed: %s", recipe.name, error)
@@ -614,4 +630,4 @@ def _try_recipe(recipe: Recipe, prepared: Path, path: Path, calibration: Calibra
     steps.done = first_step + 2
     settings["fp32_ms"] = round(fp32_ms, 2)
     logger.info("int8 recipe %s: %.1f ms (fp32 %.1f ms), agreement %.3f", recipe.name, int8_ms, fp32_ms, score)
-    return TuneRow(recipe.name, round(int8_ms, 2), round(fp32_ms / int8_ms, 3), round(score, 4), settings=settings)
+    return TuneRow(recipe.name, round(int8_ms, 2), round(speedup, 3), round(score, 4), settings=settings)

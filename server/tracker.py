@@ -139,30 +139,32 @@ class Tracker:
 
     def update(self, frame: np.ndarray, detections: Detections) -> Detections:
         """Match a detector frame's detections to the tracks and return them with track ids."""
-        for track in self.tracks:
-            # Tracks were last moved on the previous frame; predict them onto this one.
-            track.box = track.box + np.tile(track.velocity, 2)
-            track.frames_since_detection += 1
+        self._predict()
         boxes = detections.boxes.astype(np.float64)
-        similarity = iou_matrix(np.array([t.box for t in self.tracks]).reshape(-1, 4), boxes)
-        same_class = np.array([t.class_id for t in self.tracks])[:, None] == detections.class_ids[None, :]
-        pairs = greedy_match(np.where(same_class, similarity, 0.0), self.iou_threshold)
         track_ids = np.zeros(len(detections), np.int64)
-        matched = set()
         for track in self.tracks:
             track.confirmed = False
-        for track_index, detection_index in pairs:
+        for track_index, detection_index in self._associate(boxes, detections.class_ids):
             track = self.tracks[track_index]
             self._correct(track, boxes[detection_index], float(detections.scores[detection_index]))
             track_ids[detection_index] = track.track_id
-            matched.add(detection_index)
-        for detection_index in range(len(detections)):
-            if detection_index not in matched:
-                track = self._birth(boxes[detection_index], detections, detection_index)
-                track_ids[detection_index] = track.track_id
+        for detection_index in np.flatnonzero(track_ids == 0):
+            track_ids[detection_index] = self._birth(boxes[detection_index], detections, detection_index).track_id
         self.tracks = [t for t in self.tracks if t.frames_since_detection <= self.max_age]
         self._remember(frame)
         return Detections(detections.boxes, detections.scores, detections.class_ids, track_ids)
+
+    def _predict(self) -> None:
+        """Move every track one frame along its velocity (tracks were last placed on the previous frame)."""
+        for track in self.tracks:
+            track.box = track.box + np.tile(track.velocity, 2)
+            track.frames_since_detection += 1
+
+    def _associate(self, boxes: np.ndarray, class_ids: np.ndarray) -> list[tuple[int, int]]:
+        """Pair tracks with detections of the same class by IoU, best overlaps first."""
+        similarity = iou_matrix(np.array([t.box for t in self.tracks]).reshape(-1, 4), boxes)
+        same_class = np.array([t.class_id for t in self.tracks])[:, None] == class_ids[None, :]
+        return greedy_match(np.where(same_class, similarity, 0.0), self.iou_threshold)
 
     def propagate(self, frame: np.ndarray) -> Detections:
         """Move every track onto a frame the detector skipped and return the confirmed ones."""
