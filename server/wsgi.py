@@ -13,6 +13,9 @@ OUTBUF_OVERFLOW = 2 * OUTBUF_HIGH_WATERMARK  # never spill a connection's buffer
 
 def make_server(app, host: str, port: int, threads: int):
     """Return a waitress server bound to host:port (0 picks a free port: see .effective_port)."""
+    # Waitress refuses bodies over 1 GB by itself with an HTML page. Up to twice the app's own limit
+    # the app answers instead, with a JSON 413 that names the limit.
+    max_body = 2 * app.config["MAX_CONTENT_LENGTH"]
     return create_server(
         app,
         host=host,
@@ -21,4 +24,5 @@ def make_server(app, host: str, port: int, threads: int):
         ident="edge-detect",
         outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
         outbuf_overflow=OUTBUF_OVERFLOW,
+        max_request_body_size=max_body,
     )

@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import requests
 
-from server import mjpeg
+from server import create_app, mjpeg
+from server.config import Config
+from server.wsgi import make_server
 from tests.waiting import wait_for
 
 
@@ -90,3 +92,18 @@ def test_disconnecting_viewer_is_released(live_server, make_video, yolov8n_onnx)
     response.close()
     assert wait_for(lambda: viewers() == 0, timeout=10)
     requests.post(f"{base}/stream/stop", timeout=10)
+
+
+def test_too_large_upload_over_http_is_json_413(tmp_path):
+    app = create_app(Config(uploads=tmp_path / "up", max_video_mb=1, max_model_mb=1))
+    server = make_server(app, "127.0.0.1", 0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.effective_port}/upload/video"
+        response = requests.post(url, files={"file": ("big.mp4", b"\0" * (3 * 1024 * 1024 // 2))}, timeout=30)
+        assert response.status_code == 413 and "too large" in response.json()["error"]
+        assert [p for p in (tmp_path / "up").rglob("*") if p.is_file()] == []
+    finally:
+        server.close()
+        thread.join(timeout=5)
