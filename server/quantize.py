@@ -38,7 +38,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from server import processing
 from server.detector import Detector
-from server.metrics import map50
+from server.metrics import mean_average_precision
 from server.processing import Detections
 
 logger = logging.getLogger(__name__)
@@ -46,13 +46,13 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str, float, str], None]
 
 MAX_CALIBRATION_FRAMES = 24
-MAX_HELD_BACK_FRAMES = 12
+MAX_HELD_BACK_FRAMES = 24
+TIMED_FRAMES = 8  # held-back frames each model is timed on, per round
 CALIBRATION_CHUNK = 2  # frames per collect call: histogram calibrators hold every activation of a chunk
 TIMING_ROUNDS = 3  # turns each model takes over the held-back frames when timing
 AGREEMENT_CONFS = (0.25, 0.1, 0.05, 0.01)  # the highest that leaves fp32 boxes to compare with is used
 AGREEMENT_IOU = 0.7  # NMS IoU while measuring agreement (the server's default)
 SAME_SPEED = 0.05  # recipes this close to the fastest are told apart by agreement instead
-PREDICTION_CONF_FACTOR = 0.5  # int8 boxes are kept down to half the reference conf, as mAP wants
 HEAD_TAIL_START_OPS = ("Softmax",)  # a Conv fed by one of these belongs to the box decoding (DFL)
 SHAPE_ONLY_OPS = ("Shape", "Size")  # read only a tensor's shape: the walk back does not pass them
 CALIBRATION_METHODS = {
@@ -60,7 +60,7 @@ CALIBRATION_METHODS = {
     "percentile": CalibrationMethod.Percentile,
     "entropy": CalibrationMethod.Entropy,
 }
-# onnxruntime >= 1.26 can reuse calibration ranges across recipes; older versions calibrate per recipe.
+# Recent onnxruntime (1.32 has it) reuses calibration ranges across recipes; older ones calibrate per recipe.
 CACHE_SUPPORTED = "calibration_cache_path" in inspect.signature(quantize_static).parameters
 QUANT_TYPES = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
 FORMATS = {"qdq": QuantFormat.QDQ, "qop": QuantFormat.QOperator}
@@ -313,7 +313,7 @@ class Calibration:
 def calibrate(calibration: Calibration, prepared: Path, cache: Path,
               on_frame: Callable[[int], None] = lambda index: None) -> Calibration:
     """Collect activation ranges into a cache file that every recipe of this method reuses."""
-    from onnxruntime.quantization import save_tensors_data  # noqa: PLC0415  (onnxruntime >= 1.26)
+    from onnxruntime.quantization import save_tensors_data  # noqa: PLC0415  (only in recent onnxruntime)
 
     calibrator = create_calibrator(
         prepared,
@@ -357,13 +357,10 @@ def quantize_with(recipe: Recipe, prepared: Path, out_path: Path, calibration: C
 
 
 def split_frames(frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Split frames into calibration and held-back sets, interleaved so both span the whole video."""
+    """Split frames alternately into calibration and held-back sets, so both span the whole video."""
     if len(frames) < 2:
         raise ValueError("int8 tuning needs at least two frames")
-    held_every = max(2, round(len(frames) / max(1, min(MAX_HELD_BACK_FRAMES, len(frames) // 3))))
-    held = [f for i, f in enumerate(frames) if i % held_every == held_every // 2]
-    calibration = [f for i, f in enumerate(frames) if i % held_every != held_every // 2]
-    return spread(calibration, MAX_CALIBRATION_FRAMES), spread(held, MAX_HELD_BACK_FRAMES)
+    return spread(list(frames[0::2]), MAX_CALIBRATION_FRAMES), spread(list(frames[1::2]), MAX_HELD_BACK_FRAMES)
 
 
 def spread(items: list, count: int) -> list:
@@ -408,13 +405,32 @@ def pick_agreement_conf(held: HeldBack) -> float:
     return AGREEMENT_CONFS[-1]
 
 
+def box_weighted_map50(predictions: list[Detections], references: list[Detections]) -> float:
+    """Return AP50 averaged over classes weighted by their reference boxes (NaN without references).
+
+    On a dozen frames a class seen once would otherwise weigh as much as one seen fifty times,
+    and a single missed box would swing the mean by 1/classes.
+    """
+    result = mean_average_precision(predictions, references)
+    if not len(result.classes):
+        return float("nan")
+    reference_classes = np.concatenate([r.class_ids for r in references])
+    counts = np.array([(reference_classes == c).sum() for c in result.classes], np.float64)
+    return float((result.ap[:, 0] * counts).sum() / counts.sum())
+
+
 def agreement(candidate_outputs: list[np.ndarray], held: HeldBack) -> float:
-    """Return mAP50 of a candidate's detections with fp32's as ground truth (1.0 when neither finds anything)."""
+    """Return the box-weighted mAP50 of a candidate's detections with fp32's as ground truth.
+
+    Both sides are cut at the same conf, as a viewer sees them: a recipe that lowers scores loses
+    the boxes near the threshold, which a lenient mAP (predictions down to a lower conf) would hide.
+    1.0 when neither finds anything.
+    """
     references = held.detections(held.reference_outputs, held.conf)
-    predictions = held.detections(candidate_outputs, held.conf * PREDICTION_CONF_FACTOR)
-    score = map50(predictions, references)
+    predictions = held.detections(candidate_outputs, held.conf)
+    score = box_weighted_map50(predictions, references)
     if np.isnan(score):
-        return 0.0 if any(len(p) for p in held.detections(candidate_outputs, held.conf)) else 1.0
+        return 0.0 if any(len(p) for p in predictions) else 1.0
     return score
 
 
@@ -619,7 +635,7 @@ def _try_recipe(recipe: Recipe, prepared: Path, path: Path, calibration: Calibra
         steps.done += 1
         steps.report("measuring", f"timing {recipe.name} against fp32")
         candidate = Detector(path, threads=threads)
-        times = time_models([reference, candidate], held.tensors)
+        times = time_models([reference, candidate], spread(held.tensors, TIMED_FRAMES))
         fp32_ms, int8_ms = float(np.median(times[:, 0])), float(np.median(times[:, 1]))
         speedup = paired_speedup(times[:, 0], times[:, 1])
         score = agreement([candidate.infer(t) for t in held.tensors], held)
