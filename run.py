@@ -8,8 +8,8 @@ import sys
 
 from server import create_app
 from server.config import Config, config_from_args
-from server.lan import lan_urls
-from server.wsgi import make_server
+from server.web.lan import lan_urls
+from server.web.wsgi import make_server
 
 logger = logging.getLogger("run")
 

@@ -1,40 +1,16 @@
-"""Edge object-detection streaming server: Flask app factory."""
+"""Edge object-detection streaming server.
+
+Subpackages, imported one way (web -> models -> vision):
+  server.web     the HTTP side: app factory, routes, service, uploads, waitress
+  server.models  model files: the inert .pt reader, identification, conversion, ONNX sessions, int8 tuning
+  server.vision  frames: sources, pre/post-processing, detector, tracker, drawing, the stream and its viewers
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from flask import Flask, Request, current_app
+def create_app(config=None):
+    """Build the Flask app (see server.web.app); imported lazily so `import server.vision` stays light."""
+    from server.web.app import create_app as build
 
-from server.config import REPO_ROOT, Config
-
-
-class UploadRequest(Request):
-    """Write uploaded files straight into the uploads folder under a hidden temporary name."""
-
-    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
-        return current_app.extensions["uploads"].incoming_file(Path(filename or "").suffix)
-
-
-def create_app(config: Config | None = None) -> Flask:
-    """Build the app with its upload store and detection service."""
-    # Imported here so that `import server.processing` (bench, evaluate) stays light.
-    from server.jobs import JobBoard
-    from server.routes import bp
-    from server.service import DetectionService
-    from server.uploads import UploadStore
-
-    config = config or Config()
-    app = Flask(__name__, template_folder=str(REPO_ROOT / "templates"), static_folder=str(REPO_ROOT / "static"))
-    app.request_class = UploadRequest
-    app.config.update(
-        MAX_CONTENT_LENGTH=max(config.max_video_bytes, config.max_model_bytes),
-        MAX_VIDEO_BYTES=config.max_video_bytes,
-        MAX_MODEL_BYTES=config.max_model_bytes,
-        MAX_FORM_MEMORY_SIZE=1024 * 1024,  # form fields are small; files go to disk via UploadRequest
-    )
-    store = UploadStore(config.uploads)
-    app.extensions["uploads"] = store
-    app.extensions["detection"] = DetectionService(config, store, JobBoard())
-    app.register_blueprint(bp)
-    return app
+    return build(config)

@@ -4,7 +4,7 @@
 (() => {
   const POLL_MS = 1000;
   const SLIDER_DEBOUNCE_MS = 250;
-  const STAGES = ["decode", "preprocess", "inference", "postprocess", "draw", "encode"];
+  const STAGES = ["decode", "preprocess", "inference", "postprocess", "track", "draw", "encode"];
   const OUTPUT_WIDTHS = [320, 480, 640, 800, 960, 1280, 1600, 1920];
   const RESET_REASON = "Stop the stream first: reset deletes the uploaded files";
   const EMPTY_TEXT = "Upload a video and a YOLOv8 model, then press Start";

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 
 from server import create_app
 from server.config import Config
-from server.wsgi import make_server
+from server.web.wsgi import make_server
 from tests.model_zoo import build_model_zoo
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -63,9 +65,28 @@ def make_video(tmp_path):
     return make
 
 
+DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "server" / "demo" / "model"
+
+
+@pytest.fixture(scope="session")
+def demo_onnx() -> Path:
+    """The committed demo model (YOLOv8n, 5 shape classes): for tests about the server, not about model files."""
+    return DEMO_MODEL_DIR / "shapes-yolov8n.onnx"
+
+
+@pytest.fixture(scope="session")
+def demo_pt() -> Path:
+    return DEMO_MODEL_DIR / "shapes-yolov8n.pt"
+
+
+def config_for(tmp_path: Path, **overrides) -> Config:
+    """The config tests run with: uploads under tmp_path, enough threads for a few viewers."""
+    return Config(**{"uploads": tmp_path / "uploads", "threads": 16, **overrides})
+
+
 @pytest.fixture
 def app(tmp_path):
-    app = create_app(Config(uploads=tmp_path / "uploads", threads=16))
+    app = create_app(config_for(tmp_path))
     yield app
     app.extensions["detection"].stop()
 
@@ -82,13 +103,43 @@ class LiveServer:
     app: object
 
 
-@pytest.fixture
-def live_server(app):
-    """Serve the app with waitress on an ephemeral 127.0.0.1 port for the length of a test."""
-    server = make_server(app, "127.0.0.1", 0, threads=16)
+@contextlib.contextmanager
+def serving(app, threads: int = 16) -> Iterator[LiveServer]:
+    """Serve an app with waitress (set up exactly as run.py does) on an ephemeral 127.0.0.1 port."""
+    server = make_server(app, "127.0.0.1", 0, threads=threads)
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
-    yield LiveServer(f"http://127.0.0.1:{server.effective_port}", Path(app.extensions["uploads"].root), app)
-    app.extensions["detection"].stop()
-    server.close()
-    thread.join(timeout=5)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{server.effective_port}", Path(app.extensions["uploads"].root), app)
+    finally:
+        app.extensions["detection"].stop()
+        server.close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(app):
+    """The test app served for the length of a test."""
+    with serving(app) as live:
+        yield live
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Return a function that serves a new app built from config_for(**overrides), stopped after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def start(**overrides) -> LiveServer:
+            return stack.enter_context(serving(create_app(config_for(tmp_path, **overrides))))
+
+        yield start
+
+
+SLOW_FIXTURES = {"model_zoo", "yolov8n_pt", "yolov8n_onnx", "browser", "tabs", "tuned"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark as slow every test that needs the model zoo (built by training and exporting) or a browser."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -25,10 +25,10 @@ def visible_files(root):
 
 
 @pytest.fixture
-def loaded(client, make_video, yolov8n_onnx):
+def loaded(client, make_video, demo_onnx):
     """A client with a 640x480 video and the YOLOv8n ONNX uploaded."""
     assert upload(client, "/upload/video", make_video("clip.mp4")).status_code == 201
-    assert upload(client, "/upload/model", yolov8n_onnx).status_code == 201
+    assert upload(client, "/upload/model", demo_onnx).status_code == 201
     return client
 
 
@@ -81,17 +81,18 @@ def test_upload_onnx_model(client, yolov8n_onnx):
     assert len(model["classes"]) == 80 and model["imgsz"] == 640
 
 
-def test_upload_pt_converts_in_a_child_and_caches_by_sha(client, app, yolov8n_pt):
-    response = upload(client, "/upload/model", yolov8n_pt)
+@pytest.mark.slow
+def test_upload_pt_converts_and_caches_by_sha(client, app, demo_pt):
+    response = upload(client, "/upload/model", demo_pt)
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["model"]["family"] == "yolov8"
     files = visible_files(app.extensions["uploads"].root)
-    assert "model/yolov8n.pt" in files
+    assert "model/shapes-yolov8n.pt" in files
     cached = [f for f in files if f.startswith("cache/") and f.endswith(".onnx")]
     assert len(cached) == 1
     cache_file = app.extensions["uploads"].root / cached[0]
     mtime = cache_file.stat().st_mtime_ns
-    assert upload(client, "/upload/model", yolov8n_pt).status_code == 201
+    assert upload(client, "/upload/model", demo_pt).status_code == 201
     assert cache_file.stat().st_mtime_ns == mtime  # reused, not converted again
 
 
@@ -184,12 +185,12 @@ def test_stream_start_feed_stop(loaded):
     assert loaded.get("/api/status").get_json()["streaming"] is False
 
 
-def test_uploads_and_reset_refused_while_streaming(loaded, app, make_video, yolov8n_onnx):
+def test_uploads_and_reset_refused_while_streaming(loaded, app, make_video, demo_onnx):
     uploads = app.extensions["uploads"].root
     before = visible_files(uploads)
     loaded.post("/stream/start")
     assert upload(loaded, "/upload/video", make_video("other.mp4")).status_code == 409
-    assert upload(loaded, "/upload/model", yolov8n_onnx).status_code == 409
+    assert upload(loaded, "/upload/model", demo_onnx).status_code == 409
     refused = loaded.post("/reset")
     assert refused.status_code == 409 and "stop" in refused.get_json()["error"]
     assert visible_files(uploads) == before
@@ -201,9 +202,9 @@ def test_uploads_and_reset_refused_while_streaming(loaded, app, make_video, yolo
     assert status["video"] is None and status["model"] is None
 
 
-def test_loop_false_ends_the_stream(client, make_video, yolov8n_onnx):
+def test_loop_false_ends_the_stream(client, make_video, demo_onnx):
     upload(client, "/upload/video", make_video(frames=8))
-    upload(client, "/upload/model", yolov8n_onnx)
+    upload(client, "/upload/model", demo_onnx)
     client.post("/api/settings", json={"loop": False, "realtime": False, "imgsz": 320})
     client.post("/stream/start")
     response = client.get("/video_feed", buffered=False)

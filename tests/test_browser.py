@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,11 +19,8 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
-from server import create_app  # noqa: E402
-from server.config import Config  # noqa: E402
 from server.demo.loader import start_demo  # noqa: E402
-from server.lan import lan_urls  # noqa: E402
-from server.wsgi import make_server  # noqa: E402
+from server.web.lan import lan_urls  # noqa: E402
 from tests.waiting import wait_for  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -140,7 +136,7 @@ def upload_both(page: Page, video: Path, model: Path) -> None:
     expect(page.locator("#model-info")).to_be_visible(timeout=CONVERT_TIMEOUT_MS)
 
 
-def test_upload_stream_tune_and_reset(live_server, tabs, make_video, yolov8n_pt):
+def test_upload_stream_tune_and_reset(live_server, tabs, make_video, demo_pt):
     service = live_server.app.extensions["detection"]
     service.lan_urls = lan_urls("127.0.0.1", urlparse(live_server.url).port)
     page = tabs(**DESKTOP)
@@ -159,10 +155,10 @@ def test_upload_stream_tune_and_reset(live_server, tabs, make_video, yolov8n_pt)
     expect(video_info).to_contain_text("0:04")
     expect(video_info).to_contain_text("MB")
 
-    page.set_input_files("#model-input", str(yolov8n_pt))
+    page.set_input_files("#model-input", str(demo_pt))
     expect(page.locator("#model-progress")).to_contain_text("Converting to ONNX", timeout=30_000)
     model_info = page.locator("#model-info")
-    expect(model_info).to_contain_text("80 classes", timeout=CONVERT_TIMEOUT_MS)
+    expect(model_info).to_contain_text("5 classes", timeout=CONVERT_TIMEOUT_MS)
     expect(model_info).to_contain_text("YOLOv8")
     expect(page.locator("#model-progress")).to_be_hidden()
 
@@ -239,10 +235,10 @@ def test_upload_stream_tune_and_reset(live_server, tabs, make_video, yolov8n_pt)
     assert stored_files(live_server.uploads) == []
 
 
-def test_stream_that_reaches_the_end_returns_the_page_to_stopped(live_server, tabs, make_video, yolov8n_onnx):
+def test_stream_that_reaches_the_end_returns_the_page_to_stopped(live_server, tabs, make_video, demo_onnx):
     page = tabs(**DESKTOP)
     page.goto(live_server.url)
-    upload_both(page, make_video("short.avi", width=320, height=240, fps=15, frames=20), yolov8n_onnx)
+    upload_both(page, make_video("short.avi", width=320, height=240, fps=15, frames=20), demo_onnx)
     page.select_option("#setting-imgsz", "320")
     page.uncheck("#setting-loop")
     assert wait_for(lambda: api_status(live_server)["settings"]["loop"] is False)
@@ -335,22 +331,15 @@ def test_demo_plays_on_arrival_and_says_how_to_use_your_own_files(live_server, t
 
 
 @pytest.fixture
-def int8_server(tmp_path):
+def int8_server(serve):
     """A live server that tunes int8 with a single recipe, to keep the tuning short."""
-    app = create_app(Config(uploads=tmp_path / "uploads", threads=16, int8_recipes="u8s8-pc-rr"))
-    server = make_server(app, "127.0.0.1", 0, threads=16)
-    thread = threading.Thread(target=server.run, name="waitress-int8", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    app.extensions["detection"].stop()
-    server.close()
-    thread.join(timeout=5)
+    return serve(int8_recipes="u8s8-pc-rr").url
 
 
-def test_int8_tuning_is_shown_under_the_precision_control(int8_server, tabs, make_video, yolov8n_onnx):
+def test_int8_tuning_is_shown_under_the_precision_control(int8_server, tabs, make_video, demo_onnx):
     page = tabs(**DESKTOP)
     page.goto(int8_server)
-    upload_both(page, make_video("int8.mp4", width=320, height=240, fps=15, frames=30), yolov8n_onnx)
+    upload_both(page, make_video("int8.mp4", width=320, height=240, fps=15, frames=30), demo_onnx)
     active = page.locator("#precision-active")
     expect(active).to_have_text("Running FP32")
 

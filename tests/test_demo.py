@@ -14,10 +14,20 @@ from server.demo import DEMO_ONNX
 from server.demo.dataset import write_dataset
 from server.demo.shapes import CLASSES, Shape, compose, render_scene
 from server.demo.video import write_demo_video
-from server.detector import Detector
-from server.evaluate import evaluate_model, labelled_images, read_yolo_labels, val_images_dir
-from server.metrics import iou_matrix, map50, match_detections, mean_average_precision
-from server.processing import Detections
+from server.vision.detector import Detector
+from server.vision.metrics import (
+    iou_matrix,
+    map50,
+    match_detections,
+    mean_average_precision,
+)
+from server.vision.processing import Detections
+from tools.evaluate import (
+    evaluate_model,
+    labelled_images,
+    read_yolo_labels,
+    val_images_dir,
+)
 
 GREY = (90, 90, 90)
 

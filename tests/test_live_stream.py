@@ -9,9 +9,7 @@ import cv2
 import numpy as np
 import requests
 
-from server import create_app, mjpeg
-from server.config import Config
-from server.wsgi import make_server
+from server.vision import mjpeg
 from tests.waiting import wait_for
 
 
@@ -45,10 +43,10 @@ class Viewer(threading.Thread):
 
 
 
-def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_video, yolov8n_onnx):
+def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_video, demo_onnx):
     base = live_server.url
     assert post_file(f"{base}/upload/video", make_video("clip.avi", frames=60)).status_code == 201
-    assert post_file(f"{base}/upload/model", yolov8n_onnx).status_code == 201
+    assert post_file(f"{base}/upload/model", demo_onnx).status_code == 201
     requests.post(f"{base}/api/settings", json={"imgsz": 320, "conf": 0.01}, timeout=5)
     assert requests.post(f"{base}/stream/start", timeout=10).json() == {"streaming": True}
 
@@ -75,14 +73,14 @@ def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_vid
     assert not workers & {"stream-producer", "frame-source"}, "nothing may run once the stream stopped"
 
     deleted = requests.post(f"{base}/reset", timeout=5).json()["deleted"]
-    assert sorted(deleted) == ["model/yolov8n.onnx", "video/clip.avi"]
+    assert sorted(deleted) == ["model/shapes-yolov8n.onnx", "video/clip.avi"]
     assert list(live_server.uploads.iterdir()) == []
 
 
-def test_disconnecting_viewer_is_released(live_server, make_video, yolov8n_onnx):
+def test_disconnecting_viewer_is_released(live_server, make_video, demo_onnx):
     base = live_server.url
     post_file(f"{base}/upload/video", make_video())
-    post_file(f"{base}/upload/model", yolov8n_onnx)
+    post_file(f"{base}/upload/model", demo_onnx)
     requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5)
     requests.post(f"{base}/stream/start", timeout=10)
     response = requests.get(f"{base}/video_feed", stream=True, timeout=10)
@@ -94,16 +92,9 @@ def test_disconnecting_viewer_is_released(live_server, make_video, yolov8n_onnx)
     requests.post(f"{base}/stream/stop", timeout=10)
 
 
-def test_too_large_upload_over_http_is_json_413(tmp_path):
-    app = create_app(Config(uploads=tmp_path / "up", max_video_mb=1, max_model_mb=1))
-    server = make_server(app, "127.0.0.1", 0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.effective_port}/upload/video"
-        response = requests.post(url, files={"file": ("big.mp4", b"\0" * (3 * 1024 * 1024 // 2))}, timeout=30)
-        assert response.status_code == 413 and "too large" in response.json()["error"]
-        assert [p for p in (tmp_path / "up").rglob("*") if p.is_file()] == []
-    finally:
-        server.close()
-        thread.join(timeout=5)
+def test_too_large_upload_over_http_is_json_413(serve):
+    live = serve(max_video_mb=1, max_model_mb=1)
+    url = f"{live.url}/upload/video"
+    response = requests.post(url, files={"file": ("big.mp4", b"\0" * (3 * 1024 * 1024 // 2))}, timeout=30)
+    assert response.status_code == 413 and "too large" in response.json()["error"]
+    assert [p for p in live.uploads.rglob("*") if p.is_file()] == []

@@ -16,15 +16,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from server.convert import ConversionFailed, convert_cached, convert_to_onnx
-from server.model_files import (
-    ModelInfo,
-    ModelRejected,
-    inspect_checkpoint,
-    inspect_model,
-    inspect_onnx,
-    sha256_of,
-)
+from server.models.convert import ConversionFailed, convert_cached, convert_to_onnx
+from server.models.files import sha256_of
+from server.models.identify import inspect_checkpoint, inspect_model
+from server.models.info import ModelInfo, ModelRejected
+from server.models.onnx_info import inspect_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED = "only YOLOv8 detect models are supported"
@@ -235,7 +231,7 @@ def test_conversion_that_runs_out_of_time_is_stopped(model_zoo, tmp_path):
 
 def worker(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "server.export_worker", *args]
+    command = [sys.executable, "-m", "server.models.export_worker", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -259,7 +255,7 @@ def test_worker_refuses_a_malicious_pickle_even_without_inspection(model_zoo, tm
 def test_server_modules_never_import_torch_or_ultralytics(model_zoo):
     code = (
         "import sys, json\n"
-        "import server.model_files as m, server.convert\n"
+        "import server.models.identify as m, server.models.convert\n"
         f"m.inspect_model({str(model_zoo / 'yolov8n.pt')!r}); m.inspect_model({str(model_zoo / 'yolov8n.onnx')!r})\n"
         "print(json.dumps(sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'ultralytics'))))\n"
     )

@@ -21,14 +21,15 @@ def wait_for_status(client, predicate, timeout=600):
     raise AssertionError(f"status never matched: {status}")
 
 
-def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, yolov8n_onnx, monkeypatch):
+@pytest.mark.slow
+def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_onnx, monkeypatch):
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)  # tuning must write nothing into the server's working directory
     app = create_app(Config(uploads=tmp_path / "up", int8_recipes="u8s8-pc-rr"))
     client = app.test_client()
     upload(client, "/upload/video", make_video(frames=30))
-    upload(client, "/upload/model", yolov8n_onnx)
+    upload(client, "/upload/model", demo_onnx)
     assert client.post("/api/settings", json={"precision": "int8", "imgsz": 320}).status_code == 200
     seen_jobs = []
     status = wait_for_status(
@@ -38,7 +39,7 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, yolov8n
     table = status["precision"]["int8"]
     assert table["chosen"] == "u8s8-pc-rr" and [row["recipe"] for row in table["rows"]] == ["u8s8-pc-rr"]
     cached = [p.name for p in (tmp_path / "up" / "model").iterdir()]
-    assert "yolov8n.int8.onnx" in cached  # next to its ONNX
+    assert "shapes-yolov8n.int8.onnx" in cached  # next to its ONNX
     assert list(workdir.iterdir()) == []
 
     client.post("/api/settings", json={"realtime": False})
@@ -49,7 +50,7 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, yolov8n
     assert runner.pipeline.precision == "int8"
     client.post("/stream/stop")
     feed.close()
-    assert "model/yolov8n.int8.onnx" in client.post("/reset").get_json()["deleted"]
+    assert "model/shapes-yolov8n.int8.onnx" in client.post("/reset").get_json()["deleted"]
 
 
 def test_unknown_recipe_is_refused_at_start(tmp_path):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from server import processing
-from server.processing import Letterbox
+from server.vision import processing
+from server.vision.processing import Letterbox
 
 
 @pytest.mark.parametrize(

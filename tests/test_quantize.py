@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +13,18 @@ import onnx
 import pytest
 
 from server.demo.shapes import render_scene
-from server.detector import Detector
-from server.metrics import map50
-from server.processing import Detections
-from server.quantize import (
-    TuneRow,
-    box_weighted_map50,
+from server.models.int8.judging import TuneRow, box_weighted_map50, choose
+from server.models.int8.recipes import head_output_convs, head_tail_nodes
+from server.models.int8.tuning import (
     cached_tuning,
-    choose,
-    head_output_convs,
-    head_tail_nodes,
     int8_path_for,
     load_report,
     report_path_for,
     tune_int8,
 )
+from server.vision.detector import Detector
+from server.vision.metrics import map50
+from server.vision.processing import Detections
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "server" / "demo" / "model" / "shapes-yolov8n.onnx"
 IMGSZ = 320
@@ -85,9 +84,17 @@ def test_tuning_writes_the_model_and_its_report(tuned):
 
 def test_cache_goes_stale_when_the_fp32_model_changes(tuned, tmp_path):
     fp32, out, _, _ = tuned
-    other = tmp_path / fp32.name
-    other.write_bytes(fp32.read_bytes() + b"")
-    assert cached_tuning(other, out) is None  # another file (different mtime): tune again
+    same = tmp_path / "same" / fp32.name
+    same.parent.mkdir()
+    shutil.copy2(fp32, same)  # the same bytes and modification time
+    assert cached_tuning(same, out) is not None
+    changed = tmp_path / "changed" / fp32.name
+    changed.parent.mkdir()
+    model = onnx.load(str(fp32))
+    model.metadata_props.add(key="retrained", value="yes")  # another model now, under the same name
+    onnx.save(model, str(changed))
+    os.utime(changed, ns=(fp32.stat().st_atime_ns, fp32.stat().st_mtime_ns))
+    assert cached_tuning(changed, out) is None  # tune again
 
 
 def test_int8_model_detects_the_same_boxes_as_fp32(tuned):

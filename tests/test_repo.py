@@ -7,7 +7,7 @@ import subprocess
 
 from server.config import REPO_ROOT
 
-TOP_LEVEL = {"server", "templates", "static", "uploads", "tests", "requirements.txt", "run.py", "README.md", ".ci"}
+TOP_LEVEL = {"server", "tools", "deploy", "templates", "static", "uploads", "tests", "requirements.txt", "run.py", "README.md", ".ci"}
 
 
 def readme_commands() -> list[str]:
@@ -33,3 +33,17 @@ def test_top_level_layout_is_as_designed():
     top = {line.split("/")[0] for line in tracked.stdout.splitlines()}
     assert top - {".gitignore"} <= TOP_LEVEL
     assert (REPO_ROOT / "uploads" / ".gitkeep").exists()
+
+
+def test_imports_run_one_way():
+    """web -> models -> vision, tools on top: a lower layer never imports a higher one, and nothing imports tools."""
+    layers = {"vision": 0, "models": 1, "web": 2}
+    for path in (REPO_ROOT / "server").rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import) tools\b", text, re.M), f"{path} imports tools"
+        package = path.relative_to(REPO_ROOT / "server").parts[0]
+        if package not in layers:
+            continue
+        for imported in re.findall(r"^\s*(?:from|import) server\.(\w+)", text, re.M):
+            if imported in layers:
+                assert layers[imported] <= layers[package], f"{path} ({package}) imports server.{imported}"

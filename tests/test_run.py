@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from server.config import REPO_ROOT, config_from_args
@@ -49,13 +50,14 @@ def _mapped_libraries(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_run_serves_with_waitress_and_never_loads_torch(tmp_path, make_video, yolov8n_pt):
+@pytest.mark.slow
+def test_run_serves_with_waitress_and_never_loads_torch(tmp_path, make_video, demo_pt):
     process, port, log_path = _start(tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         assert "open http://127.0.0.1:" in log_path.read_text()
         assert requests.get(base + "/", timeout=5).headers["Server"] == "edge-detect"
-        with yolov8n_pt.open("rb") as handle:
+        with demo_pt.open("rb") as handle:
             assert requests.post(base + "/upload/model", files={"file": handle}, timeout=300).status_code == 201
         with make_video().open("rb") as handle:
             assert requests.post(base + "/upload/video", files={"file": handle}, timeout=60).status_code == 201
@@ -73,6 +75,7 @@ def test_run_serves_with_waitress_and_never_loads_torch(tmp_path, make_video, yo
     assert "shutting down" in log_path.read_text()
 
 
+@pytest.mark.slow
 def test_demo_flag_starts_streaming_with_detections(tmp_path):
     process, port, log_path = _start(tmp_path, "--demo")
     base = f"http://127.0.0.1:{port}"

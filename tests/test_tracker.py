@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from server.processing import Detections
-from server.tracker import Tracker, greedy_match, iou_matrix
+from server.vision.processing import Detections
+from server.vision.tracker import Tracker, greedy_match, iou_matrix
 
 FRAME_HW = (240, 320)
 SIDE = 60

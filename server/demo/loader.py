@@ -8,7 +8,7 @@ from pathlib import Path
 
 from server.demo import DEMO_ONNX
 from server.demo.video import write_demo_video
-from server.service import DetectionService
+from server.web.service import DetectionService
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Turn an uploaded .pt into ONNX in a child process (server.export_worker), so the server never imports torch."""
+"""Turn an uploaded .pt into ONNX in a child process (server.models.export_worker), so the server never imports torch."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from server.model_files import ModelRejected, sha256_of
+from server.config import REPO_ROOT
+from server.models.files import sha256_of
+from server.models.info import ModelRejected
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-WORKER_MODULE = "server.export_worker"
+PROJECT_ROOT = REPO_ROOT
+WORKER_MODULE = "server.models.export_worker"
 NEEDS_TORCH = (
     "converting a .pt needs ultralytics and torch installed on the server; upload a YOLOv8 .onnx export instead"
 )

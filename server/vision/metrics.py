@@ -15,6 +15,8 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
+from server.vision.processing import iou_matrix
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 INTERPOLATIONS = ("ultralytics", "coco")
@@ -48,18 +50,6 @@ class MapResult:
     def class_ap(self) -> dict[int, tuple[float, float]]:
         """Return {class id: (AP50, AP50-95)}."""
         return {int(c): (float(row[0]), float(row.mean())) for c, row in zip(self.classes, self.ap)}
-
-
-def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Return the A x B IoU matrix of two sets of xyxy boxes."""
-    a = np.asarray(boxes_a, np.float64).reshape(-1, 4)
-    b = np.asarray(boxes_b, np.float64).reshape(-1, 4)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def match_detections(

@@ -1,6 +1,6 @@
 """Benchmark this server's pipeline against Ultralytics' own predictor on one video, in one run.
 
-    python -m server.bench --video V --model M [--frames 300] [--precision fp32 int8]
+    python -m tools.bench --video V --model M [--frames 300] [--precision fp32 int8]
         [--imgsz 640 320] [--detect-every 1 3] [--http fp32-640 int8-320-de3] [--viewers 1 8]
         [--json bench.json] [--plot bench.png]
 
@@ -31,14 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from server import mjpeg
-from server.detector import Detector, default_threads
-from server.metrics import map50
-from server.pipeline import STAGES, FramePipeline
-from server.processing import Detections
-from server.settings import Settings
-from server.tracker import Tracker
-from server.video import FrameSource, probe_video
+from server.models.runtime import ModelRuntime
+from server.vision import mjpeg
+from server.vision.detector import Detector, default_threads
+from server.vision.metrics import map50
+from server.vision.pipeline import STAGES, FramePipeline
+from server.vision.processing import Detections
+from server.vision.settings import Settings
+from server.vision.tracker import Tracker
+from server.vision.video import FrameSource, probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def our_onnx(model: Path, cache: Path) -> Path:
     """Return the ONNX the server would run for these weights, converting a .pt the server's way."""
     if model.suffix == ".onnx":
         return model
-    from server import convert  # noqa: PLC0415  (only for .pt weights)
+    from server.models import convert  # noqa: PLC0415  (only for .pt weights)
 
     return Path(convert.convert_cached(model, cache, imgsz=640, timeout=900, on_progress=None))
 
@@ -192,7 +193,7 @@ def ultralytics_onnx(model: Path, cache: Path) -> Path:
 
 def int8_model(onnx_path: Path, video: Path, threads: int, retune: bool) -> tuple[Path, dict]:
     """Tune int8 on frames of the video (or reuse a tuning of this very model on this CPU)."""
-    from server import quantize  # noqa: PLC0415
+    from server.models.int8 import tuning as quantize  # noqa: PLC0415
 
     out = quantize.int8_path_for(onnx_path)
     report = None if retune else quantize.cached_tuning(onnx_path, out)
@@ -206,23 +207,12 @@ def int8_model(onnx_path: Path, video: Path, threads: int, retune: bool) -> tupl
     return out, report.as_dict()
 
 
-class BenchRuntime:
-    """Sessions per precision, built and warmed up as the server's ModelRuntime does."""
-
-    def __init__(self, fp32: Path, int8: Path | None):
-        self.paths = {"fp32": fp32, "int8": int8}
-        self._detectors: dict[tuple, Detector] = {}
-
-    def detector_for(self, settings: Settings) -> Detector:
-        key = (self.paths[settings.precision], settings.threads)
-        if key not in self._detectors:
-            detector = Detector(key[0], threads=settings.threads)
-            detector.warm_up(detector.fixed_hw or (settings.imgsz, settings.imgsz))
-            self._detectors[key] = detector
-        return self._detectors[key]
-
-
 # -- runs --------------------------------------------------------------------------------------
+
+
+def bench_runtime(fp32: Path, int8: Path | None) -> ModelRuntime:
+    """The server's ModelRuntime, keeping every session: the benchmark's rows take turns frame by frame."""
+    return ModelRuntime(fp32, lambda: int8, keep=16)
 
 
 def pipeline_settings(variant: Variant, base: Settings) -> Settings:
@@ -257,7 +247,7 @@ class PipelineRun:
 
     kind = "pipeline"
 
-    def __init__(self, variant: Variant, runtime: BenchRuntime, video: Path, names: list[str], frames: int,
+    def __init__(self, variant: Variant, runtime: ModelRuntime, video: Path, names: list[str], frames: int,
                  base: Settings):
         self.name, self.variant, self.frames = variant.name, variant, frames
         self.settings = pipeline_settings(variant, base)
@@ -275,8 +265,7 @@ class PipelineRun:
         frame = self.source.read(timeout=10)
         if frame is None:
             return False
-        status = f"{self.timing.fps:.1f} fps | {self.variant.precision} {self.variant.imgsz}"
-        result = self.pipeline.process(frame, self.settings, status)
+        result = self.pipeline.process(frame, self.settings, fps=self.timing.fps)
         self.detections.append(result.detections)
         if timed:
             self.timing.add(time.perf_counter() - started, result.timings_ms)
@@ -362,12 +351,12 @@ def run_interleaved(runs: list, warmup: int, segment: int) -> list[Row]:
 
 SERVE_SCRIPT = """
 import logging, sys
-from waitress import create_server
 from server import create_app
 from server.config import Config
+from server.web.wsgi import make_server
 logging.basicConfig(level=logging.WARNING)
 app = create_app(Config(uploads=sys.argv[1], threads=32))
-server = create_server(app, host="127.0.0.1", port=0, threads=32)
+server = make_server(app, "127.0.0.1", 0, threads=32)  # exactly as run.py serves
 print(server.effective_port, flush=True)
 server.run()
 """
@@ -427,7 +416,7 @@ class Viewer(threading.Thread):
 class Local:
     """What the in-process pipeline runs need: the sessions, the video, the class names, the base settings."""
 
-    runtime: BenchRuntime
+    runtime: ModelRuntime
     video: Path
     names: list[str]
     base: Settings
@@ -481,7 +470,7 @@ def _http_variant(url: str, variant: Variant, viewer_counts: list[int], seconds:
     runtime = local.runtime
     if variant.precision == "int8" and (precision.get("int8") or {}).get("path"):
         # The local runs use the server's own tuned file, so both sides run the same int8 model.
-        runtime = BenchRuntime(runtime.paths["fp32"], Path(precision["int8"]["path"]))
+        runtime = bench_runtime(runtime.fp32_path, Path(precision["int8"]["path"]))
     rows = []
     for count in viewer_counts:
         before = stream_locally(variant, replace(local, runtime=runtime), seconds)
@@ -511,7 +500,7 @@ def stream_locally(variant: Variant, local: Local, seconds: float, warmup: int =
                 break
             if frame.position == 0 and frame.index > 0:
                 pipeline.reset()  # as StreamRunner does when the video loops
-            pipeline.process(frame, settings, f"{variant.precision} {variant.imgsz}")
+            pipeline.process(frame, settings, fps=0.0)
             frames += 1
             if started is None and frames == warmup:
                 started, frames = time.perf_counter(), 0
@@ -693,7 +682,7 @@ def machine_summary(threads: int) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m server.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True, help="YOLOv8 detect weights, .pt or .onnx")
     parser.add_argument("--frames", type=int, default=300, help="frames per row (at most the video's)")
@@ -742,7 +731,7 @@ def main(argv: list[str] | None = None) -> dict:
     int8, tuning = (None, None)
     if any(v.precision == "int8" for v in variants):
         int8, tuning = int8_model(fp32, args.video, args.threads, args.retune)
-    runtime, names = BenchRuntime(fp32, int8), class_names(fp32)
+    runtime, names = bench_runtime(fp32, int8), class_names(fp32)
 
     runs = []
     if not args.no_ultralytics:

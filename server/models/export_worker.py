@@ -1,4 +1,4 @@
-"""Convert an Ultralytics .pt to ONNX in a child process: python -m server.export_worker IN.pt OUT.onnx --imgsz 640.
+"""Convert an Ultralytics .pt to ONNX in a child process: python -m server.models.export_worker IN.pt OUT.onnx --imgsz 640.
 
 This is the only server module that imports torch and ultralytics, and only in its own process. stdout carries
 nothing but JSON progress lines ({"stage", "progress", "message"}); whatever ultralytics, torch or onnx print goes
@@ -19,12 +19,12 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from server.models.convert import NEEDS_TORCH
+from server.models.files import write_atomically
+
 # Set before ultralytics is imported: no downloads, no pip installs, and its own restricted (weights_only) loader
-# as a second line of defence behind server.model_files' allow-list check.
+# as a second line of defence behind server.models.identify' allow-list check.
 WORKER_ENVIRONMENT = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "ULTRALYTICS_SAFE_LOAD": "1"}
-NEEDS_TORCH = (
-    "converting a .pt needs ultralytics and torch installed on the server; upload a YOLOv8 .onnx export instead"
-)
 EXIT_FAILED, EXIT_MISSING_PACKAGES = 1, 3
 
 
@@ -94,17 +94,6 @@ def export(weights: Path, output: Path, imgsz: int, progress: Progress) -> None:
             raise ExportError("ultralytics reported no ONNX file")
         write_atomically(Path(exported), output)
     progress.emit("done", 1.0, "converted to ONNX")
-
-
-def write_atomically(source: Path, target: Path) -> None:
-    """Copy source to target under a temporary name in target's folder, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -91,14 +91,16 @@ def decode(
     return boxes.astype(np.float32), scores.astype(np.float32), class_ids.astype(np.int64)
 
 
-def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box against an array of xyxy boxes."""
-    top_left = np.maximum(box[:2], others[:, :2])
-    bottom_right = np.minimum(box[2:], others[:, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    areas = np.prod(others[:, 2:] - others[:, :2], axis=1)
-    return inter / np.maximum(area + areas - inter, 1e-9)
+def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """Return the pairwise IoU of two sets of xyxy boxes, shape (len(a), len(b)): NMS, tracker and mAP share it."""
+    a = np.asarray(boxes_a, np.float64).reshape(-1, 4)
+    b = np.asarray(boxes_b, np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def nms(
@@ -114,7 +116,7 @@ def nms(
     while order.size and len(keep) < max_det:
         best, rest = order[0], order[1:]
         keep.append(best)
-        order = rest[box_iou(shifted[best], shifted[rest]) <= iou]
+        order = rest[iou_matrix(shifted[best], shifted[rest])[0] <= iou]
     return np.asarray(keep, np.int64)
 
 

@@ -6,8 +6,10 @@ import logging
 import threading
 from pathlib import Path
 
-from server import quantize
 from server.jobs import JobBoard
+from server.models.int8 import tuning as quantize
+from server.models.int8.calibration import sample_frames
+from server.models.int8.recipes import RECIPES_BY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -18,9 +20,9 @@ class Int8Models:
     """Find or build the tuned int8 model of an fp32 ONNX, one build at a time."""
 
     def __init__(self, jobs: JobBoard, recipes: list[str] | None = None):
-        unknown = sorted(set(recipes or ()) - set(quantize.RECIPES_BY_NAME))
+        unknown = sorted(set(recipes or ()) - set(RECIPES_BY_NAME))
         if unknown:
-            known = ", ".join(quantize.RECIPES_BY_NAME)
+            known = ", ".join(RECIPES_BY_NAME)
             raise ValueError(f"unknown int8 recipe(s) {', '.join(unknown)}; choose from {known}")
         self.jobs = jobs
         self.recipes = recipes or None
@@ -61,7 +63,7 @@ class Int8Models:
 
     def _build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int) -> None:
         try:
-            frames = quantize.sample_frames(video, CALIBRATION_FRAMES)
+            frames = sample_frames(video, CALIBRATION_FRAMES)
             self._known[fp32] = quantize.tune_int8(
                 fp32,
                 frames,

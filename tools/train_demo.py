@@ -1,6 +1,6 @@
 """Train the demo YOLOv8n on synthetic shapes from scratch, offline, and write it to server/demo/model/.
 
-    python -m server.demo.train [--epochs 9 --imgsz 320 --train 2000 --val 300 --workdir DIR]
+    python -m tools.train_demo [--epochs 9 --imgsz 320 --train 2000 --val 300 --workdir DIR]
 
 Writes shapes-yolov8n.pt (stripped), shapes-yolov8n.onnx (dynamic input) and MODEL_CARD.md.
 """
@@ -130,7 +130,7 @@ def export_onnx(weights: Path, imgsz: int) -> Path:
 
 def pipeline_accuracy(data_yaml: Path, sizes: tuple[int, ...]) -> dict[int, tuple[float, float]]:
     """Return {imgsz: (mAP50, mAP50-95)} of the server's own ONNX pipeline on the val set."""
-    from server.evaluate import evaluate_model, labelled_images, val_images_dir
+    from tools.evaluate import evaluate_model, labelled_images, val_images_dir
 
     samples = labelled_images(val_images_dir(data_yaml))
     results = {size: evaluate_model(DEMO_ONNX, samples, size)[0] for size in sizes}
@@ -139,7 +139,7 @@ def pipeline_accuracy(data_yaml: Path, sizes: tuple[int, ...]) -> dict[int, tupl
 
 def accuracy_rows(pipeline: dict[int, tuple[float, float]]) -> str:
     """Return markdown table rows of the server pipeline's accuracy per input size."""
-    from server.processing import input_shape_for
+    from server.vision.processing import input_shape_for
 
     rows = []
     for size, (map50, map50_95) in pipeline.items():
@@ -185,20 +185,20 @@ Files: `shapes-yolov8n.pt` (stripped checkpoint), `shapes-yolov8n.onnx`
 | ultralytics val of the .pt, imgsz {settings.imgsz} | {metrics["mAP50"]:.3f} | {metrics["mAP50-95"]:.3f} |
 {accuracy_rows(pipeline)}
 
-The server pipeline rows come from `server.evaluate` (conf 0.001, NMS IoU 0.7, 300 detections, as
+The server pipeline rows come from `tools.evaluate` (conf 0.001, NMS IoU 0.7, 300 detections, as
 ultralytics val). Run the demo at imgsz {settings.imgsz}: the model was trained at that scale, and at 640
 the shapes look twice as big as anything it saw in training.
 
 ## Reproduce
 
 ```
-python -m server.demo.train --epochs {settings.epochs} --imgsz {settings.imgsz} \\
+python -m tools.train_demo --epochs {settings.epochs} --imgsz {settings.imgsz} \\
     --train {settings.train} --val {settings.val} --seed {settings.seed} --lr0 {settings.lr0}
 ```
 
 The dataset alone: `python -m server.demo.dataset --out DIR {sizes}`.
 Accuracy of the server's own ONNX pipeline (and of quantized variants) on the val set:
-`python -m server.evaluate --model server/demo/model/shapes-yolov8n.onnx --data DIR --imgsz 640 320 --ultralytics`.
+`python -m tools.evaluate --model server/demo/model/shapes-yolov8n.onnx --data DIR --imgsz 640 320 --ultralytics`.
 """
 
 

@@ -7,16 +7,17 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from server import convert
 from server.config import Config
-from server.detector import Detector
 from server.jobs import JobBoard
-from server.pipeline import FramePipeline
-from server.precision import Int8Models
-from server.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
-from server.stream import StreamRunner, StreamStats
-from server.tracker import Tracker
-from server.uploads import StoredModel, UploadStore
+from server.models import convert
+from server.models.int8.builds import Int8Models
+from server.models.runtime import ModelRuntime
+from server.vision.pipeline import FramePipeline
+from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
+from server.vision.stats import StreamStats
+from server.vision.stream import StreamRunner
+from server.vision.tracker import Tracker
+from server.web.uploads import StoredModel, UploadStore
 
 logger = logging.getLogger(__name__)
 
@@ -27,33 +28,6 @@ class Busy(RuntimeError):
 
 class TooManyViewers(RuntimeError):
     """Every viewer slot is taken (HTTP 503)."""
-
-
-class ModelRuntime:
-    """ONNX Runtime sessions for the current model: one live Detector, rebuilt when its key changes."""
-
-    def __init__(self, model: StoredModel, int8: Int8Models):
-        self.model = model
-        self.int8 = int8
-        self._lock = threading.Lock()
-        self._detector: Detector | None = None
-        self._key: tuple | None = None
-
-    def model_path(self, settings: Settings) -> Path:
-        """Return the int8 model when asked for and ready; fp32 otherwise (also while int8 is being tuned)."""
-        if settings.precision == "int8":
-            return self.int8.ready(self.model.onnx_path) or self.model.onnx_path
-        return self.model.onnx_path
-
-    def detector_for(self, settings: Settings) -> Detector:
-        """Return a session for these settings, loading (and warming up) a new one when they changed."""
-        key = (self.model_path(settings), settings.threads)
-        with self._lock:
-            if key != self._key:
-                detector = Detector(key[0], threads=settings.threads)
-                detector.warm_up(detector.fixed_hw or (settings.imgsz, settings.imgsz))
-                self._detector, self._key = detector, key
-            return self._detector
 
 
 class DetectionService:
@@ -130,7 +104,7 @@ class DetectionService:
                 self.refuse_while_busy("replace the model")
                 model = self.store.add_model(upload, filename, self._to_onnx)
                 self.int8.forget()
-                self._runtime = ModelRuntime(model, self.int8)
+                self._runtime = ModelRuntime(model.onnx_path, lambda: self.int8.ready(model.onnx_path))
                 self.settings = self._settings_for_model(model)
                 return model.as_dict()
         finally:

@@ -6,12 +6,13 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
 
-from server import processing
-from server.processing import Detections
+from server.vision import processing
+from server.vision.processing import Detections
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,17 @@ class Detector:
         conf: float,
         iou: float,
         classes: list[int] | None = None,
+        lap: Callable[[str], None] = lambda stage: None,
     ) -> Detections:
-        """Preprocess, infer and postprocess one BGR frame."""
+        """Preprocess, infer and postprocess one BGR frame: the one detect path of the stream, benchmark and evaluation.
+
+        lap(stage) is called as each of "preprocess", "inference" and "postprocess" ends, for per-stage timings.
+        """
         frame_hw = frame.shape[:2]
         tensor, box = processing.preprocess(frame, self.input_hw(frame_hw, imgsz))
-        return processing.postprocess(self.infer(tensor), box, frame_hw, conf, iou, classes)
+        lap("preprocess")
+        output = self.infer(tensor)
+        lap("inference")
+        detections = processing.postprocess(output, box, frame_hw, conf, iou, classes)
+        lap("postprocess")
+        return detections

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
-from server.processing import Detections
+from server.vision.processing import Detections
 
 # Ultralytics' palette, so boxes look familiar to its users.
 PALETTE_HEX = (
@@ -48,10 +50,25 @@ def draw_detections(image: np.ndarray, detections: Detections, class_names: list
     return image
 
 
-def draw_status(image: np.ndarray, text: str) -> np.ndarray:
-    """Write a status line (fps, model, size) in the top-left corner."""
+@dataclass(frozen=True)
+class Overlay:
+    """What the status line on each frame says."""
+
+    fps: float
+    precision: str
+    imgsz: int
+    detect_every: int
+    objects: int
+
+    def text(self) -> str:
+        mode = f"{self.precision} {self.imgsz}" + (f" det/{self.detect_every}" if self.detect_every > 1 else "")
+        return f"{self.fps:.1f} fps | {mode} | {self.objects} objects"
+
+
+def draw_status(image: np.ndarray, overlay: Overlay) -> np.ndarray:
+    """Write the status line (fps, model, size, objects) in the top-left corner."""
     scale = max(0.45, min(image.shape[:2]) / 800)
-    _text_on_band(image, text, (4, 4), (32, 32, 32), scale, 1)
+    _text_on_band(image, overlay.text(), (4, 4), (32, 32, 32), scale, 1)
     return image
 
 

@@ -9,13 +9,13 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from server import annotate, processing
-from server.detector import Detector
-from server.processing import Detections
-from server.settings import Settings
-from server.video import Frame
+from server.vision import annotate
+from server.vision.detector import Detector
+from server.vision.processing import Detections
+from server.vision.settings import Settings
+from server.vision.video import Frame
 
-STAGES = ("decode", "preprocess", "inference", "postprocess", "draw", "encode")
+STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "draw", "encode")
 
 
 class EncodeFailed(RuntimeError):
@@ -93,13 +93,8 @@ class FramePipeline:
         detector = self.detector_for(settings)
         self.precision = detector.precision
         watch.skip()  # loading a new session after a settings change is not a per-frame cost
-        frame_hw = image.shape[:2]
-        tensor, box = processing.preprocess(image, detector.input_hw(frame_hw, settings.imgsz))
-        watch.lap("preprocess")
-        output = detector.infer(tensor)
-        watch.lap("inference")
         classes = list(settings.classes) if settings.classes is not None else None
-        return processing.postprocess(output, box, frame_hw, settings.conf, settings.iou, classes)
+        return detector.detect(image, settings.imgsz, settings.conf, settings.iou, classes, lap=watch.lap)
 
     def _detect_or_track(self, frame: Frame, settings: Settings, watch: _Stopwatch) -> tuple[Detections, bool]:
         if self._should_detect(frame.index, settings.detect_every):
@@ -107,14 +102,14 @@ class FramePipeline:
             if self.tracker is not None:
                 detections = self.tracker.update(frame.image, detections)
             self._last_detect_index = frame.index
-            watch.lap("postprocess")
+            watch.lap("track")
             return detections, True
         detections = self.tracker.propagate(frame.image)
-        watch.lap("postprocess")
+        watch.lap("track")
         return detections, False
 
-    def process(self, frame: Frame, settings: Settings, status_text: str = "") -> FrameResult:
-        """Detect (or track), draw and JPEG-encode one frame, timing each stage."""
+    def process(self, frame: Frame, settings: Settings, fps: float | None = None) -> FrameResult:
+        """Detect (or track), draw and JPEG-encode one frame, timing each stage; fps (when given) goes on the overlay."""
         watch = _Stopwatch()
         detections, detected = self._detect_or_track(frame, settings, watch)
         image = annotate.fit_width(frame.image, settings.output_width)
@@ -122,8 +117,9 @@ class FramePipeline:
         if image is frame.image:
             image = image.copy()
         annotate.draw_detections(image, scaled(detections, factor), self.class_names)
-        if status_text:
-            annotate.draw_status(image, status_text)
+        if fps is not None:
+            overlay = annotate.Overlay(fps, self.precision, settings.imgsz, settings.detect_every, len(detections))
+            annotate.draw_status(image, overlay)
         watch.lap("draw")
         jpeg = encode_jpeg(image, settings.jpeg_quality)
         watch.lap("encode")

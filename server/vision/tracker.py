@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from server.processing import Detections
+from server.vision.processing import Detections, iou_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -42,18 +42,6 @@ class Track:
     def center(self) -> np.ndarray:
         """Return the box centre (x, y)."""
         return (self.box[:2] + self.box[2:]) / 2
-
-
-def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Return the pairwise IoU of two xyxy box arrays, shape (len(a), len(b))."""
-    if len(boxes_a) == 0 or len(boxes_b) == 0:
-        return np.zeros((len(boxes_a), len(boxes_b)))
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(boxes_a[:, 2:] - boxes_a[:, :2], axis=1)
-    area_b = np.prod(boxes_b[:, 2:] - boxes_b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def greedy_match(similarity: np.ndarray, threshold: float) -> list[tuple[int, int]]:

@@ -1,16 +1,16 @@
 """Measure mAP of the server's own ONNX pipeline on a labelled YOLO val set, per input size and model variant.
 
-    python -m server.evaluate --model M.onnx --data DATA_DIR_OR_YAML [--imgsz 640 320]
+    python -m tools.evaluate --model M.onnx --data DATA_DIR_OR_YAML [--imgsz 640 320]
         [--precision fp32 int8] [--extra-model NAME=OTHER.onnx ...] [--ultralytics]
 
-Our numbers come from server.processing + server.detector.Detector (aspect-true input, e.g. 480x640
+Our numbers come from server.vision.processing + server.vision.detector.Detector (aspect-true input, e.g. 480x640
 for a 640x480 frame at 640), with ultralytics' val settings: conf 0.001, NMS IoU 0.7, 300 detections.
 --ultralytics also runs ultralytics' own val on the same fp32 ONNX, with rect batches (the closest to
 our input shapes) and with square letterboxing (its default for exported models), for comparison.
-A precision variant is just another ONNX file: int8 is the one server.quantize caches next to the model.
+A precision variant is just another ONNX file: int8 is the one server.models.int8.tuning caches next to the model.
 
 Where ours and ultralytics' val differ, it is by design, not by error: re-creating ultralytics'
-input, multi-label NMS and unclipped boxes with server.processing and scoring with server.metrics
+input, multi-label NMS and unclipped boxes with server.vision.processing and scoring with server.vision.metrics
 reproduces its val mAP to 1e-7. The differences are:
 - input: rect val pads half a stride more on every side (512x672 for 640x480 at 640, 256x352 at 320);
   ours pads only up to a stride multiple (480x640, 256x320). The grey border costs this demo
@@ -34,9 +34,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from server.detector import Detector
-from server.metrics import INTERPOLATIONS, MapResult, mean_average_precision
-from server.processing import Detections
+from server.vision.detector import Detector
+from server.vision.metrics import INTERPOLATIONS, MapResult, mean_average_precision
+from server.vision.processing import Detections
 
 logger = logging.getLogger(__name__)
 
@@ -145,11 +145,11 @@ def precision_variant(model: Path, precision: str) -> Path:
     """Return the ONNX file of a precision variant of a model: the model itself for fp32."""
     if precision == "fp32":
         return model
-    from server.quantize import int8_path_for
+    from server.models.int8.tuning import int8_path_for
 
     path = int8_path_for(model)
     if not path.is_file():
-        raise SystemExit(f"no int8 model at {path}: build it with server.quantize, or pass --extra-model int8=PATH")
+        raise SystemExit(f"no int8 model at {path}: build it with server.models.int8.tuning, or pass --extra-model int8=PATH")
     return path
 
 
@@ -166,7 +166,7 @@ def parse_named_models(values: list[str]) -> dict[str, Path]:
 
 def input_description(frame_hw: tuple[int, int], imgsz: int) -> str:
     """Describe the aspect-true network input our pipeline uses for a frame size."""
-    from server.processing import input_shape_for
+    from server.vision.processing import input_shape_for
 
     height, width = input_shape_for(frame_hw, imgsz)
     return f"{height}x{width}"

@@ -13,8 +13,14 @@ from typing import IO, Callable
 
 from werkzeug.utils import secure_filename
 
-from server.model_files import ModelInfo, ModelRejected, inspect_model
-from server.video import VIDEO_EXTENSIONS, VideoInfo, VideoUnreadable, probe_video
+from server.models.identify import inspect_model
+from server.models.info import ModelInfo, ModelRejected
+from server.vision.video import (
+    VIDEO_EXTENSIONS,
+    VideoInfo,
+    VideoUnreadable,
+    probe_video,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from server import mjpeg
-from server.service import Busy, DetectionService, TooManyViewers
-from server.settings import SettingsError
-from server.uploads import UploadRejected
+from server.vision import mjpeg
+from server.vision.settings import SettingsError
+from server.web.service import Busy, DetectionService, TooManyViewers
+from server.web.uploads import UploadRejected
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,246 @@
+"""Read a torch .pt checkpoint without running it: an Unpickler whose globals resolve only to inert stand-ins.
+
+A .pt is a torch zip archive whose data.pkl is a pickle, and unpickling can run arbitrary code. So the pickle is
+read with an Unpickler whose find_class answers only names on an allow-list, and even those resolve to inert
+stand-ins (never the real class or function): nothing the file names is ever imported or called. This module must
+never import torch or ultralytics (the server process stays free of them).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+from server.models.info import ModelRejected
+
+logger = logging.getLogger(__name__)
+
+MAX_PICKLE_BYTES = 64 * 1024 * 1024  # data.pkl holds the object tree only; tensors live in other records
+LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")  # pickled magic number of pre-1.6 torch.save
+
+
+class PickledDict(dict):
+    """A pickled OrderedDict as a plain dict; attributes pickled with it (a state dict's _metadata) are set aside."""
+
+    def __setstate__(self, state):
+        self.pickled_state = state
+
+
+# --- the allow-list ---------------------------------------------------------------------------------------------
+# Exact globals an Ultralytics checkpoint may name besides layer classes (each was seen in real checkpoints or in
+# ultralytics' own restricted loader). They all become inert stand-ins; only these plain containers are real:
+REAL_CONTAINERS = {
+    "collections.OrderedDict": PickledDict,  # module._modules/_parameters/_buffers and state dicts
+    "builtins.set": set,  # module._non_persistent_buffers_set
+    "builtins.frozenset": frozenset,
+}
+ALLOWED_GLOBALS = frozenset(
+    {
+        "builtins.slice",
+        "builtins.getattr",  # older heads pickle `Detect.forward` as getattr(Detect, "forward")
+        "collections.defaultdict",
+        "copyreg._reconstructor",  # objects pickled with protocol 0/1
+        "_codecs.encode",  # bytes inside numpy scalars under pickle protocol 2
+        "torch._utils._rebuild_tensor",
+        "torch._utils._rebuild_tensor_v2",  # every tensor
+        "torch._utils._rebuild_parameter",  # every nn.Parameter
+        "torch._utils._rebuild_parameter_with_state",
+        "torch._tensor._rebuild_from_type_v2",
+        "torch.Size",  # Detect.shape, kept from the last forward pass in trained checkpoints
+        "torch.device",
+        "torch.storage.UntypedStorage",
+        "torch.storage.TypedStorage",
+        "numpy.dtype",  # best_fitness / metrics saved as numpy scalars by older ultralytics
+        "numpy.ndarray",
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+        "ultralytics.utils.IterableSimpleNamespace",  # model.args of a checkpoint saved mid-training
+        "ultralytics.yolo.utils.IterableSimpleNamespace",  # the same before ultralytics 8.0.44
+        "types.SimpleNamespace",
+        "argparse.Namespace",
+        "datetime.datetime",
+        "datetime.date",
+        "datetime.timedelta",
+        "datetime.timezone",
+        "pathlib.Path",
+        "pathlib.PosixPath",  # paths in train args, from either OS and from Python 3.13 (pathlib._local)
+        "pathlib.WindowsPath",
+        "pathlib._local.PosixPath",
+        "pathlib._local.WindowsPath",
+    }
+)
+ALLOWED_PATTERNS = (
+    re.compile(r"torch\.[A-Za-z0-9]*Storage"),  # FloatStorage, HalfStorage, LongStorage ... in storage ids
+    re.compile(r"torch\.(float|double|half|bfloat|int|uint|long|short|bool|complex)[0-9]*"),  # dtypes
+)
+# Modules whose classes (names with a capital letter, which their functions lack) may appear: the layers and models
+# themselves, the loss a training model carries, classification transforms and YOLO-World's text encoder.
+LAYER_MODULE_PREFIXES = (
+    "torch.nn.",
+    "ultralytics.nn.",
+    "ultralytics.utils.loss",
+    "ultralytics.utils.tal",
+    "ultralytics.data.augment",
+    "ultralytics.yolo.data.augment",
+    "torchvision.transforms.",
+    "clip.model",
+)
+CLASS_NAME = re.compile(r"(?=[a-z0-9]*[A-Z])[A-Za-z][A-Za-z0-9_]*")  # has a capital: v10Detect yes, autopad no
+# Other projects' checkpoints: let them load as stand-ins so the refusal can say what they are.
+FOREIGN_MODULE_ROOTS = {"models", "utils", "super_gradients"}
+
+
+class StandIn:
+    """An inert placeholder for anything a checkpoint pickles; it only records what it was built from."""
+
+    qualname = "?"
+
+    def __new__(cls, *args, **kwargs):
+        self = object.__new__(cls)
+        self.args, self.state, self.items = args, None, []
+        return self
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def append(self, item):
+        self.items.append(item)
+
+    def extend(self, items):
+        self.items.extend(items)
+
+    def __setitem__(self, key, value):
+        self.items.append((key, value))
+
+    def __repr__(self) -> str:
+        return f"<stand-in {self.qualname}>"
+
+
+class Storage(StandIn):
+    """Stand-in for a tensor storage: the record it would be read from, which is never read."""
+
+    qualname = "storage"
+
+
+def is_allowed(module: str, name: str) -> bool:
+    """Return whether a global a pickle names is on the allow-list."""
+    full = f"{module}.{name}"
+    if full in ALLOWED_GLOBALS or any(p.fullmatch(full) for p in ALLOWED_PATTERNS):
+        return True
+    return bool(CLASS_NAME.fullmatch(name)) and module.startswith(LAYER_MODULE_PREFIXES)
+
+
+class InertUnpickler(pickle.Unpickler):
+    """Unpickle a checkpoint into stand-ins, refusing any global outside the allow-list."""
+
+    def __init__(self, data: bytes, prefix: str, records: set[str]):
+        super().__init__(io.BytesIO(data), encoding="latin1")
+        self.prefix, self.records = prefix, records
+        self.globals_seen: set[str] = set()
+        self._stand_ins: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str):
+        module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
+        full = f"{module}.{name}"
+        if full in REAL_CONTAINERS:
+            return REAL_CONTAINERS[full]
+        if not (is_allowed(module, name) or module.split(".")[0] in FOREIGN_MODULE_ROOTS):
+            raise ModelRejected(
+                f"refusing to load: the checkpoint references {full}, which is not part of a YOLO checkpoint"
+            )
+        self.globals_seen.add(full)
+        if full not in self._stand_ins:
+            self._stand_ins[full] = type(name if name.isidentifier() else "StandIn", (StandIn,), {"qualname": full})
+        return self._stand_ins[full]
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
+            raise ModelRejected("Not a model file: the checkpoint refers to data in an unknown way")
+        if f"{self.prefix}/data/{pid[2]}" not in self.records:
+            raise ModelRejected("Not a model file: the checkpoint is missing tensor data (truncated or damaged)")
+        return Storage(*pid)
+
+
+def read_checkpoint(path: str | Path) -> tuple[object, set[str]]:
+    """Unpickle a torch zip checkpoint into stand-ins; return the top object and the globals it named."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(LEGACY_TORCH_MAGIC))
+    if head.startswith(LEGACY_TORCH_MAGIC):
+        raise ModelRejected(
+            "This .pt uses PyTorch's legacy (pre-1.6) format, which cannot be checked safely; "
+            "re-save it with a current ultralytics/PyTorch or upload an ONNX export"
+        )
+    if not head.startswith(b"PK"):
+        raise ModelRejected("Not a model file: this is not a PyTorch checkpoint (.pt)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = set(archive.namelist())
+            pickle_name = pickle_record(records)
+            if archive.getinfo(pickle_name).file_size > MAX_PICKLE_BYTES:
+                raise ModelRejected("Not a model file: the checkpoint's object tree is implausibly large")
+            data = archive.read(pickle_name)
+    except ModelRejected:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, ValueError):
+        raise ModelRejected("Not a model file: the checkpoint archive is damaged") from None
+    unpickler = InertUnpickler(data, pickle_name.rsplit("/", 1)[0], records)
+    try:
+        top = unpickler.load()
+    except ModelRejected:
+        raise
+    except Exception as exc:  # a damaged pickle fails in many ways; none of them may escape as a 500
+        logger.info("checkpoint pickle unreadable: %r", exc)
+        raise ModelRejected("Not a model file: the checkpoint's contents are damaged") from None
+    return top, unpickler.globals_seen
+
+
+def pickle_record(records: set[str]) -> str:
+    """Return the name of the data.pkl record in a torch archive, refusing TorchScript and other zips."""
+    if any(r.endswith("/constants.pkl") or "/code/" in r for r in records):
+        raise ModelRejected(
+            "This is a TorchScript export, not an Ultralytics checkpoint; upload the original .pt or an ONNX export"
+        )
+    found = [r for r in records if r.endswith("/data.pkl") and r.count("/") == 1]
+    if len(found) != 1:
+        raise ModelRejected("Not a model file: this zip is not a PyTorch checkpoint")
+    return found[0]
+
+
+def attrs(obj: object) -> dict:
+    """Return the attribute dict an object was pickled with ({} when there is none)."""
+    if isinstance(obj, dict):
+        return obj
+    if not isinstance(obj, StandIn):
+        return {}
+    state = obj.state
+    if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+        state = {key: value for part in state if isinstance(part, dict) for key, value in part.items()}
+    if state is None and obj.qualname == "copyreg._reconstructor" and len(obj.args) == 3:
+        state = obj.args[2]
+    return state if isinstance(state, dict) else {}
+
+
+def class_of(obj: object) -> str:
+    """Return the dotted class name a stand-in stands for ('' for plain data)."""
+    if not isinstance(obj, StandIn):
+        return ""
+    if obj.qualname == "copyreg._reconstructor" and obj.args and isinstance(obj.args[0], type):
+        return getattr(obj.args[0], "qualname", "")
+    return obj.qualname
+
+
+def short(qualname: str) -> str:
+    return qualname.rsplit(".", 1)[-1]
+
+
+def is_tensor(obj: object) -> bool:
+    return class_of(obj).startswith(("torch._utils._rebuild", "torch._tensor._rebuild"))

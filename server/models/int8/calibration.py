@@ -1,0 +1,124 @@
+"""Calibration frames from the user's video, and activation ranges collected once per method for every recipe."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    create_calibrator,
+    quantize_static,
+)
+
+from server.models.int8.recipes import CALIBRATION_METHODS
+
+logger = logging.getLogger(__name__)
+
+
+
+MAX_CALIBRATION_FRAMES = 24
+MAX_HELD_BACK_FRAMES = 24
+CALIBRATION_CHUNK = 2  # frames per collect call: histogram calibrators hold every activation of a chunk
+# Recent onnxruntime (1.32 has it) reuses calibration ranges across recipes; older ones calibrate per recipe.
+CACHE_SUPPORTED = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
+def sample_frames(video_path: str | Path, count: int = 36) -> list[np.ndarray]:
+    """Decode up to count frames spread evenly over a video."""
+    capture = cv2.VideoCapture(str(video_path))
+    try:
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        wanted = set(np.linspace(0, max(total - 1, 0), count).round().astype(int)) if total > 0 else None
+        frames, index = [], 0
+        while len(frames) < count:
+            if not capture.grab():
+                break
+            if wanted is None or index in wanted:
+                ok, frame = capture.retrieve()
+                if ok:
+                    frames.append(frame)
+            index += 1
+        return frames
+    finally:
+        capture.release()
+
+
+def split_frames(frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split frames alternately into calibration and held-back sets, so both span the whole video."""
+    if len(frames) < 2:
+        raise ValueError("int8 tuning needs at least two frames")
+    return spread(list(frames[0::2]), MAX_CALIBRATION_FRAMES), spread(list(frames[1::2]), MAX_HELD_BACK_FRAMES)
+
+
+def spread(items: list, count: int) -> list:
+    """Return at most count items picked evenly across the list."""
+    if len(items) <= count:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
+class FrameReader(CalibrationDataReader):
+    """Feed preprocessed frames to ONNX Runtime's calibrator, reporting each one by its overall index."""
+
+    def __init__(self, input_name: str, tensors: list[np.ndarray], on_frame: Callable[[int], None], first: int = 0):
+        self.input_name = input_name
+        self.tensors = tensors
+        self.on_frame = on_frame
+        self.first = first
+        self._next = 0
+
+    def get_next(self) -> dict | None:
+        if self._next >= len(self.tensors):
+            return None
+        self.on_frame(self.first + self._next)
+        self._next += 1
+        return {self.input_name: self.tensors[self._next - 1]}
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+
+@dataclass
+class Calibration:
+    """Calibration frames for one method, and the cache of their ranges once collected."""
+
+    method: str
+    input_name: str
+    tensors: list[np.ndarray]
+    cache: Path | None = None
+
+    def reader(self) -> FrameReader:
+        return FrameReader(self.input_name, self.tensors, lambda index: None)
+
+
+def calibrate(calibration: Calibration, prepared: Path, cache: Path,
+              on_frame: Callable[[int], None] = lambda index: None) -> Calibration:
+    """Collect activation ranges into a cache file that every recipe of this method reuses."""
+    from onnxruntime.quantization import save_tensors_data  # noqa: PLC0415  (only in recent onnxruntime)
+
+    calibrator = create_calibrator(
+        prepared,
+        augmented_model_path=str(cache.with_suffix(".augmented.onnx")),
+        calibrate_method=CALIBRATION_METHODS[calibration.method],
+        # Symmetric ranges (percentile's default) waste half of u8 on post-SiLU activations.
+        # CalibMaxIntermediateOutputs is left out: onnxruntime 1.31 discarded the ranges with it.
+        extra_options={"symmetric": False},
+    )
+    tensors, chatter = calibration.tensors, io.StringIO()
+    with contextlib.redirect_stdout(chatter):  # histogram calibrators print() as they go
+        # Collecting chunk by chunk bounds memory; ranges and histograms merge across calls.
+        for first in range(0, len(tensors), CALIBRATION_CHUNK):
+            chunk = tensors[first : first + CALIBRATION_CHUNK]
+            calibrator.collect_data(FrameReader(calibration.input_name, chunk, on_frame, first))
+        save_tensors_data(calibrator.compute_data(), cache)
+    logger.debug("calibrator output: %s", chatter.getvalue().strip())
+    calibration.cache = cache
+    return calibration

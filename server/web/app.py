@@ -1,0 +1,38 @@
+"""The Flask app factory: the upload store, the detection service and the routes, wired together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask, Request, current_app
+
+from server.config import REPO_ROOT, Config
+from server.jobs import JobBoard
+from server.web.routes import bp
+from server.web.service import DetectionService
+from server.web.uploads import UploadStore
+
+
+class UploadRequest(Request):
+    """Write uploaded files straight into the uploads folder under a hidden temporary name."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return current_app.extensions["uploads"].incoming_file(Path(filename or "").suffix)
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app with its upload store and detection service."""
+    config = config or Config()
+    app = Flask("server", template_folder=str(REPO_ROOT / "templates"), static_folder=str(REPO_ROOT / "static"))
+    app.request_class = UploadRequest
+    app.config.update(
+        MAX_CONTENT_LENGTH=max(config.max_video_bytes, config.max_model_bytes),
+        MAX_VIDEO_BYTES=config.max_video_bytes,
+        MAX_MODEL_BYTES=config.max_model_bytes,
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,  # form fields are small; files go to disk via UploadRequest
+    )
+    store = UploadStore(config.uploads)
+    app.extensions["uploads"] = store
+    app.extensions["detection"] = DetectionService(config, store, JobBoard())
+    app.register_blueprint(bp)
+    return app
