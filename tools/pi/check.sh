@@ -128,11 +128,13 @@ arm_onnx=$(find "$PI_ROOT$ARM_UPLOADS" -name '*.onnx' ! -name '*.int8.onnx' | he
 [[ -n $x86_onnx && -n $arm_onnx ]] || { echo "a server kept no ONNX model" >&2; exit 1; }
 say "ONNX each server runs: x86 $(sha256sum < "$x86_onnx" | cut -c1-16), aarch64 $(sha256sum < "$arm_onnx" | cut -c1-16)"
 started=$SECONDS
-"$HOST_PYTHON" -m tools.pi.detections --model "$x86_onnx" --video "$WORK/check.mkv" --frames "$frames" \
-  --save-tensors "$PI_ROOT$IN_ROOT_WORK/x86-tensors.npz" > "$WORK/x86-boxes.json" 2> "$WORK/x86-detections.log"
+# The emulated side keeps its first frame's network input and output; the x86 side runs its network on that
+# same input too (no extra inference under emulation).
 in_root "cd '$APP' && '$VENV_PYTHON' -m tools.pi.detections --model '${arm_onnx#"$PI_ROOT"}' \
-  --video '$IN_ROOT_WORK/check.mkv' --frames '$frames' --compare-tensors '$IN_ROOT_WORK/x86-tensors.npz'" \
+  --video '$IN_ROOT_WORK/check.mkv' --frames '$frames' --save-tensors '$IN_ROOT_WORK/arm-tensors.npz'" \
   > "$WORK/arm-boxes.json" 2> "$WORK/arm-detections.log"
+"$HOST_PYTHON" -m tools.pi.detections --model "$x86_onnx" --video "$WORK/check.mkv" --frames "$frames" \
+  --compare-tensors "$PI_ROOT$IN_ROOT_WORK/arm-tensors.npz" > "$WORK/x86-boxes.json" 2> "$WORK/x86-detections.log"
 detect_s=$((SECONDS - started))
 "$HOST_PYTHON" -m tools.pi.drive boxes "$WORK/x86-boxes.json" "$WORK/arm-boxes.json" --min-frames "$FRAMES" | sed 's/^/    /'
 say "detections on frames $frames compared in ${detect_s}s"

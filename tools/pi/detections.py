@@ -1,8 +1,8 @@
 """Detect boxes on chosen frames of a video with the server's own detect path, and print them as JSON.
 
     python -m tools.pi.detections --model M.onnx --video V --frames 0,1,2 [--imgsz 320] > boxes.json
-        [--save-tensors T.npz]       keep the first frame's network input and raw output
-        [--compare-tensors T.npz]    run the network on that input too and report how far its output is
+        [--save-tensors T.npz]       keep the first frame's network input and raw output (no extra inference)
+        [--compare-tensors T.npz]    also run the network on that input and report how far its output is
 
 tools/pi/check.sh runs it on both sides of the aarch64 check, each with the ONNX its own server made from
 the same upload: inside the emulated root with the runtime venv (only requirements.txt installed), and on
@@ -46,18 +46,23 @@ def frames_at(path: str, wanted: set[int]):
         raise SystemExit(f"the video has no frames {sorted(wanted)}")
 
 
-def save_tensors(path: str, detector: Detector, index: int, image: np.ndarray, imgsz: int) -> None:
-    tensor, _ = processing.preprocess(image, detector.input_hw(image.shape[:2], imgsz))
-    np.savez(path, frame=index, tensor=tensor, output=detector.infer(tensor))
+class RecordingDetector(Detector):
+    """The server's Detector, keeping the last network input and raw output it saw."""
+
+    last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        output = super().infer(tensor)
+        self.last = (tensor, output)
+        return output
 
 
 def compare_tensors(path: str, detector: Detector, index: int, image: np.ndarray, imgsz: int) -> dict:
-    """Run the network on the other side's input; report output and input differences."""
+    """Run the network on the other side's input for this frame; report output and input differences."""
     other = np.load(path)
     if int(other["frame"]) != index:
         raise SystemExit(f"{path} holds frame {int(other['frame'])}, not {index}")
-    output = detector.infer(other["tensor"])
-    difference = np.abs(output - other["output"])[0]
+    difference = np.abs(detector.infer(other["tensor"]) - other["output"])[0]
     own_tensor, _ = processing.preprocess(image, detector.input_hw(image.shape[:2], imgsz))
     inputs = np.abs(own_tensor - other["tensor"])
     return {
@@ -70,24 +75,26 @@ def compare_tensors(path: str, detector: Detector, index: int, image: np.ndarray
     }
 
 
-def detect_frames(model: str, video: str, frames: set[int], imgsz: int, conf: float, iou: float,
-                  save: str | None = None, compare: str | None = None) -> dict:
-    detector = Detector(model)
+def detect_frames(args) -> dict:
+    """Boxes for each wanted frame; the first frame's input and raw output saved or compared on request."""
+    detector = RecordingDetector(args.model)
+    frames = {int(f) for f in args.frames.split(",") if f.strip()}
     found, raw = {}, None
-    for index, image in frames_at(video, set(frames)):
-        if index == min(frames) and save:
-            save_tensors(save, detector, index, image, imgsz)
-        if index == min(frames) and compare:
-            raw = compare_tensors(compare, detector, index, image, imgsz)
+    for index, image in frames_at(args.video, set(frames)):
+        detections = detector.detect(image, args.imgsz, args.conf, args.iou)
+        if index == min(frames) and args.save_tensors:
+            tensor, output = detector.last
+            np.savez(args.save_tensors, frame=index, tensor=tensor, output=output)
+        if index == min(frames) and args.compare_tensors:
+            raw = compare_tensors(args.compare_tensors, detector, index, image, args.imgsz)
             logger.info("frame %d on the other side's input: %s", index, raw)
-        detections = detector.detect(image, imgsz, conf, iou)
         found[str(index)] = {
             "boxes": detections.boxes.astype(float).round(4).tolist(),
             "scores": detections.scores.astype(float).round(6).tolist(),
             "classes": detections.class_ids.astype(int).tolist(),
         }
         logger.info("frame %d: %d boxes", index, len(detections))
-    return {"imgsz": imgsz, "conf": conf, "iou": iou, "frames": found, "raw": raw}
+    return {"imgsz": args.imgsz, "conf": args.conf, "iou": args.iou, "frames": found, "raw": raw}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,11 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-tensors", help="an .npz from --save-tensors on the other side")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    frames = {int(f) for f in args.frames.split(",") if f.strip()}
-    result = detect_frames(
-        args.model, args.video, frames, args.imgsz, args.conf, args.iou, args.save_tensors, args.compare_tensors
-    )
-    json.dump(result, sys.stdout, indent=1)
+    json.dump(detect_frames(args), sys.stdout, indent=1)
     sys.stdout.write("\n")
 
 

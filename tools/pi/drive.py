@@ -246,7 +246,7 @@ def boxes(args) -> None:
         worst_px, worst_score, total = max(worst_px, px), max(worst_score, score), total + len(found["boxes"])
         logger.info("frame %s: %d boxes on x86, %d on aarch64; max |box diff| %.4f px, max |score diff| %.5f",
                     frame, len(found["boxes"]), len(other["boxes"]), px, score)
-    raw = candidate.get("raw")
+    raw = reference.get("raw") or candidate.get("raw")
     if raw is None:
         failures.append("no raw-output comparison on the same input tensor")
     else:
