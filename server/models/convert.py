@@ -75,8 +75,9 @@ def convert_to_onnx(
             metadata = export_metadata(attrs(model), info.classes, imgsz, detect_strides_of(model, tensors), version)
             proto = build_detect_onnx(model, tensors, info.classes, metadata)
         report("checking", 0.8, "checking the ONNX graph")
-        onnx.checker.check_model(proto)
-        write_model(proto, Path(onnx_path))
+        serialized = proto.SerializeToString()  # once: the checker and the file share it (270 MB for a YOLOv8x)
+        onnx.checker.check_model(serialized)
+        write_model(serialized, Path(onnx_path))
     except ModelRejected:
         raise
     except Exception as exc:  # a checkpoint shaped in a way the converter did not foresee: a 400, not a 500
@@ -101,12 +102,12 @@ class Progress:
             self.callback(stage, progress, message)
 
 
-def write_model(proto: onnx.ModelProto, target: Path) -> None:
-    """Write an ONNX model under a temporary name in target's folder, then rename it into place."""
+def write_model(serialized: bytes, target: Path) -> None:
+    """Write a serialized ONNX model under a temporary name in target's folder, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        partial.write_bytes(proto.SerializeToString())
+        partial.write_bytes(serialized)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -363,7 +362,10 @@ def emit_detect(graph: Graph, module: Module, feats: list[str]) -> str:
 
 def detect_strides(graph: Graph, module: Module) -> list[float]:
     stride = module.attrs.get("stride")
-    values = graph.array(stride).reshape(-1).tolist() if stride is not None and class_of(stride) else []
+    if isinstance(stride, (list, tuple)) and all(isinstance(v, (int, float)) for v in stride):
+        values = [float(v) for v in stride]
+    else:
+        values = graph.array(stride).reshape(-1).tolist() if stride is not None and class_of(stride) else []
     if not values or any(not v > 0 for v in values):
         raise ModelRejected(f"The Detect head {module.path} carries no strides (the model was never built)")
     return values
@@ -495,7 +497,9 @@ def build_detect_onnx(model: object, tensors: TensorReader, names: list[str], me
 def export_metadata(model_attrs: dict, names: list[str], imgsz: int, strides: list[float], version: str) -> dict:
     """Return the metadata ultralytics writes into an ONNX export (what server inspection and AutoBackend read)."""
     yaml = model_attrs.get("yaml") if isinstance(model_attrs.get("yaml"), dict) else {}
-    pretty = Path(str(yaml.get("yaml_file") or "yolov8")).stem.replace("yolo", "YOLO")
+    scale = yaml.get("scale") if yaml.get("scale") in ("n", "s", "m", "l", "x") else ""
+    # Named YOLOv8 whatever the yaml file is called: the server's ONNX inspection reads the family from this.
+    pretty = f"YOLOv8{scale}"
     return {
         "description": f"Ultralytics {pretty} model converted by the {CONVERTER_NAME}",
         "author": "Ultralytics",
