@@ -163,6 +163,11 @@ def test_token_is_stored_private_and_exchanged_for_a_strict_cookie(start_server)
     assert wrong.status_code == 401 and "Set-Cookie" not in wrong.headers
     bearer = requests.get(served.url + "/api/status", headers={"Authorization": f"Bearer {served.token}"}, timeout=5)
     assert bearer.status_code == 200
+    for forged in ("0" * 64, "é" * 10, ""):
+        headers = {"Cookie": f"{auth.COOKIE_NAME}={forged}".encode()}
+        assert requests.get(served.url + "/api/status", headers=headers, timeout=5).status_code == 401
+    garbled = requests.get(served.url + "/api/status", headers={"Authorization": "Basic %%%"}, timeout=5)
+    assert garbled.status_code == 401
 
 
 def test_token_link_from_another_site_still_signs_in(start_server):

@@ -197,7 +197,7 @@ def _require_credential():
     access = _access()
     if not access.enabled or _is_public():
         return None
-    if hmac.compare_digest(request.cookies.get(COOKIE_NAME, ""), access.session_value()):
+    if _has_session(access):
         return None
     offered = _offered_secret(access)
     if offered is None:
@@ -212,6 +212,11 @@ def _require_credential():
     if "token" in request.args and request.method in ("GET", "HEAD"):
         return _signed_in_response(access, _url_without_token())
     return None  # Basic auth or a bearer token: this request only, no cookie needed
+
+
+def _has_session(access: AccessControl) -> bool:
+    cookie = request.cookies.get(COOKIE_NAME, "").encode("utf-8", "replace")  # bytes: any text compares
+    return hmac.compare_digest(cookie, access.session_value().encode("ascii"))
 
 
 def _offered_secret(access: AccessControl) -> str | None:
