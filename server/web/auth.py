@@ -238,7 +238,7 @@ def _offered_secret(access: AccessControl) -> str | None:
 
 def _url_without_token() -> str:
     rest = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
-    return request.path + ("?" + urlencode(rest) if rest else "")
+    return _safe_next(request.path + ("?" + urlencode(rest) if rest else ""))
 
 
 def _wants_html() -> bool:
@@ -250,14 +250,21 @@ def _unauthorized(access: AccessControl, wrong: bool = False):
     if _wants_html():
         if access.mode == "password" and not wrong:
             return redirect("/login?" + urlencode({"next": request.full_path.rstrip("?")}), 303)
-        return _login_page(access, "wrong access token" if wrong else "", 401)
-    what = "password (HTTP Basic, any user name)" if access.mode == "password" else "access token (?token=... from the server log)"
+        return _login_page(access, _wrong_secret(access) if wrong else "", 401)
+    if access.mode == "password":
+        what = "password (HTTP Basic, any user name)"
+    else:
+        what = "access token (?token=... from the server log)"
     response = jsonify({"error": ("wrong " if wrong else "this server needs its ") + what})
     response.status_code = 401
     if "Sec-Fetch-Mode" not in request.headers:
         # Only non-browser clients are asked for Basic: in a browser it would pop a native dialog.
         response.headers["WWW-Authenticate"] = 'Basic realm="edge-detect", charset="UTF-8"'
     return response
+
+
+def _wrong_secret(access: AccessControl) -> str:
+    return "wrong password" if access.mode == "password" else "wrong access token"
 
 
 def _too_many(wait: int):
@@ -321,5 +328,5 @@ def login_post():
     if not access.secret_matches(request.form.get("password", "")):
         access.limiter.fail(_client())
         logger.warning("failed login from %s", _client())
-        return _login_page(access, "wrong password" if access.mode == "password" else "wrong access token", 401, next_path)
+        return _login_page(access, _wrong_secret(access), 401, next_path)
     return _signed_in_response(access, _safe_next(next_path))
