@@ -18,7 +18,10 @@ from server.config import Config
 from tests.conftest import write_video
 
 FUZZ = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=150,
+    deadline=None,
+    database=None,  # nothing written into the repository
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 SETTING_KEYS = [
     "conf", "iou", "imgsz", "realtime", "loop", "precision", "detect_every", "classes",

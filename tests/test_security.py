@@ -568,12 +568,14 @@ def test_page_answers_while_120_slowloris_connections_drip_headers(start_server)
     served = start_server()
     sockets = _slowloris(served.port, 120)
     try:
+        worst = 0.0
         for round_ in range(4):
             for sock in sockets:
                 sock.sendall(f"X-Drip-{round_}: 1\r\n".encode())
-            assert _timed_get(served.url + "/") < 2.0
-            assert _timed_get(served.url + "/api/status") < 2.0
+            worst = max(worst, _timed_get(served.url + "/"), _timed_get(served.url + "/api/status"))
+            assert worst < 2.0
             time.sleep(0.5)
+        print(f"120 slowloris connections: slowest GET {worst * 1000:.0f} ms")
     finally:
         for sock in sockets:
             sock.close()
@@ -617,9 +619,9 @@ def test_page_answers_while_40_viewers_never_read(start_server, make_video):
     sockets = [_viewer_socket(served.port, read_buffer=4096) for _ in range(40)]
     try:
         time.sleep(2)  # let their buffers fill
-        for _ in range(3):
-            assert _timed_get(served.url + "/") < 2.0
-            assert _timed_get(served.url + "/api/status") < 2.0
+        worst = max(max(_timed_get(served.url + "/"), _timed_get(served.url + "/api/status")) for _ in range(3))
+        assert worst < 2.0
+        print(f"40 viewers that never read: slowest GET {worst * 1000:.0f} ms")
     finally:
         for sock in sockets:
             sock.close()
