@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
-
 from flask import Flask, Request, current_app
 from werkzeug.exceptions import BadRequest
 
 from server.config import REPO_ROOT, Config
-from server.web import auth, guards
 from server.jobs import JobBoard
+from server.web import auth, guards
 from server.web.routes import bp
 from server.web.service import DetectionService
 from server.web.uploads import UploadStore, upload_suffix

@@ -16,13 +16,11 @@ from server.web.uploads import UploadRejected
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("main", __name__)
+MAX_ERROR_CHARS = 300
 
 
 def service() -> DetectionService:
     return current_app.extensions["detection"]
-
-
-MAX_ERROR_CHARS = 300
 
 
 def error(message: str, status: int):
