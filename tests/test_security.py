@@ -22,7 +22,7 @@ import requests
 from waitress import wasyncore
 
 from server import create_app
-from server.config import REPO_ROOT, Config
+from server.config import REPO_ROOT, Config, build_parser, config_from_args
 from server.web import auth
 from server.web.wsgi import make_server
 from tests.waiting import wait_for
@@ -141,6 +141,15 @@ def test_auth_mode_follows_the_listening_address_and_flags(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         create_app(Config(uploads=tmp_path, host="0.0.0.0", no_auth=True))
     assert "access control is OFF" in caplog.text
+
+
+def test_auth_flags_and_their_env_fallbacks_never_print_the_password():
+    env = {"EDGE_PASSWORD": "s3cret-pw", "EDGE_ALLOWED_HOSTS": "pi.lan,.home.arpa", "EDGE_NO_AUTH": "1"}
+    config = config_from_args([], environ=env)
+    assert (config.password, config.allowed_hosts, config.no_auth) == ("s3cret-pw", "pi.lan,.home.arpa", True)
+    assert "s3cret-pw" not in build_parser(env).format_help()
+    config = config_from_args(["--password", "other", "--connection-limit", "50"], environ={})
+    assert (config.password, config.connection_limit, config.no_auth) == ("other", 50, False)
 
 
 def test_token_is_stored_private_and_exchanged_for_a_strict_cookie(start_server):
