@@ -134,6 +134,8 @@ def test_auth_mode_follows_the_listening_address_and_flags(tmp_path, caplog):
     assert auth.auth_mode("127.0.0.1", "", False) == "off"
     assert auth.auth_mode("::1", "", False) == "off"
     assert auth.auth_mode("localhost", "", False) == "off"
+    assert auth.auth_mode("127.0.0.2", "", False) == "off"
+    assert auth.auth_mode("", "", False) == "token"  # waitress reads '' as every interface
     assert auth.auth_mode("0.0.0.0", "", False) == "token"
     assert auth.auth_mode("192.168.1.23", "", False) == "token"
     assert auth.auth_mode("127.0.0.1", "pw", False) == "password"

@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 TOKEN_FILE = ".access-token"
 COOKIE_NAME = "edge_session"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
-LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 # Reachable without a credential: the login page and what it needs to render. Nothing secret.
 PUBLIC_ENDPOINTS = {"auth.login", "auth.login_post"}
 PUBLIC_STATIC = {"login.css", "favicon.svg"}
@@ -158,7 +158,16 @@ def auth_mode(host: str, password: str, no_auth: bool) -> str:
         return "off"
     if password:
         return "password"
-    return "off" if host.strip("[]").lower() in LOOPBACK_HOSTS else "token"
+    return "off" if is_loopback(host) else "token"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can connect (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip("[]").lower()
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost"
 
 
 def install(app: Flask, config) -> AccessControl:
