@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import requests
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists() and not os.environ.get("CI"):
@@ -87,6 +88,21 @@ def test_token_link_signs_in_and_the_page_runs_under_the_csp(browser, serve):
     assert page.evaluate("() => document.cookie") == "", "the session cookie must be out of scripts' reach"
     page.reload()
     expect(page.get_by_test_id("status-pill")).not_to_have_text("Connecting…", timeout=10_000)
+    assert tab.problems == []
+    tab.close()
+
+
+def test_stream_plays_with_the_session_cookie(browser, serve, make_video, demo_onnx):
+    app, url = serve(token=True)
+    bearer = {"Authorization": f"Bearer {app.extensions['access'].token}"}  # a script's way in
+    for route, path in (("/upload/video", make_video(width=320, height=240)), ("/upload/model", demo_onnx)):
+        with path.open("rb") as handle:
+            assert requests.post(url + route, files={"file": handle}, headers=bearer, timeout=60).status_code == 201
+    assert requests.post(url + "/api/settings", json={"loop": True}, headers=bearer, timeout=10).status_code == 200
+    assert requests.post(url + "/stream/start", headers=bearer, timeout=30).status_code == 200
+    tab = Tab(browser)
+    tab.page.goto(f"{url}/?token={app.extensions['access'].token}")
+    tab.page.wait_for_function("() => document.getElementById('stream').naturalWidth > 0", timeout=20_000)
     assert tab.problems == []
     tab.close()
 
