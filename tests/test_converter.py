@@ -331,7 +331,8 @@ def test_conversion_runs_with_torch_and_ultralytics_unimportable(tmp_path):
         f"seconds = convert_to_onnx({str(DEMO_PT)!r}, {str(tmp_path / 'out.onnx')!r})\n"
         f"print(json.dumps([seconds, inspect_onnx({str(tmp_path / 'out.onnx')!r}).classes]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     seconds, classes = json.loads(result.stdout.splitlines()[-1])
     assert classes == ["circle", "square", "triangle", "star", "cross"]

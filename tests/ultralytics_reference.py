@@ -2,7 +2,7 @@
 
 python -m tests.ultralytics_reference export IN.pt OUT.onnx     ultralytics' own export(format="onnx", dynamic=True)
 python -m tests.ultralytics_reference build YAML OUT.pt [--nc N] [--fp32] [--fused]
-                                                                   a checkpoint from an ultralytics yaml (random weights)
+                                                                a checkpoint from an ultralytics yaml, random weights
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ def convert_to_onnx(
     try:
         with open_checkpoint(pt_path) as checkpoint:
             model = model_object(checkpoint.top)
-            tensors = TensorReader(checkpoint.archive, checkpoint.prefix, byteorder_of(checkpoint.archive, checkpoint.prefix))
+            order = byteorder_of(checkpoint.archive, checkpoint.prefix)
+            tensors = TensorReader(checkpoint.archive, checkpoint.prefix, order)
             report("building", 0.3, "building the ONNX graph from the checkpoint's layers")
             version = str(checkpoint.top.get("version", "unknown")) if isinstance(checkpoint.top, dict) else "unknown"
             metadata = export_metadata(attrs(model), info.classes, imgsz, detect_strides_of(model, tensors), version)

@@ -37,6 +37,7 @@ MAX_STORAGE_BYTES = 2 * 1024**3  # all storages together; YOLOv8x in fp32 is 270
 TENSOR_REBUILDERS = ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor")
 PARAMETER_REBUILDERS = ("torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state")
 DAMAGED = "Not a model file: the checkpoint's tensor data is damaged"
+MISSING = "Not a model file: the checkpoint is missing tensor data (truncated or damaged)"
 
 
 class TensorReader:
@@ -96,7 +97,7 @@ class TensorReader:
         except ModelRejected:  # a ValueError too: keep its message
             raise
         except KeyError:
-            raise ModelRejected("Not a model file: the checkpoint is missing tensor data (truncated or damaged)") from None
+            raise ModelRejected(MISSING) from None
         except (zipfile.BadZipFile, OSError, EOFError, ValueError):
             raise ModelRejected(DAMAGED) from None
         self.bytes_read += nbytes
