@@ -85,6 +85,7 @@ def upload(client, path: Path):
 
 
 # --- the two crafted files of issue 9 -------------------------------------------------------------------------------
+@pytest.mark.slow  # imports torch
 def test_the_getattr_chain_is_live_when_unpickled_for_real(tmp_path):
     pytest.importorskip("torch")
     marker = tmp_path / "ran"
@@ -228,3 +229,55 @@ def test_no_server_module_imports_torch_or_unpickles_for_real():
             offenders.append(f"{source}: torch.load / pickle.load / export_worker")
     assert offenders == []
 
+
+
+def test_rebuild_from_type_is_held_to_rebuilding_a_tensor(tmp_path):
+    """_rebuild_from_type_v2(func, type, args, state) calls func(*args) in torch: func must be a tensor rebuild."""
+    forward = getattr_(global_("ultralytics.nn.modules.head", "Detect"), "forward")  # an allowed getattr on its own
+    module = global_("torch.nn.modules.module", "Module")
+    rebuild = call(global_("torch._tensor", "_rebuild_from_type_v2"), forward, module, b"(" + text("x") + b"t", b"N")
+    with pytest.raises(ModelRejected, match="_rebuild_from_type_v2 in a way no YOLO checkpoint does"):
+        read_checkpoint(write_archive(tmp_path / "rebuild.pt", [("archive/data.pkl", as_checkpoint(rebuild))]))
+
+
+def tensor_checkpoint(path: Path, storage_bytes: int, numel: int, size: tuple, stride: tuple) -> Path:
+    """A checkpoint {"model": float tensor} whose storage record holds storage_bytes and whose pickle declares numel."""
+    def integers(*values: int) -> bytes:
+        return b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"  # a tuple of BININTs
+
+    storage_id = text("storage") + global_("torch", "FloatStorage") + text("0") + text("cpu")
+    pid = b"(" + storage_id + integers(numel)[1:-1] + b"tQ"  # ('storage', FloatStorage, key, location, numel)
+    no_hooks = global_("collections", "OrderedDict") + b")R"
+    rebuild = global_("torch._utils", "_rebuild_tensor_v2")
+    tensor = call(rebuild, pid, integers(0)[1:-1], integers(*size), integers(*stride), b"\x89", no_hooks)
+    members = [("archive/data.pkl", as_checkpoint(tensor)), ("archive/data/0", b"\0" * storage_bytes)]
+    return write_archive(path, members)
+
+
+def read_tensor(path: Path):
+    from server.models.checkpoint import open_checkpoint
+    from server.models.torch_zip import TensorReader
+
+    with open_checkpoint(path) as checkpoint:
+        return TensorReader(checkpoint.archive, checkpoint.prefix).array(checkpoint.top["model"])
+
+
+def test_tensors_are_read_with_their_size_and_stride(tmp_path):
+    array = read_tensor(tensor_checkpoint(tmp_path / "ok.pt", 24, 6, (2, 3), (3, 1)))
+    assert array.shape == (2, 3) and array.dtype.name == "float32"
+    transposed = read_tensor(tensor_checkpoint(tmp_path / "t.pt", 24, 6, (3, 2), (1, 3)))
+    assert transposed.shape == (3, 2)
+
+
+@pytest.mark.parametrize(
+    "storage_bytes, numel, size, stride, found",
+    [
+        (24, 6, (2, 4), (4, 1), "reaches past its storage"),  # 8 elements from a storage of 6
+        (24, 6, (7,), (1,), "reaches past its storage"),
+        (20, 6, (2, 3), (3, 1), "holds 20 bytes, not 24"),  # a record shorter than the pickle declares
+        (28, 6, (2, 3), (3, 1), "larger than it can be"),  # and a longer one
+    ],
+)
+def test_tensors_outside_their_storage_are_refused(tmp_path, storage_bytes, numel, size, stride, found):
+    with pytest.raises(ModelRejected, match=found):
+        read_tensor(tensor_checkpoint(tmp_path / "bad.pt", storage_bytes, numel, size, stride))
