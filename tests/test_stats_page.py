@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from playwright.sync_api import expect
 
 from server.demo.loader import start_demo
-from tests.test_browser import DESKTOP, api_status, screenshot, tabs  # noqa: F401  (tabs: a fixture)
-from tests.test_browser import browser  # noqa: F401  (a fixture)
+from tests.test_browser import DESKTOP, api_status, browser, screenshot, tabs  # noqa: F401  (fixtures)
 
 IDLE_TILES = ("fps", "frames", "detections", "viewers", "latency", "dropped")
 
@@ -25,7 +25,7 @@ def test_stats_show_dashes_while_idle_and_record_trace_downloads_a_trace(live_se
 
     with page.expect_download(timeout=60_000) as download:
         page.click("#trace-btn")
-    trace = json.loads(open(download.value.path()).read())
+    trace = json.loads(Path(download.value.path()).read_text())
     expect(page.locator("#trace-hint")).to_contain_text("perfetto")
     stages = {e["name"] for e in trace["traceEvents"] if e.get("ph") == "X"}
     assert {"decode", "inference", "encode"} <= stages

@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 
 from server.vision.detector import Detector
 from server.vision.hub import FrameHub
-from server.vision.pipeline import STAGES, Detected, FramePipeline, Span
+from server.vision.pipeline import STAGES, Detected, FramePipeline, FrameResult, Span
 from server.vision.settings import Settings
 from server.vision.stats import StreamStats
 from server.vision.trace import TraceRecorder
@@ -141,6 +141,7 @@ class StreamRunner:
         pipelined: bool = True,
         max_viewer_fps: float = 0.0,
         open_source: Callable[[bool], Source] | None = None,
+        on_publish: Callable[[Detected, FrameResult, float], None] | None = None,
     ):
         self.video_path = video_path
         self.video = video
@@ -149,6 +150,7 @@ class StreamRunner:
         self.on_end = on_end
         self.pipelined = pipelined
         self.open_source = open_source or (lambda loop: FrameSource(self.video_path, loop=loop))
+        self.on_publish = on_publish  # (detected, result, published perf_counter): the benchmark's tap
         self.hub = FrameHub(max_viewer_fps)
         self.stats = StreamStats(STAGES)
         self.stop_event = threading.Event()
@@ -331,6 +333,8 @@ class StreamRunner:
         frame = item.frame
         latency_ms = (published - frame.decoded_at) * 1000 + frame.decode_ms
         self.stats.record(result.timings_ms, len(result.detections), latency_ms)
+        if self.on_publish is not None:
+            self.on_publish(item, result, published)
         recorder = traced.recorder
         if recorder is not None and recorder is self.trace:
             recorder.add_frame(frame.index, [decode_span(frame), *result.spans], published)
