@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 JOIN_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 0.5
 HANDOFF_POLL_S = 0.1
+PEEK_TIMEOUT_S = 0.005  # a decoded frame waiting to be queued is handed over well within this
 TRACE_TIMEOUT_S = 60.0
 
 
@@ -149,7 +150,9 @@ class StreamRunner:
         self.settings = settings
         self.on_end = on_end
         self.pipelined = pipelined
-        self.open_source = open_source or (lambda loop: FrameSource(self.video_path, loop=loop))
+        # One frame decoded ahead is enough to hide decoding (it is faster than detection); more would only
+        # make each frame older by the time it is shown.
+        self.open_source = open_source or (lambda loop: FrameSource(self.video_path, loop=loop, ahead=1))
         self.on_publish = on_publish  # (detected, result, published perf_counter): the benchmark's tap
         self.hub = FrameHub(max_viewer_fps)
         self.stats = StreamStats(STAGES)
@@ -300,7 +303,7 @@ class StreamRunner:
         anyway and the clock restarts from it, so a slow source still streams, at the rate it decodes.
         """
         while pacer.delay(frame.index) < -pacer.interval:
-            newer = self._read(source, 0.0)
+            newer = self._read(source, PEEK_TIMEOUT_S)
             if newer is False or newer is None:
                 self._source_ended = newer is None
                 pacer.restart(frame.index)
