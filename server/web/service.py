@@ -181,7 +181,7 @@ class DetectionService:
         runner = self._runner
         if runner is not None and runner.running:
             runner.stop()
-            logger.info("stream stopped after %d frames", runner.stats.frames)
+            logger.info("stream stopped after %d frames", runner.hub.published)  # stop cleared the stats
 
     def trace(self, frames: int, onnx_profile: bool = False) -> dict:
         """Record the next frames' stage spans as a Chrome trace; raise Busy when not streaming."""
