@@ -318,6 +318,15 @@
 
   // ---------- stats ----------
 
+  // Stop and reset clear the server's numbers: idle shows dashes. A stream that ended by itself keeps its
+  // counts (how far it got), but nothing runs any more, so no rate and no viewers.
+  function shownStats(status) {
+    const stats = status.stats;
+    if (status.streaming) return stats;
+    if (stats && stats.frames > 0) return { ...stats, fps: null, viewers: null };
+    return null;
+  }
+
   function renderStats(stats) {
     stats = stats || {};
     $("stat-fps").textContent = formatNumber(stats.fps, 1);
@@ -788,7 +797,7 @@
     if (!state.uploading.video) renderVideoInfo(status.video);
     if (!state.uploading.model) renderModelInfo(status.model);
     renderStream(status);
-    renderStats(status.streaming ? status.stats : null);
+    renderStats(shownStats(status));
     renderSettings(status, settingsFresh);
     // A poll that crossed a settings change pairs the new setting with old tuning state: wait for a fresh one.
     if (settingsFresh) renderPrecision(status);

@@ -1,8 +1,10 @@
-"""Draw a Chrome trace from GET /api/trace as a timeline PNG: one lane per thread, stages coloured.
+"""Draw a Chrome trace from GET /api/trace as a timeline PNG (one lane per thread), and summarise it.
 
-    python -m tools.trace_plot trace.json timeline.png [--frames 6]
+    python -m tools.trace_plot trace.json [timeline.png] [--frames 6]
 
-For a picture of a trace where Perfetto (ui.perfetto.dev) or chrome://tracing are not at hand.
+For a picture of a trace where Perfetto (ui.perfetto.dev) or chrome://tracing are not at hand. It also
+prints the median ms of each stage per frame and, for a trace taken with onnx=1, the operator types
+that take the inference's time (ms per frame): the profile that shows where the floor is.
 """
 
 from __future__ import annotations
@@ -73,13 +75,41 @@ def draw(trace: dict, path: Path, frames: int | None = 6) -> None:
     plt.close(figure)
 
 
+def summary(trace: dict) -> str:
+    """Median ms per stage per frame, and ms per frame of each ONNX Runtime operator type (largest first)."""
+    import statistics  # noqa: PLC0415
+
+    events = trace["traceEvents"]
+    stages: dict[str, list[float]] = {}
+    for event in events:
+        if event.get("ph") == "X" and event.get("cat") == "stage":
+            stages.setdefault(event["name"], []).append(event["dur"] / 1000)
+    frames = trace.get("otherData", {}).get("frames") or 1
+    lines = [f"{frames} frames; median ms per frame by stage:"]
+    lines += [f"  {stage:<12} {statistics.median(values):8.2f}" for stage, values in stages.items()]
+    operators: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            kind = event.get("args", {}).get("op_name", "?")
+            operators[kind] = operators.get(kind, 0.0) + event["dur"] / 1000
+    if operators:
+        total = sum(operators.values())
+        lines.append(f"ONNX Runtime operators, ms per frame (all: {total / frames:.2f}):")
+        for kind, ms in sorted(operators.items(), key=lambda item: -item[1])[:10]:
+            lines.append(f"  {kind:<22} {ms / frames:8.2f}  {ms / total:5.1%}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.trace_plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("trace", type=Path, help="a trace JSON from GET /api/trace")
-    parser.add_argument("png", type=Path)
+    parser.add_argument("png", type=Path, nargs="?", help="draw the timeline here")
     parser.add_argument("--frames", type=int, default=6, help="the first N frames of the trace (0: all)")
     args = parser.parse_args(argv)
-    draw(json.loads(args.trace.read_text()), args.png, args.frames or None)
+    trace = json.loads(args.trace.read_text())
+    print(summary(trace))
+    if args.png:
+        draw(trace, args.png, args.frames or None)
 
 
 if __name__ == "__main__":
