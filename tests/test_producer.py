@@ -165,3 +165,17 @@ def test_a_capped_viewer_takes_fewer_frames_than_are_published():
     free.join(5)
     assert 5 <= received["capped"] <= 13  # 10 fps for one second, give or take the first frame
     assert received["free"] > 3 * received["capped"]
+
+
+def test_a_render_failure_ends_the_stream_with_its_error(make_video, demo_detector):
+    """Flat out the detect thread waits for the render slot: a dead render stage must release it."""
+    runner, ended = make_runner(make_video(frames=30), demo_detector, replace(FLAT_OUT, loop=True))
+
+    def broken_render(*args, **kwargs):
+        raise RuntimeError("no JPEG today")
+
+    runner.pipeline.render = broken_render
+    runner.start()
+    assert wait_for(lambda: ended, timeout=30)
+    assert ended == ["stream failed: no JPEG today"]
+    assert wait_for(lambda: stage_threads() == [], timeout=5), stage_threads()

@@ -327,6 +327,7 @@ class StreamRunner:
             logger.exception("rendering failed")
             self._render_error = f"stream failed: {exc}"
             self.stop_event.set()
+            self._handoff.close()  # a detect thread waiting for the slot must not wait forever
 
     def _render(self, traced: Traced, settings: Settings) -> None:
         item = traced.item
