@@ -172,6 +172,7 @@ def test_a_render_failure_ends_the_stream_with_its_error(make_video, demo_detect
     runner, ended = make_runner(make_video(frames=30), demo_detector, replace(FLAT_OUT, loop=True))
 
     def broken_render(*args, **kwargs):
+        time.sleep(0.5)  # long enough for the detect thread to fill the slot and wait behind it
         raise RuntimeError("no JPEG today")
 
     runner.pipeline.render = broken_render
