@@ -23,6 +23,7 @@ class FrameHub:
         self._part: bytes | None = None
         self._sequence = 0
         self._closed = False
+        self._closed_event = threading.Event()
         self.viewers = 0
         self.max_viewer_fps = max_viewer_fps
 
@@ -38,6 +39,7 @@ class FrameHub:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+        self._closed_event.set()
 
     @property
     def closed(self) -> bool:
@@ -57,9 +59,11 @@ class FrameHub:
             return self._sequence, self._part
 
     def _sleep_until(self, moment: float) -> None:
-        """Sleep until moment (time.monotonic), waking early when the hub closes."""
-        with self._condition:
-            self._condition.wait_for(lambda: self._closed, max(0.0, moment - time.monotonic()))
+        """Sleep until moment (time.monotonic), waking early when the hub closes.
+
+        On an event of its own, not the frame condition: a capped viewer is not woken by every publish.
+        """
+        self._closed_event.wait(max(0.0, moment - time.monotonic()))
 
     def frames(self, max_fps: float | None = None) -> Iterator[bytes]:
         """Yield multipart parts until the hub closes; ends cleanly when the viewer disconnects.
