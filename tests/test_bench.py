@@ -53,6 +53,8 @@ def test_bench_writes_table_json_and_plot(make_video, tmp_path, capsys):
 @pytest.mark.parametrize("text, expected", [
     ("fp32-640", bench.Variant("fp32", 640, 1)),
     ("int8-320-de3", bench.Variant("int8", 320, 3)),
+    ("fp32-640-t1", bench.Variant("fp32", 640, 1, 1)),
+    ("int8-320-de3-t3", bench.Variant("int8", 320, 3, 3)),
 ])
 def test_variant_names_round_trip(text, expected):
     assert bench.Variant.parse(text) == expected

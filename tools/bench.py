@@ -56,26 +56,36 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Variant:
-    """One configuration of this project's pipeline."""
+    """One configuration of this project's pipeline (threads: ONNX Runtime intra-op threads, None: --threads)."""
 
     precision: str
     imgsz: int
     detect_every: int = 1
+    threads: int | None = None
 
     @property
     def name(self) -> str:
         suffix = f"-de{self.detect_every}" if self.detect_every > 1 else ""
+        suffix += f"-t{self.threads}" if self.threads else ""
         return f"{self.precision}-{self.imgsz}{suffix}"
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        """Parse a name such as fp32-640 or int8-320-de3."""
-        parts = text.split("-")
+        """Parse a name such as fp32-640, int8-320-de3 or fp32-640-t1 (one ONNX Runtime thread)."""
+        precision, *rest = text.split("-")
         try:
-            every = int(parts[2].removeprefix("de")) if len(parts) > 2 else 1
-            variant = cls(parts[0], int(parts[1]), every)
+            imgsz, every, threads = int(rest[0]), 1, None
+            for part in rest[1:]:
+                if part.startswith("de"):
+                    every = int(part[2:])
+                elif part.startswith("t"):
+                    threads = int(part[1:])
+                else:
+                    raise ValueError(part)
+            variant = cls(precision, imgsz, every, threads)
         except (IndexError, ValueError):
-            raise argparse.ArgumentTypeError(f"variant {text!r} is not like fp32-640 or int8-320-de3") from None
+            raise argparse.ArgumentTypeError(
+                f"variant {text!r} is not like fp32-640, int8-320-de3 or fp32-640-t1") from None
         if variant.precision not in ("fp32", "int8"):
             raise argparse.ArgumentTypeError(f"precision must be fp32 or int8 in {text!r}")
         return variant
@@ -224,7 +234,8 @@ def bench_runtime(fp32: Path, int8: Path | None) -> ModelRuntime:
 def pipeline_settings(variant: Variant, base: Settings) -> Settings:
     """Return the stream settings of a variant, with realtime pacing off."""
     return replace(base, classes=None, imgsz=variant.imgsz, precision=variant.precision,
-                   detect_every=variant.detect_every, realtime=False, loop=False)
+                   detect_every=variant.detect_every, threads=variant.threads or base.threads,
+                   realtime=False, loop=False)
 
 
 class Timing:
@@ -549,7 +560,7 @@ def _http_variant(url: str, variant: Variant, viewer_counts: list[int], seconds:
         return [HttpRow(variant.name, n, [], 0.0, error=message[:200]) for n in viewer_counts]
 
     changes = {"realtime": False, "loop": True, "imgsz": variant.imgsz, "precision": variant.precision,
-               "detect_every": variant.detect_every, "threads": base.threads, "conf": base.conf}
+               "detect_every": variant.detect_every, "threads": variant.threads or base.threads, "conf": base.conf}
     if variant.precision == "int8":  # tune at 640 first, as this benchmark's own int8 rows are
         requests.post(f"{url}/api/settings", json={"precision": "int8", "imgsz": 640}, timeout=30)
         _wait_for_jobs(url)
