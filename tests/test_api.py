@@ -61,7 +61,7 @@ def test_upload_video_rejects_unreadable_and_wrong_extension(client, app, make_v
 
 
 def test_upload_too_large_is_413_and_keeps_nothing(tmp_path, make_video):
-    app = create_app(Config(uploads=tmp_path / "small", max_video_mb=1, max_model_mb=1))
+    app = create_app(Config(uploads=tmp_path / "small", host="127.0.0.1", max_video_mb=1, max_model_mb=1))
     response = upload_bytes(app.test_client(), "/upload/video", b"\0" * (2 * 1024 * 1024), "big.mp4")
     assert response.status_code == 413 and "too large" in response.get_json()["error"]
     assert visible_files(tmp_path / "small") == []
@@ -81,7 +81,6 @@ def test_upload_onnx_model(client, yolov8n_onnx):
     assert len(model["classes"]) == 80 and model["imgsz"] == 640
 
 
-@pytest.mark.slow
 def test_upload_pt_converts_and_caches_by_sha(client, app, demo_pt):
     response = upload(client, "/upload/model", demo_pt)
     assert response.status_code == 201, response.get_json()
@@ -218,7 +217,7 @@ def test_reset_deletes_a_real_uploads_dir_but_keeps_gitkeep(tmp_path, make_video
     root = tmp_path / "uploads"
     root.mkdir()
     (root / ".gitkeep").touch()
-    app = create_app(Config(uploads=root))
+    app = create_app(Config(uploads=root, host="127.0.0.1"))
     client = app.test_client()
     upload(client, "/upload/video", make_video())
     assert client.post("/reset").get_json()["deleted"] == ["video/clip.mp4"]

@@ -10,12 +10,14 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from server.vision import mjpeg
 from server.vision.settings import SettingsError
+from server.vision.trace import TraceRequestInvalid, parse_trace_request
 from server.web.service import Busy, DetectionService, TooManyViewers
 from server.web.uploads import UploadRejected
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("main", __name__)
+MAX_ERROR_CHARS = 300
 
 
 def service() -> DetectionService:
@@ -23,6 +25,9 @@ def service() -> DetectionService:
 
 
 def error(message: str, status: int):
+    # Messages may quote the client's input; never echo a megabyte of it back.
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "\u2026"
     return jsonify({"error": message}), status
 
 
@@ -62,7 +67,10 @@ def status():
 
 @bp.post("/api/settings")
 def settings():
-    changes = request.get_json(silent=True)
+    try:
+        changes = request.get_json(silent=True)
+    except RecursionError:  # deeply nested JSON: Python's parser gives up, that is the client's fault
+        changes = None
     if changes is None:
         raise SettingsError("send the settings as a JSON object")
     return jsonify(service().update_settings(changes))
@@ -89,6 +97,14 @@ def video_feed():
     return response
 
 
+@bp.get("/api/trace")
+def trace():
+    frames, onnx_profile = parse_trace_request(request.args.get("frames"), request.args.get("onnx"))
+    response = jsonify(service().trace(frames, onnx_profile))
+    response.headers["Content-Disposition"] = 'attachment; filename="edge-detect-trace.json"'
+    return response
+
+
 @bp.post("/reset")
 def reset():
     return jsonify({"deleted": service().reset()})
@@ -96,6 +112,7 @@ def reset():
 
 @bp.app_errorhandler(UploadRejected)
 @bp.app_errorhandler(SettingsError)
+@bp.app_errorhandler(TraceRequestInvalid)
 def bad_request(exc):
     return error(str(exc), 400)
 

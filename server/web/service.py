@@ -15,7 +15,7 @@ from server.models.runtime import ModelRuntime
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
 from server.vision.stats import StreamStats
-from server.vision.stream import StreamRunner
+from server.vision.stream import StreamRunner, TraceBusy
 from server.vision.tracker import Tracker
 from server.web.uploads import StoredModel, UploadStore
 
@@ -131,6 +131,8 @@ class DetectionService:
             self._runtime = None
             self.last_error = None
             self.demo = False
+            self.settings = apply_changes(self.settings, {"precision": Settings.precision})
+            self._runner = None  # a finished stream's numbers go with its files
             self.int8.forget()
             return self.store.reset()
 
@@ -166,7 +168,8 @@ class DetectionService:
                 self._build_int8()
             pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
             self.last_error = None
-            self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end)
+            self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end,
+                                        max_viewer_fps=self.config.viewer_max_fps)
             self._runner.start()
             logger.info("stream started: %s with %s", video.path.name, model.path.name)
 
@@ -178,7 +181,17 @@ class DetectionService:
         runner = self._runner
         if runner is not None and runner.running:
             runner.stop()
-            logger.info("stream stopped after %d frames", runner.stats.frames)
+            logger.info("stream stopped after %d frames", runner.hub.published)  # stop cleared the stats
+
+    def trace(self, frames: int, onnx_profile: bool = False) -> dict:
+        """Record the next frames' stage spans as a Chrome trace; raise Busy when not streaming."""
+        runner = self._runner
+        if runner is None or not self.streaming:
+            raise Busy("the stream is not running: start it, then record a trace")
+        try:
+            return runner.record_trace(frames, onnx_profile)
+        except TraceBusy as exc:
+            raise Busy(str(exc)) from None
 
     def viewer_frames(self) -> Iterator[bytes]:
         """Return a multipart generator for one viewer; raise Busy when not streaming or full."""
