@@ -85,3 +85,19 @@ def test_the_picture_comparison_sees_a_box_drawn_elsewhere():
 def test_the_shell_scripts_parse():
     for script in ("tools/pi/check.sh", "tools/pi/pi-root.sh", ".ci/run"):
         subprocess.run(["bash", "-n", str(REPO_ROOT / script)], check=True)
+
+
+def test_the_graph_comparison_ignores_the_date_and_sees_one_weight_changed():
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(REPO_ROOT / "server/demo/model/shapes-yolov8n.onnx")
+    stamped = copy.deepcopy(model)
+    stamped.metadata_props.add(key="date", value="2026-12-01T00:00:00")
+    assert drive.graph_differences(model, stamped) == []
+    changed = copy.deepcopy(model)
+    weight = changed.graph.initializer[0]
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] = np.nextafter(values.flat[0], np.float32(np.inf))  # one ulp
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    assert drive.graph_differences(model, changed) != []

@@ -11,7 +11,8 @@
 #      ExecStart), on 127.0.0.1;
 #   3. over HTTP, like a user: uploads the model (the demo .pt) and a short lossless video, sets imgsz 320,
 #      starts the stream and takes MJPEG frames from /video_feed; an x86_64 server on this host gets the same;
-#   4. compares: the two servers' pictures of the same frames, and the boxes the server's detect path finds on
+#   4. compares: the two servers' conversions of the .pt (same graph, bit-identical weights), their pictures
+#      of the same frames, and the boxes the server's detect path finds on
 #      those frames on each side (each with the ONNX its own server made), and the raw network output on one
 #      identical input tensor (tools/pi/drive.py states the tolerances and why);
 #   5. resets both servers and checks that nothing uploaded is left.
@@ -127,6 +128,9 @@ x86_onnx=$(find "$WORK/x86-uploads" -name '*.onnx' ! -name '*.int8.onnx' | head 
 arm_onnx=$(find "$PI_ROOT$ARM_UPLOADS" -name '*.onnx' ! -name '*.int8.onnx' | head -1)
 [[ -n $x86_onnx && -n $arm_onnx ]] || { echo "a server kept no ONNX model" >&2; exit 1; }
 say "ONNX each server runs: x86 $(sha256sum < "$x86_onnx" | cut -c1-16), aarch64 $(sha256sum < "$arm_onnx" | cut -c1-16)"
+if [[ $MODEL == *.pt ]]; then
+  "$HOST_PYTHON" -m tools.pi.drive graphs "$x86_onnx" "$arm_onnx" | sed 's/^/    /'
+fi
 started=$SECONDS
 # The emulated side keeps its first frame's network input and output; the x86 side runs its network on that
 # same input too (no extra inference under emulation).

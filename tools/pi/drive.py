@@ -6,6 +6,7 @@ Used by tools/pi/check.sh, which runs one server inside the emulated aarch64 roo
     python -m tools.pi.drive stream URL --model M --video V --out DIR [--frames N] [--realtime]
     python -m tools.pi.drive compare X86_DIR ARM_DIR       the streamed pictures of the same frames must agree
     python -m tools.pi.drive boxes X86.json ARM.json       the detected boxes of the same frames must agree
+    python -m tools.pi.drive graphs X86.onnx ARM.onnx      the two servers' conversions of one .pt must agree
     python -m tools.pi.drive reset URL
 
 Every frame of the check's video carries its own number as a row of black and white blocks, so a JPEG taken
@@ -264,6 +265,42 @@ def boxes(args) -> None:
                 total, len(reference["frames"]), worst_px, BOX_TOLERANCE_PX, worst_score, SCORE_TOLERANCE)
 
 
+def graph_differences(first, second) -> list[str]:
+    """What differs between two ONNX models, beyond the conversion's date stamp."""
+    from onnx import numpy_helper
+
+    problems = []
+    if [(n.op_type, list(n.input), list(n.output)) for n in first.graph.node] != [
+        (n.op_type, list(n.input), list(n.output)) for n in second.graph.node
+    ]:
+        problems.append("the graphs' nodes differ")
+    metadata = [{p.key: p.value for p in m.metadata_props if p.key != "date"} for m in (first, second)]
+    if metadata[0] != metadata[1]:
+        problems.append(f"metadata differs: {metadata[0]} vs {metadata[1]}")
+    weights = [{i.name: numpy_helper.to_array(i) for i in m.graph.initializer} for m in (first, second)]
+    if set(weights[0]) != set(weights[1]):
+        problems.append("the graphs hold different initializers")
+    else:
+        changed = [name for name in weights[0] if not np.array_equal(weights[0][name], weights[1][name])]
+        if changed:
+            problems.append(f"{len(changed)} of {len(weights[0])} initializers differ, e.g. {changed[:3]}")
+    return problems
+
+
+def graphs(args) -> None:
+    """The built-in .pt converter on aarch64 and on x86: the same nodes, bit-identical weights."""
+    import onnx
+
+    first, second = onnx.load(args.x86), onnx.load(args.arm)
+    problems = graph_differences(first, second)
+    if problems:
+        raise SystemExit("the aarch64 and x86 conversions differ:\n  " + "\n  ".join(problems))
+    logger.info(
+        "both servers converted the .pt to the same graph: %d nodes, %d initializers bit-identical (only the date differs)",
+        len(first.graph.node), len(first.graph.initializer),
+    )
+
+
 def reset(args) -> None:
     deleted = _checked(requests.post(f"{args.url}/reset", timeout=60), 200, "reset")["deleted"]
     status = _checked(requests.get(f"{args.url}/api/status", timeout=30), 200, "status")
@@ -295,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     numbers.add_argument("x86")
     numbers.add_argument("arm")
     numbers.add_argument("--min-frames", type=int, default=3)
+    models = commands.add_parser("graphs")
+    models.add_argument("x86")
+    models.add_argument("arm")
     wipe = commands.add_parser("reset")
     wipe.add_argument("url")
     args = parser.parse_args(argv)
@@ -302,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "video":
         write_video(Path(args.out), args.frames)
     else:
-        {"stream": stream, "compare": compare, "boxes": boxes, "reset": reset}[args.command](args)
+        {"stream": stream, "compare": compare, "boxes": boxes, "graphs": graphs, "reset": reset}[args.command](args)
 
 
 if __name__ == "__main__":
