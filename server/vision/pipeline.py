@@ -28,6 +28,7 @@ class FrameResult:
     detections: Detections
     timings_ms: dict[str, float] = field(default_factory=dict)
     detected: bool = True
+    nonfinite: int = 0  # detector candidates dropped for NaN/infinite boxes or scores (before tracking)
 
 
 class _Stopwatch:
@@ -77,6 +78,7 @@ class FramePipeline:
         self.tracker_factory = tracker_factory
         self.tracker = tracker_factory() if tracker_factory else None
         self._last_detect_index: int | None = None
+        self.nonfinite = 0
         self.precision = "fp32"  # of the model that ran last, which may lag the setting while int8 is tuned
 
     def reset(self) -> None:
@@ -99,6 +101,7 @@ class FramePipeline:
     def _detect_or_track(self, frame: Frame, settings: Settings, watch: _Stopwatch) -> tuple[Detections, bool]:
         if self._should_detect(frame.index, settings.detect_every):
             detections = self._detect(frame.image, settings, watch)
+            self.nonfinite = detections.nonfinite  # the tracker's Detections do not carry it
             if self.tracker is not None:
                 detections = self.tracker.update(frame.image, detections)
             self._last_detect_index = frame.index
@@ -111,6 +114,7 @@ class FramePipeline:
     def process(self, frame: Frame, settings: Settings, fps: float | None = None) -> FrameResult:
         """Detect (or track), draw and JPEG-encode one frame, timing each stage; fps (when given) goes on the overlay."""
         watch = _Stopwatch()
+        self.nonfinite = 0
         detections, detected = self._detect_or_track(frame, settings, watch)
         image = annotate.fit_width(frame.image, settings.output_width)
         factor = image.shape[1] / frame.image.shape[1]
@@ -126,4 +130,4 @@ class FramePipeline:
         timings = {"decode": frame.decode_ms, **watch.timings}
         for stage in STAGES:
             timings.setdefault(stage, 0.0)
-        return FrameResult(jpeg, detections, timings, detected)
+        return FrameResult(jpeg, detections, timings, detected, self.nonfinite)

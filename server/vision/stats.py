@@ -18,10 +18,11 @@ class StreamStats:
         self._lock = threading.Lock()
         self.frames = 0
         self.detections = 0
+        self.nonfinite = 0  # detections dropped because a box or score was NaN/infinite, since the stream began
         self.latency_ms = {stage: 0.0 for stage in (*STAGES, "total")}
         self._published = collections.deque(maxlen=60)
 
-    def record(self, timings_ms: dict[str, float], detections: int) -> None:
+    def record(self, timings_ms: dict[str, float], detections: int, nonfinite: int = 0) -> None:
         total = sum(timings_ms.get(stage, 0.0) for stage in STAGES)
         with self._lock:
             first = self.frames == 0
@@ -30,6 +31,7 @@ class StreamStats:
                 self.latency_ms[stage] = value if first else old + EMA_ALPHA * (value - old)
             self.frames += 1
             self.detections = detections
+            self.nonfinite += nonfinite
             self._published.append(time.monotonic())
 
     def fps(self) -> float:
@@ -45,11 +47,12 @@ class StreamStats:
     def snapshot(self, viewers: int) -> dict:
         with self._lock:
             latency = {stage: round(value, 2) for stage, value in self.latency_ms.items()}
-            frames, detections = self.frames, self.detections
+            frames, detections, nonfinite = self.frames, self.detections, self.nonfinite
         return {
             "fps": round(self.fps(), 2),
             "frames": frames,
             "viewers": viewers,
             "detections": detections,
+            "dropped_nonfinite": nonfinite,
             "latency_ms": latency,
         }

@@ -108,7 +108,7 @@ class StreamRunner:
                 pacer = Pacer(self.video.fps)
             result = self.pipeline.process(frame, settings, fps=self.stats.fps())
             self.hub.publish(result.jpeg)
-            self.stats.record(result.timings_ms, len(result.detections))
+            self.stats.record(result.timings_ms, len(result.detections), result.nonfinite)
 
     def _wait_until_due(self, pacer: Pacer, index: int) -> bool:
         """Sleep until the frame is due; return False when it is already a frame late (drop it)."""

@@ -15,6 +15,7 @@ from werkzeug.utils import secure_filename
 
 from server.models.identify import inspect_model
 from server.models.info import ModelInfo, ModelRejected
+from server.models.trial_run import TrialBudget
 from server.vision.video import (
     VIDEO_EXTENSIONS,
     VideoInfo,
@@ -72,8 +73,9 @@ def safe_name(filename: str, allowed: tuple[str, ...], kind: str) -> str:
 class UploadStore:
     """Own the uploads folder: video/, model/ and cache/ (derived models), each made when first needed."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, trial: TrialBudget = TrialBudget()):
         self.root = Path(root)
+        self.trial = trial  # what an uploaded (or converted) ONNX's trial run may take
         self.root.mkdir(parents=True, exist_ok=True)
         self.video_dir, self.model_dir, self.cache_dir = (self.root / n for n in ("video", "model", "cache"))
         for leftover in self.root.glob(INCOMING_PREFIX + "*"):  # uploads cut off by a crash
@@ -110,9 +112,9 @@ class UploadStore:
         """Validate uploaded weights (converting a .pt with to_onnx(path, imgsz)) and make them the current model."""
         name = safe_name(filename, MODEL_EXTENSIONS, "weights file")
         try:
-            checked = inspect_model(upload)
+            checked = inspect_model(upload, trial=None)  # what it is; the trial run comes once, below
             onnx_path = to_onnx(upload, checked.imgsz) if name.endswith(".pt") else None
-            info = inspect_model(onnx_path or upload)
+            info = inspect_model(onnx_path or upload, self.trial)
         except ModelRejected as exc:
             raise UploadRejected(str(exc)) from None
         with self._lock:
