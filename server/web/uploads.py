@@ -22,6 +22,7 @@ from server.vision.video import (
     VideoUnreadable,
     probe_video,
 )
+from server.web import recovery
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +79,28 @@ class UploadStore:
         self.trial = trial  # what an uploaded (or converted) ONNX's trial run may take
         self.root.mkdir(parents=True, exist_ok=True)
         self.video_dir, self.model_dir, self.cache_dir = (self.root / n for n in ("video", "model", "cache"))
-        for leftover in self.root.glob(INCOMING_PREFIX + "*"):  # uploads cut off by a crash
-            leftover.unlink(missing_ok=True)
         self._lock = threading.Lock()
         self.video: StoredVideo | None = None
         self.model: StoredModel | None = None
+        self.restored: dict | None = self._readopt()  # what a previous run left, shown in /api/status
+
+    def _readopt(self) -> dict | None:
+        """Clean what a crashed run left in flight, then re-adopt its stored video and model or remove them."""
+        recovery.clean_leftovers([self.root, self.video_dir, self.model_dir, self.cache_dir])
+        video, model = recovery.readopt_video(self.video_dir), recovery.readopt_model(
+            self.model_dir, self.cache_dir, self.trial)
+        removed = [] if video else recovery.remove(self.video_dir)
+        if not model:
+            removed += recovery.remove(self.model_dir) + recovery.remove(self.cache_dir)
+        self.video = StoredVideo(*video) if video else None
+        self.model = StoredModel(*model) if model else None
+        if not (video or model or removed):
+            return None
+        restored = {"video": video[0].name if video else None, "model": model[0].name if model else None,
+                    "removed": removed}
+        logger.warning("re-adopted from the previous run: video %s, model %s; removed %s",
+                       restored["video"], restored["model"], removed or "nothing")
+        return restored
 
     def incoming_file(self, suffix: str) -> IO[bytes]:
         """Open a hidden temporary file for an upload in flight; it vanishes when closed unless kept."""
@@ -139,5 +157,6 @@ class UploadStore:
             for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
             self.video = self.model = None
+            self.restored = None
         logger.info("reset deleted %d file(s)", len(deleted))
         return deleted
