@@ -74,7 +74,7 @@ def convert_to_onnx(
         str(Path(pt_path).resolve()), str(Path(onnx_path).resolve()), "--imgsz", str(imgsz),
     ]  # fmt: skip
     started = time.monotonic()
-    returncode, stderr_lines = run_worker(command, started + timeout, on_progress)
+    returncode, stderr_lines = run_worker(command, started + timeout, on_progress, Path(onnx_path).parent)
     if returncode is None:
         raise ConversionFailed(f"Converting the .pt to ONNX took longer than {timeout:g} s and was stopped")
     if returncode != 0 or not Path(onnx_path).is_file():
@@ -84,10 +84,11 @@ def convert_to_onnx(
 
 
 def run_worker(
-    command: list[str], deadline: float, on_progress: ProgressCallback | None
+    command: list[str], deadline: float, on_progress: ProgressCallback | None, work_parent: Path | None = None
 ) -> tuple[int | None, list[str]]:
     """Run the worker in a temp cwd, relaying progress; return (exit code, None if stopped; last stderr lines)."""
-    with tempfile.TemporaryDirectory(prefix="convert-") as work:  # ultralytics writes into the cwd: keep it here
+    # ultralytics writes into the cwd: keep it in a hidden folder beside the result, which start-up cleans after a crash
+    with tempfile.TemporaryDirectory(prefix=".convert-", dir=work_parent) as work:
         try:
             child = subprocess.Popen(
                 command,

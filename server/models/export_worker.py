@@ -77,7 +77,8 @@ def report_simplifying(progress: Progress) -> None:
 def export(weights: Path, output: Path, imgsz: int, progress: Progress) -> None:
     """Export weights to output (dynamic H/W, simplified, CPU), writing output atomically."""
     simplify = importlib.util.find_spec("onnxslim") is not None
-    with tempfile.TemporaryDirectory(prefix="export-") as work:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=output.parent) as work:  # start-up cleans it after a crash
         os.chdir(work)  # ultralytics writes next to the weights and into the cwd: keep both in the temp dir
         # A neutral name: ultralytics rewrites names like "yolov5n.pt" to download "yolov5nu.pt" instead.
         local = Path(work) / "model.pt"
@@ -104,8 +105,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when the server dies, so it never writes into the cache after that."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the server died before the line above took effect
+        os._exit(EXIT_FAILED)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one conversion; return the process exit code."""
+    if sys.platform.startswith("linux"):
+        die_with_parent()
     args = parse_args(argv)
     progress = Progress()
     os.environ.update(WORKER_ENVIRONMENT)
