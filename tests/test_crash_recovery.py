@@ -84,7 +84,7 @@ def files_on_disk(root: Path) -> list[str]:
 
 
 def temporary_leftovers(root: Path) -> list[str]:
-    return sorted(p.name for p in root.rglob("*") if p.name.startswith(".") and p.name != ".token")
+    return sorted(p.name for p in root.rglob("*") if p.name.startswith(".") and p.name != ".access-token")
 
 
 def assert_truthful(server: ServerProcess) -> dict:
