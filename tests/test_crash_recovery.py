@@ -164,7 +164,14 @@ def test_sigkill_during_a_conversion_then_restart(servers, tmp_path, demo_pt):
 
     sender = threading.Thread(target=upload, daemon=True)
     sender.start()
-    converting = wait_for(lambda: (first.status().get("job") or {}).get("kind") == "convert", timeout=60, interval=0.05)
+    # Kill while a conversion child works on the upload (or, with an in-process converter, while the job runs).
+    def job_progress() -> float:
+        job = first.status().get("job") or {}
+        return job.get("progress", 0.0) if job.get("kind") == "convert" else -1.0
+
+    child = wait_for(lambda: processes_using(uploads) != [], timeout=30, interval=0.02)
+    converting = wait_for(lambda: job_progress() > 0, timeout=30, interval=0.02) if child else wait_for(
+        lambda: job_progress() >= 0, timeout=30, interval=0.02)
     if not converting:
         pytest.skip("the conversion finished before it could be interrupted")
     first.kill()
