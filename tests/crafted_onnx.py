@@ -77,7 +77,7 @@ def harmless() -> onnx.ModelProto:
 def constant_of_shape_bomb(elements: int = 2**33) -> onnx.ModelProto:
     """Asks for a float tensor of `elements` (2^33: 32 GB) and folds it into the output."""
     nodes = [
-        helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"], value=constant("one", np.array([1.0], np.float32))),
+        helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"], value=constant("one", np.ones(1, np.float32))),
         helper.make_node("ReduceSum", ["bomb"], ["bomb_sum"], keepdims=0),
         helper.make_node("Mul", ["bomb_sum", "zero"], ["nothing"]),
         helper.make_node("Add", ["features", "nothing"], ["bombed"]),

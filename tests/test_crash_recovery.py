@@ -135,8 +135,8 @@ def test_sigkill_during_an_upload_leaves_nothing_half_written(servers, tmp_path,
     first = servers(uploads)
     assert post_file(f"{first.url}/upload/video", make_video("kept.avi", frames=20)).status_code == 201
     body = make_video("next.avi", frames=60).read_bytes()
-    head = (f"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"next.avi\"\r\n"
-            f"Content-Type: video/x-msvideo\r\n\r\n").encode()
+    head = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="next.avi"\r\n'
+            b"Content-Type: video/x-msvideo\r\n\r\n")
     with socket.create_connection(("127.0.0.1", first.port)) as raw:
         raw.sendall(
             f"POST /upload/video HTTP/1.1\r\nHost: 127.0.0.1:{first.port}\r\n"

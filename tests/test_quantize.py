@@ -129,7 +129,8 @@ def test_choose_keeps_the_fastest_that_agrees_else_the_most_accurate():
     rows = [TuneRow("a", 10.0, 2.0, 0.85), TuneRow("b", 12.0, 1.7, 0.93), TuneRow("c", 20.0, 1.0, 0.99),
             TuneRow("broken", None, None, None, error="boom")]
     assert choose(rows, 0.90) == (rows[1], True)
-    near_tie = [TuneRow("fast", 10.0, 2.0, 0.91, noise=0.08), TuneRow("as fast, closer", 10.3, 1.95, 0.97, noise=0.04)]
+    near_tie = [TuneRow("fast", 10.0, 2.0, 0.91, noise=0.08),
+                TuneRow("as fast, closer", 10.3, 1.95, 0.97, noise=0.04)]
     assert choose(near_tie, 0.90) == (near_tie[1], True)  # 0.05 apart, within the measured noise
     clear_win = [TuneRow("fast", 10.0, 2.0, 0.91, noise=0.02), TuneRow("slower, closer", 10.3, 1.95, 0.97, noise=0.02)]
     assert choose(clear_win, 0.90) == (clear_win[0], True)  # faster by more than the noise

@@ -22,7 +22,7 @@ from server.models.info import (
     family_from_name,
     refusal,
 )
-from server.models.trial_run import TrialBudget, trial_run
+from server.models.trial_run import DEFAULT_BUDGET, TrialBudget, trial_run
 from server.vision.settings import IMGSZ_CHOICES
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ STANDARD_DOMAINS = ("", "ai.onnx")  # what ultralytics' exports (and this projec
 MIN_INPUT_SIDE = 32
 
 
-def inspect_onnx(path: str | Path, trial: TrialBudget | None = TrialBudget()) -> ModelInfo:
+def inspect_onnx(path: str | Path, trial: TrialBudget | None = DEFAULT_BUDGET) -> ModelInfo:
     """Identify an ONNX export by its Ultralytics metadata and I/O shapes; raise ModelRejected unless YOLOv8 detect.
 
     With a trial budget (the default) the model must also run once within it; trial=None checks the file only.

@@ -48,6 +48,9 @@ class TrialBudget:
     timeout_s: float = 60.0
 
 
+DEFAULT_BUDGET = TrialBudget()
+
+
 def trial_input_hw(fixed_hw: tuple[int, int] | None) -> tuple[int, int]:
     """Return the input size a model is tried at: its own when fixed, else a small aspect-true one."""
     return fixed_hw or DYNAMIC_TRIAL_HW
@@ -60,7 +63,7 @@ def anchor_counts(input_hw: tuple[int, int]) -> set[int]:
 
 
 def trial_run(path: str | Path, class_count: int, fixed_hw: tuple[int, int] | None,
-              budget: TrialBudget = TrialBudget()) -> float:
+              budget: TrialBudget = DEFAULT_BUDGET) -> float:
     """Run the model once on a blank input within the budget; return its ms, or raise ModelRejected saying why."""
     input_hw = trial_input_hw(fixed_hw)
     started = time.monotonic()
@@ -68,7 +71,7 @@ def trial_run(path: str | Path, class_count: int, fixed_hw: tuple[int, int] | No
         child = subprocess.run(
             [sys.executable, "-I", str(CHILD_SCRIPT), str(Path(path).resolve()),
              str(input_hw[0]), str(input_hw[1]), str(budget.memory_mb), str(os.getpid())],
-            capture_output=True, text=True, errors="replace", timeout=budget.timeout_s,
+            capture_output=True, text=True, check=False, errors="replace", timeout=budget.timeout_s,
             env=child_environment(), cwd="/", stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except subprocess.TimeoutExpired:

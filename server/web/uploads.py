@@ -17,7 +17,7 @@ from werkzeug.utils import secure_filename
 
 from server.models.identify import inspect_model
 from server.models.info import ModelInfo, ModelRejected
-from server.models.trial_run import TrialBudget
+from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
 from server.vision.video import (
     VIDEO_EXTENSIONS,
     VideoInfo,
@@ -98,7 +98,7 @@ def display_name(filename: str, fallback: str) -> str:
 class UploadStore:
     """Own the uploads folder: video/, model/ and cache/ (derived models), each made when first needed."""
 
-    def __init__(self, root: str | Path, trial: TrialBudget = TrialBudget()):
+    def __init__(self, root: str | Path, trial: TrialBudget = DEFAULT_BUDGET):
         self.root = Path(root)
         self.trial = trial  # what an uploaded (or converted) ONNX's trial run may take
         self.root.mkdir(parents=True, exist_ok=True)

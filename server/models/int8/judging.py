@@ -91,7 +91,9 @@ def collect_held_back(reference: Detector, frames: list[np.ndarray], imgsz: int,
         check()
         tensor, box = processing.preprocess(frames[index], input_hw)
         output = reference.infer(tensor)
-        tensors.append(tensor), boxes.append(box), outputs.append(output)
+        tensors.append(tensor)
+        boxes.append(box)
+        outputs.append(output)
         counts += [len(processing.postprocess(output, box, frame_hw, conf, AGREEMENT_IOU)) for conf in AGREEMENT_CONFS]
         if counts[0] >= MIN_REFERENCE_BOXES and len(tensors) >= MIN_HELD_BACK_FRAMES:
             break

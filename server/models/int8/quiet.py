@@ -37,8 +37,8 @@ class _OwnLogger:
 
     def __init__(self, logger: logging.Logger):
         self._logger = logger
-        self.debug, self.info, self.warning = logger.debug, logger.info, logger.warning
-        self.error, self.exception, self.critical, self.log = logger.error, logger.exception, logger.critical, logger.log
+        self.debug, self.info, self.warning, self.log = logger.debug, logger.info, logger.warning, logger.log
+        self.error, self.exception, self.critical = logger.error, logger.exception, logger.critical
 
     def __getattr__(self, name: str):
         return getattr(logging, name)  # getLogger, INFO, Logger ... as the real module has them
