@@ -4,8 +4,9 @@ Agreement is the box-weighted mAP50 of a candidate's boxes with fp32's boxes as 
 that give fp32 at least MIN_REFERENCE_BOXES boxes: frames are added until that many are found at the highest of
 AGREEMENT_CONFS that reaches it. A model and video where fp32 finds fewer boxes even at the lowest conf fall back
 to comparing the raw class-score maps ("score-map" in the report): over the anchors where either model scores at
-least SCORE_MAP_FLOOR, 1 - sum|int8 - fp32| / sum max(int8, fp32), so 1.0 means identical scores and 0.9 means 10 %
-of the score mass moved. A handful of boxes cannot tell recipes apart; the score maps always can.
+least SCORE_MAP_FLOOR (every anchor of a frame where none does), 1 - sum|int8 - fp32| / sum max(int8, fp32), so 1.0
+means identical scores and 0.9 means 10 % of the score mass moved. A handful of boxes cannot tell recipes apart;
+the score maps always can.
 
 Timing runs fp32 and every candidate in the same rounds, a block of frames each, the order reversed every other
 round, so load that comes and goes hits all of them alike. A row's milliseconds are its median over rounds; its
@@ -161,9 +162,8 @@ def score_map_agreement(candidate_outputs: list[np.ndarray], reference_outputs: 
     for candidate, reference in zip(candidate_outputs, reference_outputs):
         ours, theirs = candidate[0, 4:].astype(np.float64), reference[0, 4:].astype(np.float64)
         anchors = np.maximum(ours.max(axis=0), theirs.max(axis=0)) >= SCORE_MAP_FLOOR
-        if not anchors.any():
-            continue
-        ours, theirs = ours[:, anchors], theirs[:, anchors]
+        if anchors.any():  # else every anchor: a model that scores nothing highly is still compared
+            ours, theirs = ours[:, anchors], theirs[:, anchors]
         moved += float(np.abs(ours - theirs).sum())
         total += float(np.maximum(ours, theirs).sum())
     return 1.0 if total == 0 else max(0.0, 1.0 - moved / total)
