@@ -39,6 +39,9 @@ class Config:
     int8_recipes: str = field(
         default="", metadata={"help": "comma-separated int8 recipes to try when tuning (empty: all)"}
     )
+    viewer_max_fps: float = field(
+        default=30.0, metadata={"help": "frames per second sent to each stream viewer at most (0: no cap)"}
+    )
     dev: bool = field(default=False, metadata={"help": "use Flask's development server"})
     demo: bool = field(
         default=False, metadata={"help": "start with the built-in demo video and model streaming"}

@@ -15,7 +15,7 @@ from server.models.runtime import ModelRuntime
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
 from server.vision.stats import StreamStats
-from server.vision.stream import StreamRunner
+from server.vision.stream import StreamRunner, TraceBusy
 from server.vision.tracker import Tracker
 from server.web.uploads import StoredModel, UploadStore
 
@@ -59,9 +59,9 @@ class DetectionService:
     # -- state -------------------------------------------------------------------------------
     @property
     def streaming(self) -> bool:
-        """True while a producer thread is alive, also while it is still stopping."""
+        """True while any of the producer's threads is alive, also while it is still stopping."""
         runner = self._runner
-        return runner is not None and runner.thread.is_alive()
+        return runner is not None and any(thread.is_alive() for thread in runner.threads())
 
     def refuse_while_busy(self, action: str) -> None:
         """Raise Busy while a stream runs or an upload or reset is under way."""
@@ -168,7 +168,7 @@ class DetectionService:
         return apply_changes(self.settings, {"imgsz": imgsz, "classes": None}, choices, len(model.info.classes))
 
     def reset(self) -> list[str]:
-        """Cancel and join int8 tuning, then delete every upload and derived file."""
+        """Cancel and join int8 tuning, then delete every upload and derived file; precision goes back to fp32."""
         self._begin("reset", "reset")
         try:
             self._cancel_int8("reset")
@@ -176,6 +176,8 @@ class DetectionService:
                 self._runtime = None
                 self.last_error = None
                 self.demo = False
+                self.settings = apply_changes(self.settings, {"precision": Settings.precision})
+                self._runner = None  # a finished stream's numbers go with its files
                 self.int8.forget()
                 return self.store.reset()
         finally:
@@ -224,7 +226,8 @@ class DetectionService:
                 self._build_int8()
             pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
             self.last_error = None
-            self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end)
+            self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end,
+                                        max_viewer_fps=self.config.viewer_max_fps)
             self._runner.start()
             logger.info("stream started: %s with %s", video.path.name, model.path.name)
 
@@ -237,8 +240,18 @@ class DetectionService:
         runner = self._runner
         if runner is not None and self.streaming:
             runner.stop()
-            logger.info("stream stopped after %d frames", runner.stats.frames)
+            logger.info("stream stopped after %d frames", runner.hub.published)  # stop cleared the stats
         self.int8.cancel()
+
+    def trace(self, frames: int, onnx_profile: bool = False) -> dict:
+        """Record the next frames' stage spans as a Chrome trace; raise Busy when not streaming."""
+        runner = self._runner
+        if runner is None or not self.streaming:
+            raise Busy("the stream is not running: start it, then record a trace")
+        try:
+            return runner.record_trace(frames, onnx_profile)
+        except TraceBusy as exc:
+            raise Busy(str(exc)) from None
 
     def viewer_frames(self) -> Iterator[bytes]:
         """Return a multipart generator for one viewer; raise Busy when not streaming or full."""
