@@ -169,9 +169,10 @@ def test_sigkill_during_a_conversion_then_restart(servers, tmp_path, demo_pt):
         job = first.status().get("job") or {}
         return job.get("progress", 0.0) if job.get("kind") == "convert" else -1.0
 
-    child = wait_for(lambda: processes_using(uploads) != [], timeout=30, interval=0.02)
-    converting = wait_for(lambda: job_progress() > 0, timeout=30, interval=0.02) if child else wait_for(
-        lambda: job_progress() >= 0, timeout=30, interval=0.02)
+    def at_work() -> bool:  # a conversion child that reported progress, or an in-process conversion running
+        return job_progress() > 0 if processes_using(uploads) else job_progress() >= 0
+
+    converting = wait_for(at_work, timeout=30, interval=0.01)
     if not converting:
         pytest.skip("the conversion finished before it could be interrupted")
     first.kill()
