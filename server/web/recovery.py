@@ -21,8 +21,8 @@ from server.vision.video import VIDEO_EXTENSIONS, VideoUnreadable, probe_video
 
 logger = logging.getLogger(__name__)
 
-# Uploads in flight, partial copies, int8 tuning and conversion work folders (see where each is made).
-TEMPORARY = (".upload-*", "*.partial", ".int8-tune-*", ".convert-*", ".export-*")
+# Uploads in flight (UploadStore), partial copies (files.write_atomically) and int8 tuning work folders (tuning).
+TEMPORARY = (".upload-*", "*.partial", ".int8-tune-*")
 MODEL_EXTENSIONS = (".pt", ".onnx")
 
 
