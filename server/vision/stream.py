@@ -47,12 +47,14 @@ class StreamRunner:
         pipeline: FramePipeline,
         settings: Callable[[], Settings],
         on_end: Callable[[str | None], None],
+        open_source: Callable[[], object] | None = None,
     ):
         self.video_path = video_path
         self.video = video
         self.pipeline = pipeline
         self.settings = settings
         self.on_end = on_end
+        self.open_source = open_source  # a live source instead of the video file
         self.hub = FrameHub()
         self.stats = StreamStats()
         self.stop_event = threading.Event()
@@ -76,7 +78,7 @@ class StreamRunner:
 
     def _run(self) -> None:
         error = None
-        source = FrameSource(self.video_path, loop=self.settings().loop)
+        source = self.open_source() if self.open_source else FrameSource(self.video_path, loop=self.settings().loop)
         try:
             self._produce(source)
         except Exception as exc:  # the stream must end visibly, not die silently
@@ -108,6 +110,8 @@ class StreamRunner:
                 pacer = Pacer(self.video.fps)
             result = self.pipeline.process(frame, settings, fps=self.stats.fps())
             self.hub.publish(result.jpeg)
+            if hasattr(source, "published"):  # a live source measures its lag here
+                source.published(frame)
             self.stats.record(result.timings_ms, len(result.detections))
 
     def _wait_until_due(self, pacer: Pacer, index: int) -> bool:

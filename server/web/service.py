@@ -17,6 +17,7 @@ from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, optio
 from server.vision.stats import StreamStats
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
+from server.web.live import LiveChoice
 from server.web.uploads import StoredModel, UploadStore
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class DetectionService:
         self._lock = threading.RLock()
         self._runner: StreamRunner | None = None
         self._runtime: ModelRuntime | None = None
+        self._live: LiveChoice | None = LiveChoice.camera(config) if config.camera else None
         self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r])
 
     # -- state -------------------------------------------------------------------------------
@@ -78,6 +80,7 @@ class DetectionService:
             "job": self.jobs.current(),
             "error": self.last_error or self.int8.error,
             "precision": self._precision_status(),
+            "source": self._live.status() if self._live else None,
             "lan_urls": self.lan_urls,
             "demo": self.demo,
         }
@@ -94,7 +97,9 @@ class DetectionService:
     def add_video(self, upload: Path, filename: str) -> dict:
         with self._lock:
             self.refuse_while_busy("replace the video")
-            return self.store.add_video(upload, filename).as_dict()
+            video = self.store.add_video(upload, filename).as_dict()
+            self._live = None  # an uploaded video replaces the live source
+            return video
 
     def add_model(self, upload: Path, filename: str) -> dict:
         if not self.jobs.begin("convert", "checking the weights"):
@@ -132,6 +137,7 @@ class DetectionService:
             self.last_error = None
             self.demo = False
             self.int8.forget()
+            self._live = None
             return self.store.reset()
 
     # -- settings ----------------------------------------------------------------------------
@@ -158,17 +164,37 @@ class DetectionService:
         with self._lock:
             if self.streaming:
                 return
-            video, model = self.store.video, self.store.model
-            if video is None or model is None:
-                missing = " and ".join(n for n, v in (("a video", video), ("a model", model)) if v is None)
+            video, model, live = self.store.video, self.store.model, self._live
+            if (video is None and live is None) or model is None:
+                needed = (("a video (or choose a live source)", video or live), ("a model", model))
+                missing = " and ".join(n for n, v in needed if v is None)
                 raise Busy(f"upload {missing} before starting the stream")
             if self.settings.precision == "int8":
                 self._build_int8()
             pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
             self.last_error = None
-            self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end)
+            if live is not None:
+                self._runner = self._live_runner(live, pipeline)
+            else:
+                self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end)
             self._runner.start()
-            logger.info("stream started: %s with %s", video.path.name, model.path.name)
+            logger.info("stream started: %s with %s", live.spec.label if live else video.path.name, model.path.name)
+
+    # -- live sources ------------------------------------------------------------------------
+    def select_source(self, url: str) -> dict:
+        """Check and probe a live source, then make it the one Start reads (replacing an uploaded video)."""
+        self.refuse_while_busy("change the source")  # before probing: a webcam in use cannot be opened twice
+        choice = LiveChoice.check(url, self.config)  # outside the lock: probing takes up to source_timeout
+        with self._lock:
+            self.refuse_while_busy("change the source")
+            self.store.drop_video()
+            self._live = choice
+        logger.info("live source selected: %s", choice.spec.label)
+        return choice.status()
+
+    def _live_runner(self, live: LiveChoice, pipeline: FramePipeline) -> StreamRunner:
+        settings = LiveChoice.settings_for(self.current_settings)
+        return StreamRunner(live.spec.label, live.video_info(), pipeline, settings, self._on_end, open_source=live.open)
 
     def _on_end(self, error: str | None) -> None:
         if error:
