@@ -23,13 +23,21 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 READY_TIMEOUT_S = 20
 
 
+RTSP_ELEMENTS = ("multifilesrc", "appsrc", "jpegdec", "videoconvert", "x264enc", "rtph264pay")
+RTSP_PACKAGES = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly"
+
+
 def rtsp_missing() -> str | None:
     """Why the RTSP server cannot run here, or None."""
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    probe = (
+        "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0');"
+        "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
+        f"assert all(Gst.ElementFactory.find(e) for e in {RTSP_ELEMENTS!r})"
+    )
     if not Path(SYSTEM_PYTHON).exists():
         return f"{SYSTEM_PYTHON} is missing"
     if subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, check=False).returncode != 0:
-        return "GStreamer's RTSP server is missing: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly"
+        return f"GStreamer's RTSP server or its plugins are missing: apt-get install {RTSP_PACKAGES}"
     return None
 
 

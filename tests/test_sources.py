@@ -151,23 +151,21 @@ def test_a_failed_source_reconnects_and_shows_a_placeholder_meanwhile():
     assert source.read(timeout=0.1) is None
 
 
-def test_a_resumed_source_starts_a_new_position_count_so_tracks_reset():
+def test_the_first_frame_seen_after_a_reconnect_has_position_zero_so_tracks_reset():
     gate = threading.Event()
-    connections = [FakeConnection(2), FakeConnection(2, gate)]
+    connections = [FakeConnection(5), FakeConnection(5, gate)]
     source = LiveSource(parse_source("rtsp://cam/x"), opener=lambda s, t: connections.pop(0) if connections else None,
                         backoff=Backoff(0.1, 0.1))
     try:
-        positions = []
-        deadline = time.monotonic() + 5
-        while len(positions) < 2 and time.monotonic() < deadline:
-            gate.set() if len(positions) >= 1 else None
-            try:
-                frame = source.read(timeout=0.5)
-            except queue.Empty:
-                continue
-            if not frame.placeholder:
-                positions.append(frame.position)
-        assert 0 in positions[1:], positions  # a frame after the reconnect begins at position 0 again
+        assert wait_for(lambda: source.reconnects >= 1, timeout=5)  # the first connection ended
+        last_before = source.read(timeout=1)
+        assert not last_before.placeholder
+        gate.set()  # the second connection sends five frames at once: the consumer sees only the newest
+        assert wait_for(lambda: source.received >= 10, timeout=5)
+        frame = source.read(timeout=1)
+        while frame.placeholder:
+            frame = source.read(timeout=1)
+        assert frame.index > last_before.index and frame.position == 0
     finally:
         source.close()
 

@@ -31,7 +31,7 @@ def frames_pipeline(pattern, fps):
 def stdin_pipeline(fps):
     return (
         f"( appsrc name=src is-live=true format=time do-timestamp=true "
-        f"caps=image/jpeg,framerate={fps}/1 ! jpegparse ! jpegdec ! " + ENCODE.format(gop=fps) + " )"
+        f"caps=image/jpeg,framerate={fps}/1 ! jpegdec ! " + ENCODE.format(gop=fps) + " )"
     )
 
 

@@ -76,7 +76,7 @@ class SourceInfo:
 
 @dataclass(frozen=True)
 class LiveFrame(Frame):
-    """A frame from a live source, stamped (monotonic clock) when the reader got it."""
+    """A frame from a live source, stamped (perf_counter) when the reader got it."""
 
     captured: float = 0.0
     placeholder: bool = False
@@ -372,10 +372,10 @@ class LiveSource:
                 self._cond.wait(min(remaining, PLACEHOLDER_EVERY_S))
         return None
 
-    def published(self, frame: Frame) -> None:
-        """Note that frame reached the viewers: its age now is the server's share of the lag."""
+    def published(self, frame: Frame, published_at: float) -> None:
+        """Note that frame reached the viewers at published_at (perf_counter): its age is the server's lag."""
         if isinstance(frame, LiveFrame) and not frame.placeholder:
-            self._lags.append(time.monotonic() - frame.captured)
+            self._lags.append(published_at - frame.captured)
 
     def close(self) -> None:
         """End the attempts and wait for the reader thread."""
@@ -421,7 +421,9 @@ class LiveSource:
         # a placeholder takes the next index, so a real frame after it is still "newer"
         self.received += 1
         self._delivered_index = self.received
-        return LiveFrame(self.received, image, 0.0, 0, time.monotonic(), placeholder=True)
+        return LiveFrame(
+            index=self.received, image=image, decode_ms=0.0, position=0, captured=time.perf_counter(), placeholder=True
+        )
 
     # reader side ------------------------------------------------------------------------------
     def _set_state(self, state: str, attempt: int | None = None) -> None:
@@ -485,7 +487,9 @@ class LiveSource:
             if position == 0:
                 self._connected_at = now
             self._arrivals.append(now)
-            self._latest = LiveFrame(self.received, image, decode_ms, position, now)
+            self._latest = LiveFrame(
+                index=self.received, image=image, decode_ms=decode_ms, position=position, captured=time.perf_counter()
+            )
             height, width = image.shape[:2]
             if self.info is None or (self.info.width, self.info.height) != (width, height):
                 self.info = SourceInfo(width, height, round(fps or DEFAULT_FPS, 3))

@@ -12,7 +12,7 @@ from server.vision.hub import FrameHub
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
 from server.vision.stats import StreamStats
-from server.vision.video import FrameSource, VideoInfo
+from server.vision.video import Frame, FrameSource, VideoInfo
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,17 @@ class StreamRunner:
         pipeline: FramePipeline,
         settings: Callable[[], Settings],
         on_end: Callable[[str | None], None],
-        open_source: Callable[[], object] | None = None,
+        open_source: Callable[[bool], object] | None = None,
+        on_publish: Callable[[Frame, object, float], None] | None = None,
     ):
         self.video_path = video_path
         self.video = video
         self.pipeline = pipeline
         self.settings = settings
         self.on_end = on_end
-        self.open_source = open_source  # a live source instead of the video file
+        # The same hooks as the pipelined producer's: a live source instead of the file, a tap after publishing.
+        self.open_source = open_source or (lambda loop: FrameSource(self.video_path, loop=loop))
+        self.on_publish = on_publish
         self.hub = FrameHub()
         self.stats = StreamStats()
         self.stop_event = threading.Event()
@@ -78,7 +81,7 @@ class StreamRunner:
 
     def _run(self) -> None:
         error = None
-        source = self.open_source() if self.open_source else FrameSource(self.video_path, loop=self.settings().loop)
+        source = self.open_source(self.settings().loop)
         try:
             self._produce(source)
         except Exception as exc:  # the stream must end visibly, not die silently
@@ -110,8 +113,8 @@ class StreamRunner:
                 pacer = Pacer(self.video.fps)
             result = self.pipeline.process(frame, settings, fps=self.stats.fps())
             self.hub.publish(result.jpeg)
-            if hasattr(source, "published"):  # a live source measures its lag here
-                source.published(frame)
+            if self.on_publish is not None:
+                self.on_publish(frame, result, time.perf_counter())
             self.stats.record(result.timings_ms, len(result.detections))
 
     def _wait_until_due(self, pacer: Pacer, index: int) -> bool:

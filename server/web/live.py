@@ -44,8 +44,8 @@ class LiveChoice:
         """The --camera command, selected at start-up without a probe (the camera may still be waking up)."""
         return cls(parse_source(CAMERA_URL, config.camera), None, config)
 
-    def open(self) -> LiveSource:
-        """Start reading; the stream producer gets this object as its frame source."""
+    def open(self, loop: bool = True) -> LiveSource:
+        """Start reading; the stream producer gets this object as its frame source (a camera has no loop)."""
         self.reader = LiveSource(
             self.spec,
             self.info,
@@ -53,6 +53,11 @@ class LiveChoice:
             backoff=Backoff(cap=self.config.source_backoff_max),
         )
         return self.reader
+
+    def published(self, item, result, published_at: float) -> None:
+        """The producer's tap after each published frame (the pipelined one passes a Detected holding it)."""
+        if self.reader is not None:
+            self.reader.published(getattr(item, "frame", item), published_at)
 
     def video_info(self) -> VideoInfo:
         info = self.info or SourceInfo(640, 480, DEFAULT_FPS)

@@ -194,7 +194,10 @@ class DetectionService:
 
     def _live_runner(self, live: LiveChoice, pipeline: FramePipeline) -> StreamRunner:
         settings = LiveChoice.settings_for(self.current_settings)
-        return StreamRunner(live.spec.label, live.video_info(), pipeline, settings, self._on_end, open_source=live.open)
+        return StreamRunner(
+            live.spec.label, live.video_info(), pipeline, settings, self._on_end,
+            open_source=live.open, on_publish=live.published,
+        )
 
     def _on_end(self, error: str | None) -> None:
         if error:
