@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 
@@ -180,6 +181,18 @@ def test_an_unreachable_source_is_a_400_that_never_shows_the_password(server, ca
     out, err = capfd.readouterr()
     assert "hunter2" not in caplog.text + out + err + message
     assert source_status(server) == {}  # nothing was selected
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_a_source_that_accepts_but_never_answers_is_a_400_after_a_bounded_probe(server, scheme):
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts a byte
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        response = requests.post(f"{server}/source", json={"url": f"{scheme}://127.0.0.1:{port}/cam"}, timeout=60)
+        elapsed = time.monotonic() - started
+    assert response.status_code == 400, response.text
+    assert f"{scheme}://127.0.0.1:{port}/cam" in response.json()["error"]
+    assert elapsed < 2 * SOURCE_TIMEOUT_S + 3
 
 
 @pytest.mark.slow

@@ -173,7 +173,8 @@ def _open_capture(spec: SourceSpec, timeout_s: float) -> cv2.VideoCapture | None
         if capture.isOpened():
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the driver's queue would add frames of lag
     else:
-        # Only the FFmpeg backend: when it fails, OpenCV's fallback backends log the whole URL, password included.
+        # The FFmpeg backend by name: it honours these timeouts, so a camera that accepts the connection and
+        # then says nothing cannot hang the probe or the reader (and no other backend gets to try the URL).
         wait_ms = int(timeout_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, wait_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, wait_ms]
         capture = cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, params)
