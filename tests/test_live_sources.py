@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 import requests
 
+from server.config import config_from_args
 from server.vision import mjpeg
 from server.vision.pipeline import FramePipeline
+from server.vision.settings import Settings
+from server.web.live import LiveChoice
 from tests.live_servers import (
     ffmpeg_missing,
     free_port,
@@ -263,3 +266,42 @@ def test_a_source_and_an_uploaded_video_replace_each_other_and_reset_clears_both
         assert status["video"] is None and status["source"] is None and status["model"] is None
     finally:
         http.kill()
+
+
+def test_the_camera_command_comes_from_the_flag_or_the_environment_only():
+    assert config_from_args(["--camera", "rpicam-vid -t 0 -o -"], environ={}).camera == "rpicam-vid -t 0 -o -"
+    assert config_from_args([], environ={"EDGE_CAMERA": "rpicam-vid -o -"}).camera == "rpicam-vid -o -"
+    assert config_from_args([], environ={}).camera == ""
+
+
+def test_a_live_source_is_never_paced_against_a_nominal_fps():
+    # The camera sets the pace; pacing its frames against the fps it declares would add lag or drop frames.
+    settings = LiveChoice.settings_for(lambda: Settings(realtime=True))
+    assert settings().realtime is False
+
+
+@pytest.mark.slow
+def test_a_configured_camera_is_the_source_at_start_up(serve, demo_onnx, tmp_path, make_video):
+    _needs(ffmpeg_missing())
+    pattern = write_frames(tmp_path / "camera", count=10, width=320, height=240)
+    command = f"ffmpeg -loglevel error -re -stream_loop -1 -framerate 25 -i {pattern} -c:v mjpeg -f mjpeg -"
+    url = serve(camera=command, source_timeout=SOURCE_TIMEOUT_S).url
+    status = requests.get(f"{url}/api/status", timeout=10)
+    assert status.json()["source"]["kind"] == "camera" and status.json()["source"]["state"] == "idle"
+    assert "ffmpeg" not in status.text  # the command is the owner's business, not the page's
+
+    upload_model(url, demo_onnx)
+    requests.post(f"{url}/stream/start", timeout=30).raise_for_status()
+    viewer = Viewer(url)
+    viewer.start()
+    assert wait_for(lambda: viewer.real >= 5, timeout=30), viewer.error
+    source = source_status(url)
+    assert (source["state"], source["width"], source["height"]) == ("live", 320, 240)
+    requests.post(f"{url}/stream/stop", timeout=30).raise_for_status()
+
+    video = make_video("clip.mp4", frames=10)
+    with open(video, "rb") as handle:
+        assert requests.post(f"{url}/upload/video", files={"file": (video.name, handle)}, timeout=60).ok
+    assert source_status(url) == {}
+    again = requests.post(f"{url}/source", json={"url": "camera"}, timeout=30)
+    assert again.status_code == 200 and again.json()["source"]["kind"] == "camera"
