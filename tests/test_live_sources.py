@@ -305,3 +305,25 @@ def test_a_configured_camera_is_the_source_at_start_up(serve, demo_onnx, tmp_pat
     assert source_status(url) == {}
     again = requests.post(f"{url}/source", json={"url": "camera"}, timeout=30)
     assert again.status_code == 200 and again.json()["source"]["kind"] == "camera"
+
+
+@pytest.mark.slow
+def test_int8_is_tuned_on_frames_of_the_live_stream_when_there_is_no_video(serve, frames, demo_onnx):
+    _needs(ffmpeg_missing())
+    http = mjpeg_server(frames).start()
+    try:
+        url = serve(int8_recipes="u8s8-pc-rr", source_timeout=SOURCE_TIMEOUT_S).url
+        upload_model(url, demo_onnx)
+        assert requests.post(f"{url}/source", json={"url": http.url}, timeout=30).ok
+        # Asked for before the stream has any frames: tuning starts once the source has sampled enough.
+        assert requests.post(f"{url}/api/settings", json={"precision": "int8"}, timeout=10).ok
+        requests.post(f"{url}/stream/start", timeout=30).raise_for_status()
+
+        def active() -> str:
+            return requests.get(f"{url}/api/status", timeout=10).json()["precision"]["active"]
+
+        assert wait_for(lambda: active() == "int8", timeout=300, interval=1)
+        status = requests.get(f"{url}/api/status", timeout=10).json()
+        assert status["streaming"] and status["source"]["state"] == "live" and status["error"] is None
+    finally:
+        http.kill()

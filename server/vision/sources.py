@@ -42,7 +42,10 @@ URL_KINDS = {"rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http"}
 CAMERA_URL = "camera"
 STATES = ("connecting", "live", "reconnecting", "ended")
 PLACEHOLDER_EVERY_S = 1.0
+CLOSE_WAIT_S = 1.0
 LAG_WINDOW = 100  # frames the reported lag is the median of
+CALIBRATION_SAMPLES = 36  # frames kept for int8 tuning when there is no video file to sample
+CALIBRATION_EVERY_S = 0.25
 FPS_WINDOW_S = 2.0  # seconds of arrivals the measured fps counts
 FPS_SETTLE_S = 2.0  # seconds after connecting before it counts them
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
@@ -331,6 +334,7 @@ class LiveSource:
         stall_s: float = 5.0,
         backoff: Backoff = Backoff(),
         opener: Callable[[SourceSpec, float], Connection | None] = open_connection,
+        on_samples: Callable[[], None] | None = None,
     ):
         self.spec = spec
         self.info = info
@@ -347,9 +351,13 @@ class LiveSource:
         self._latest: LiveFrame | None = None
         self._delivered_index = -1
         self._last_placeholder = 0.0
+        self._placeholders = 0
         self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
         self._arrivals: deque[float] = deque(maxlen=1000)
         self._connected_at = 0.0
+        self._samples: deque[np.ndarray] = deque(maxlen=CALIBRATION_SAMPLES)
+        self._sampled_at = 0.0
+        self._on_samples = on_samples  # called once, from the reader thread, when enough frames were sampled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read_forever, name="live-source", daemon=True)
         self._thread.start()
@@ -379,11 +387,13 @@ class LiveSource:
             self._lags.append(published_at - frame.captured)
 
     def close(self) -> None:
-        """End the attempts and wait for the reader thread."""
+        """End the attempts and wait (briefly) for the reader thread."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(timeout=self.stall_s + 2)
+        # A read blocked on a silent network source returns by itself within stall_s (FFmpeg's own
+        # timeout; a capture cannot be released from another thread); Stop does not wait that long.
+        self._thread.join(timeout=CLOSE_WAIT_S)
         self._set_state("ended")
 
     def status(self) -> dict:
@@ -395,9 +405,22 @@ class LiveSource:
             "attempt": self.attempt,
             "lag_ms": round(statistics.median(lags) * 1000, 1) if lags else None,
             "drops": self.drops,
-            "frames": self.received,
+            "frames": self.received - self._placeholders,
             "reconnects": self.reconnects,
         }
+
+    def samples(self) -> list[np.ndarray]:
+        """Frames sampled across the stream so far (every CALIBRATION_EVERY_S), for int8 calibration."""
+        with self._cond:
+            return list(self._samples)
+
+    def _sample(self, image: np.ndarray, now: float) -> bool:
+        """Keep image as a calibration sample when one is due; True when the samples just became complete."""
+        if now - self._sampled_at < CALIBRATION_EVERY_S:
+            return False
+        self._sampled_at = now
+        self._samples.append(image)
+        return len(self._samples) == CALIBRATION_SAMPLES and self._on_samples is not None
 
     def _measured_fps(self) -> float | None:
         """Frames per second the source really sends (a camera's declared rate is often wrong), once the
@@ -421,6 +444,7 @@ class LiveSource:
         cv2.putText(image, text, (20, height // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (220, 220, 220), 1, cv2.LINE_AA)
         # a placeholder takes the next index, so a real frame after it is still "newer"
         self.received += 1
+        self._placeholders += 1
         self._delivered_index = self.received
         return LiveFrame(
             index=self.received, image=image, decode_ms=0.0, position=0, captured=time.perf_counter(), placeholder=True
@@ -496,6 +520,10 @@ class LiveSource:
                 self.info = SourceInfo(width, height, round(fps or DEFAULT_FPS, 3))
             if self.state != "live":
                 self.attempt = 0
+            samples_complete = self._sample(image, now)
             self._cond.notify_all()
         if self.state != "live":
             self._set_state("live", 0)
+        if samples_complete:
+            on_samples, self._on_samples = self._on_samples, None
+            on_samples()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
+
+import cv2
 
 from server.config import Config
 from server.vision.settings import Settings
@@ -23,6 +27,9 @@ from server.vision.video import DEFAULT_FPS, VideoInfo
 
 logger = logging.getLogger(__name__)
 
+MIN_CALIBRATION_FRAMES = 8
+CALIBRATION_CLIP = "live-calibration.avi"
+
 
 class LiveChoice:
     """What to open, what the probe learned about it, and its reader while a stream runs."""
@@ -32,6 +39,7 @@ class LiveChoice:
         self.info = info
         self.config = config
         self.reader: LiveSource | None = None
+        self.on_samples: Callable[[], None] | None = None  # set by the service: int8 tuning may begin
 
     @classmethod
     def check(cls, url: str, config: Config) -> LiveChoice:
@@ -51,8 +59,26 @@ class LiveChoice:
             self.info,
             stall_s=self.config.source_timeout,
             backoff=Backoff(cap=self.config.source_backoff_max),
+            on_samples=self.on_samples,
         )
         return self.reader
+
+    def calibration_clip(self, path: Path) -> Path | None:
+        """Write the frames sampled from the running stream as a short video for int8 tuning; None if too few."""
+        samples = self.reader.samples() if self.reader is not None else []
+        if len(samples) < MIN_CALIBRATION_FRAMES:
+            return None
+        height, width = samples[-1].shape[:2]
+        partial = path.with_name(path.stem + ".partial" + path.suffix)
+        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (width, height))
+        try:
+            for image in samples:
+                if image.shape[:2] == (height, width):
+                    writer.write(image)
+        finally:
+            writer.release()
+        os.replace(partial, path)  # the tuner never sees a half-written clip
+        return path
 
     def published(self, item, result, published_at: float) -> None:
         """The producer's tap after each published frame (the pipelined one passes a Detected holding it)."""

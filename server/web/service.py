@@ -17,7 +17,7 @@ from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, optio
 from server.vision.stats import StreamStats
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from server.web.live import LiveChoice
+from server.web.live import CALIBRATION_CLIP, LiveChoice
 from server.web.uploads import StoredModel, UploadStore
 
 logger = logging.getLogger(__name__)
@@ -152,9 +152,10 @@ class DetectionService:
 
     def _build_int8(self) -> None:
         video, model = self.store.video, self.store.model
-        if video is not None and model is not None:
+        frames_from = video.path if video is not None else self._live_calibration_clip()
+        if frames_from is not None and model is not None:
             settings = self.settings
-            self.int8.build(model.onnx_path, video.path, settings.imgsz, settings.min_agreement, settings.threads)
+            self.int8.build(model.onnx_path, frames_from, settings.imgsz, settings.min_agreement, settings.threads)
 
     def current_settings(self) -> Settings:
         return self.settings
@@ -192,7 +193,24 @@ class DetectionService:
         logger.info("live source selected: %s", choice.spec.label)
         return choice.status()
 
+    def _live_calibration_clip(self) -> Path | None:
+        """Frames of the running live source for int8 tuning (None until it has streamed a few seconds)."""
+        live = self._live
+        return live.calibration_clip(self.store.cache_folder() / CALIBRATION_CLIP) if live else None
+
+    def _live_samples_ready(self) -> None:
+        """The live stream has sampled enough frames: tune int8 now if it was asked for before they came."""
+
+        def build() -> None:
+            with self._lock:
+                if self.settings.precision == "int8" and self.streaming:
+                    self._build_int8()
+
+        # Not on the reader's thread: a stop holding the lock would wait for that thread to end.
+        threading.Thread(target=build, name="live-int8", daemon=True).start()
+
     def _live_runner(self, live: LiveChoice, pipeline: FramePipeline) -> StreamRunner:
+        live.on_samples = self._live_samples_ready
         settings = LiveChoice.settings_for(self.current_settings)
         return StreamRunner(
             live.spec.label, live.video_info(), pipeline, settings, self._on_end,
