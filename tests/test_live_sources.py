@@ -3,9 +3,12 @@ server, killed, frozen and restarted mid-stream while a viewer stays connected."
 
 from __future__ import annotations
 
+import functools
+import http.server
 import logging
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -18,6 +21,7 @@ from server.config import config_from_args
 from server.vision import mjpeg
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
+from server.vision.sources import CaptureConnection, parse_source
 from server.web.live import LiveChoice
 from tests.live_servers import (
     ffmpeg_missing,
@@ -127,6 +131,7 @@ def test_rtsp_source_streams_and_resumes_after_the_server_restarts(server, frame
         status = source_status(server)
         assert (status["kind"], status["width"], status["height"]) == ("rtsp", 640, 480)
         assert status["fps"] > 0 and status["lag_ms"] is not None
+        assert status["reconnects"] == 0  # a reader that keeps up is never taken for a stalled or late one
         resets_before = len(resets)
 
         resumed_in = kill_and_restart(server, rtsp, viewer)
@@ -327,3 +332,40 @@ def test_int8_is_tuned_on_frames_of_the_live_stream_when_there_is_no_video(serve
         assert status["streaming"] and status["source"]["state"] == "live" and status["error"] is None
     finally:
         http.kill()
+
+
+@pytest.mark.slow
+def test_an_hls_playlist_is_read_as_a_live_source(server, frames, tmp_path):
+    _needs(ffmpeg_missing())
+    folder = tmp_path / "hls"
+    folder.mkdir()
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-framerate", "25", "-i", frames, "-c:v", "libx264", "-g", "25",
+         "-f", "hls", "-hls_time", "1", "-hls_list_size", "0", str(folder / "live.m3u8")],
+        check=True, timeout=60,
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as files:
+        threading.Thread(target=files.serve_forever, daemon=True).start()
+        playlist = f"http://127.0.0.1:{files.server_address[1]}/live.m3u8"
+        response = requests.post(f"{server}/source", json={"url": playlist}, timeout=30)
+        files.shutdown()
+    assert response.status_code == 200, response.text
+    source = response.json()["source"]
+    assert (source["kind"], source["width"], source["height"]) == ("hls", 640, 480)
+
+
+@pytest.mark.slow
+def test_an_rtsp_reader_that_falls_behind_the_camera_reconnects_to_catch_up(frames):
+    _needs(rtsp_missing())
+    rtsp = rtsp_server(frames).start()
+    try:
+        connection = CaptureConnection(parse_source(rtsp.url), timeout_s=5, max_behind_s=1.0)
+        try:
+            assert all(connection.read() is not None for _ in range(30))  # keeping up: never flagged
+            time.sleep(2.5)  # decoding "stalls": the camera's frames pile up in the buffers
+            assert any(connection.read() is None for _ in range(10))
+        finally:
+            connection.close()
+    finally:
+        rtsp.kill()

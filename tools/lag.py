@@ -39,46 +39,55 @@ DEMO_MODEL = REPO / "server" / "demo" / "model" / "shapes-yolov8n.onnx"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, which has python3-gi for GStreamer
 
 BITS = 24  # milliseconds since the run began: 4.6 hours before it wraps
-CHECK_BITS = 8
-CELL = 20
-ROW_CELLS = 16
+CHECK_BITS = 16
+CELL = 16
+ROW_CELLS = 20
+# The stamp is drawn in three corners: a detection box or its label may cover one, rarely all three.
+CORNERS = ("bottom-left", "bottom-right", "top-right")
+MAX_PLAUSIBLE_LAG_MS = 60_000  # a stamp that decodes to more is a misread, counted as unreadable
 logger = logging.getLogger("lag")
 
 
 # -- the stamp: BITS of time plus a checksum, as a grid of cells a JPEG cannot blur away ---------
 def _checksum(value: int) -> int:
-    return (value ^ (value >> 8) ^ (value >> 16) ^ 0xA5) & 0xFF
+    return ((value * 40503) ^ (value >> 7) ^ 0xA5C3) & 0xFFFF
 
 
 def stamp_cells(value: int) -> list[int]:
-    word = (value & ((1 << BITS) - 1)) << CHECK_BITS | _checksum(value & ((1 << BITS) - 1))
+    value &= (1 << BITS) - 1
+    word = value << CHECK_BITS | _checksum(value)
     return [(word >> bit) & 1 for bit in range(BITS + CHECK_BITS - 1, -1, -1)]
 
 
-def _cell_origin(i: int, height: int) -> tuple[int, int]:
+def _cell_origin(i: int, shape: tuple[int, ...], corner: str) -> tuple[int, int]:
+    height, width = shape[:2]
     rows = (BITS + CHECK_BITS) // ROW_CELLS
     row, col = divmod(i, ROW_CELLS)
-    return col * CELL, height - (rows - row) * CELL
+    x = col * CELL if corner.endswith("left") else width - (ROW_CELLS - col) * CELL
+    y = row * CELL + (height - rows * CELL if corner.startswith("bottom") else 40)  # below the status line
+    return x, y
 
 
 def draw_stamp(image: np.ndarray, value: int) -> None:
-    height = image.shape[0]
-    for i, bit in enumerate(stamp_cells(value)):
-        x, y = _cell_origin(i, height)
-        image[y : y + CELL, x : x + CELL] = 255 if bit else 0
+    for corner in CORNERS:
+        for i, bit in enumerate(stamp_cells(value)):
+            x, y = _cell_origin(i, image.shape, corner)
+            image[y : y + CELL, x : x + CELL] = 255 if bit else 0
 
 
 def read_stamp(image: np.ndarray) -> int | None:
-    """Return the stamped value, or None when the cells do not check out (covered by a box, resized...)."""
-    height = image.shape[0]
+    """Return the stamped value, or None when no corner checks out (covered by boxes, resized...)."""
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    word = 0
-    for i in range(BITS + CHECK_BITS):
-        x, y = _cell_origin(i, height)
-        middle = gray[y + 5 : y + CELL - 5, x + 5 : x + CELL - 5].mean()
-        word = word << 1 | int(middle > 127)
-    value, check = word >> CHECK_BITS, word & 0xFF
-    return value if _checksum(value) == check else None
+    for corner in CORNERS:
+        word = 0
+        for i in range(BITS + CHECK_BITS):
+            x, y = _cell_origin(i, gray.shape, corner)
+            middle = gray[y + 4 : y + CELL - 4, x + 4 : x + CELL - 4].mean()
+            word = word << 1 | int(middle > 127)
+        value, check = word >> CHECK_BITS, word & 0xFFFF
+        if _checksum(value) == check:
+            return value
+    return None
 
 
 # -- the stamping source ------------------------------------------------------------------------
@@ -191,7 +200,10 @@ class Run:
     first30_median_ms: float
     last30_median_ms: float
     source_drops: int
+    source_reconnects: int
+    server_lag_ms: float | None  # the server's own share: decoded to published (median of the last frames)
     server_fps: float
+    load_average: float
 
 
 def measure(server: Server, source: StampedSource, variant: str, seconds: float, epoch: float) -> Run:
@@ -206,13 +218,15 @@ def measure(server: Server, source: StampedSource, variant: str, seconds: float,
         for arrived, jpeg in mjpeg_parts(response):
             image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
             value = read_stamp(image) if image is not None else None
-            if value is None:
-                unreadable += 1
+            lag_ms = (arrived - epoch) * 1000 - value if value is not None else -1.0
+            if 0 <= lag_ms < MAX_PLAUSIBLE_LAG_MS:
+                lags.append((arrived - started, lag_ms))
             else:
-                lags.append((arrived - started, (arrived - epoch) * 1000 - value))
+                unreadable += 1
             if arrived - started >= seconds:
                 break
     status = server.status()
+    live = status.get("source") or {}
     server.post("/stream/stop")
     values = [lag for _, lag in lags]
     first = [lag for t, lag in lags if t < 30] or [float("nan")]
@@ -227,8 +241,11 @@ def measure(server: Server, source: StampedSource, variant: str, seconds: float,
         p95_ms=round(float(np.percentile(values, 95)), 1),
         first30_median_ms=round(statistics.median(first), 1),
         last30_median_ms=round(statistics.median(last), 1),
-        source_drops=(status.get("source") or {}).get("drops", -1),
+        source_drops=live.get("drops", -1),
+        source_reconnects=live.get("reconnects", -1),
+        server_lag_ms=live.get("lag_ms"),
         server_fps=status["stats"]["fps"],
+        load_average=os.getloadavg()[0],
     )
 
 

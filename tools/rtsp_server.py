@@ -30,8 +30,11 @@ def frames_pipeline(pattern, fps):
 
 def stdin_pipeline(fps):
     return (
-        f"( appsrc name=src is-live=true format=time do-timestamp=true "
-        f"caps=image/jpeg,framerate={fps}/1 ! jpegdec ! " + ENCODE.format(gop=fps) + " )"
+        # Like a camera, drop frames rather than queue them when the encoder falls behind (a busy machine):
+        # a queue here would be lag the server under test is not to blame for.
+        f"( appsrc name=src is-live=true format=time do-timestamp=true leaky-type=downstream max-buffers=2 "
+        f"caps=image/jpeg,framerate={fps}/1 ! jpegdec ! queue leaky=downstream max-size-buffers=1 "
+        "max-size-bytes=0 max-size-time=0 ! " + ENCODE.format(gop=fps) + " )"
     )
 
 

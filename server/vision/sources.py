@@ -43,6 +43,7 @@ CAMERA_URL = "camera"
 STATES = ("connecting", "live", "reconnecting", "ended")
 PLACEHOLDER_EVERY_S = 1.0
 CLOSE_WAIT_S = 1.0
+MAX_BEHIND_S = 2.0  # an RTSP reader this far behind the camera's own clock reconnects
 LAG_WINDOW = 100  # frames the reported lag is the median of
 CALIBRATION_SAMPLES = 36  # frames kept for int8 tuning when there is no video file to sample
 CALIBRATION_EVERY_S = 0.25
@@ -150,9 +151,13 @@ class Connection(Protocol):
 class CaptureConnection:
     """An OpenCV capture (FFmpeg for network streams, V4L2 for webcams) with bounded open and read waits."""
 
-    def __init__(self, spec: SourceSpec, timeout_s: float):
+    def __init__(self, spec: SourceSpec, timeout_s: float, max_behind_s: float = MAX_BEHIND_S):
+        self.label = spec.label
         self.capture = _open_capture(spec, timeout_s)
         self.fps = _sane_fps(self.capture.get(cv2.CAP_PROP_FPS)) if self.capture else 0.0
+        # RTP gives RTSP frames real timestamps; other streams' are often made up from a nominal fps.
+        self.max_behind_s = max_behind_s if spec.kind == "rtsp" else None
+        self._best_gap: float | None = None
 
     @property
     def opened(self) -> bool:
@@ -160,7 +165,30 @@ class CaptureConnection:
 
     def read(self) -> np.ndarray | None:
         ok, image = self.capture.read()
-        return image if ok and image is not None else None
+        if not ok or image is None or self._fell_behind():
+            return None
+        return image
+
+    def _fell_behind(self) -> bool:
+        """True once frames arrive max_behind_s later, against their own timestamps, than they did at best.
+
+        Keeping only the newest decoded frame cannot help when decoding itself is slower than the camera:
+        the backlog then waits in FFmpeg's and the socket's buffers and the lag grows. Reopening drops it.
+        """
+        if self.max_behind_s is None:
+            return False
+        pts_s = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+        if pts_s <= 0:
+            return False
+        gap = time.monotonic() - pts_s
+        if self._best_gap is None or gap < self._best_gap:
+            self._best_gap = gap
+            return False
+        behind = gap - self._best_gap
+        if behind > self.max_behind_s:
+            logger.warning("%s: decoding fell %.1f s behind the camera; reconnecting to catch up", self.label, behind)
+            return True
+        return False
 
     def close(self) -> None:
         self.capture.release()
