@@ -20,13 +20,21 @@ def serve(app, config: Config) -> None:
     try:
         if config.dev:
             service.lan_urls = lan_urls(config.host, config.port)
-            _log_urls(service.lan_urls)
+            _log_urls(app, service.lan_urls)
             app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
             return
-        server = make_server(app, config.host, config.port, config.threads)
+        server = make_server(
+            app,
+            config.host,
+            config.port,
+            config.threads,
+            connection_limit=config.connection_limit,
+            channel_timeout=config.channel_timeout,
+            send_timeout=config.send_timeout,
+        )
         service.lan_urls = lan_urls(config.host, server.effective_port)
         logger.info("serving on %s:%s with %d threads", config.host, server.effective_port, config.threads)
-        _log_urls(service.lan_urls)
+        _log_urls(app, service.lan_urls)
         server.run()  # returns on Ctrl-C or SIGTERM
     except KeyboardInterrupt:
         pass
@@ -39,9 +47,14 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _log_urls(urls: list[str]) -> None:
-    for url in urls:
+def _log_urls(app, urls: list[str]) -> None:
+    access = app.extensions["access"]
+    for url in access.urls_with_token(urls):
         logger.info("open %s from a phone or PC on the same network", url)
+    if access.mode == "password":
+        logger.info("access control: password (login page; HTTP Basic with any user name for scripts)")
+    elif access.mode == "off" and not access.no_auth:
+        logger.info("access control: off (listening on loopback only)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,30 @@ class Config:
     demo: bool = field(
         default=False, metadata={"help": "start with the built-in demo video and model streaming"}
     )
+    password: str = field(
+        default="",
+        metadata={
+            "help": "require this password (login page; HTTP Basic for scripts) instead of the token; "
+            "prefer the env variable, flags show in `ps`",
+            "secret": True,
+        },
+    )
+    no_auth: bool = field(
+        default=False, metadata={"help": "turn access control off (anyone who reaches the port can use it)"}
+    )
+    allowed_hosts: str = field(
+        default="",
+        metadata={"help": "extra comma-separated Host names to answer to (.example.lan: any name under it)"},
+    )
+    connection_limit: int = field(
+        default=1000, metadata={"help": "most open HTTP connections (idle ones cost a socket, not a thread)"}
+    )
+    channel_timeout: float = field(
+        default=30.0, metadata={"help": "seconds an idle or half-sent connection is kept open"}
+    )
+    send_timeout: float = field(
+        default=30.0, metadata={"help": "seconds a viewer may take no data before it is disconnected"}
+    )
 
     @property
     def max_video_bytes(self) -> int:
@@ -86,7 +110,8 @@ def build_parser(environ=os.environ) -> argparse.ArgumentParser:
     for item in fields(Config):
         flag = "--" + item.name.replace("_", "-")
         default = _default_from_env(item, environ)
-        help_text = f"{item.metadata['help']} (env {_env_name(item.name)}, default {default})"
+        shown = ("set" if default else "none") if item.metadata.get("secret") else default
+        help_text = f"{item.metadata['help']} (env {_env_name(item.name)}, default {shown})"
         if item.type in ("bool", bool):
             parser.add_argument(flag, action="store_true", default=default, help=help_text)
         else:

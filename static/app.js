@@ -772,6 +772,8 @@
     const settingsEpoch = state.settingsEpoch;
     try {
       const response = await fetch("/api/status", { cache: "no-store" });
+      // Signed out (cookie expired, password changed): the server shows its sign-in page on reload.
+      if (response.status === 401) window.location.reload();
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const status = await response.json();
       state.offline = false;
@@ -821,6 +823,8 @@
     $("start-btn").addEventListener("click", startStream);
     $("stop-btn").addEventListener("click", stopStream);
     $("stream").addEventListener("error", onStreamError);
+    // Settings apply on change; Enter in a field must not submit the form (no inline handler: CSP).
+    $("settings").addEventListener("submit", (event) => event.preventDefault());
     // A file dropped next to a zone would otherwise make the browser navigate away to it.
     window.addEventListener("dragover", (event) => event.preventDefault());
     window.addEventListener("drop", (event) => event.preventDefault());

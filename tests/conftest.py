@@ -81,7 +81,7 @@ def demo_pt() -> Path:
 
 def config_for(tmp_path: Path, **overrides) -> Config:
     """The config tests run with: uploads under tmp_path, enough threads for a few viewers."""
-    return Config(**{"uploads": tmp_path / "uploads", "threads": 16, **overrides})
+    return Config(**{"uploads": tmp_path / "uploads", "host": "127.0.0.1", "threads": 16, **overrides})
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def test_upload_video_rejects_unreadable_and_wrong_extension(client, app, make_v
 
 
 def test_upload_too_large_is_413_and_keeps_nothing(tmp_path, make_video):
-    app = create_app(Config(uploads=tmp_path / "small", max_video_mb=1, max_model_mb=1))
+    app = create_app(Config(uploads=tmp_path / "small", host="127.0.0.1", max_video_mb=1, max_model_mb=1))
     response = upload_bytes(app.test_client(), "/upload/video", b"\0" * (2 * 1024 * 1024), "big.mp4")
     assert response.status_code == 413 and "too large" in response.get_json()["error"]
     assert visible_files(tmp_path / "small") == []
@@ -218,7 +218,7 @@ def test_reset_deletes_a_real_uploads_dir_but_keeps_gitkeep(tmp_path, make_video
     root = tmp_path / "uploads"
     root.mkdir()
     (root / ".gitkeep").touch()
-    app = create_app(Config(uploads=root))
+    app = create_app(Config(uploads=root, host="127.0.0.1"))
     client = app.test_client()
     upload(client, "/upload/video", make_video())
     assert client.post("/reset").get_json()["deleted"] == ["video/clip.mp4"]

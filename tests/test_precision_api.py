@@ -26,7 +26,7 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_on
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)  # tuning must write nothing into the server's working directory
-    app = create_app(Config(uploads=tmp_path / "up", int8_recipes="u8s8-pc-rr"))
+    app = create_app(Config(uploads=tmp_path / "up", host="127.0.0.1", int8_recipes="u8s8-pc-rr"))
     client = app.test_client()
     upload(client, "/upload/video", make_video(frames=30))
     upload(client, "/upload/model", demo_onnx)

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Flask, Request, current_app
+from werkzeug.exceptions import BadRequest
 
 from server.config import REPO_ROOT, Config
 from server.jobs import JobBoard
+from server.web import auth, guards
 from server.web.routes import bp
 from server.web.service import DetectionService
-from server.web.uploads import UploadStore
+from server.web.uploads import UploadStore, upload_suffix
+
+
+class TooManyFiles(BadRequest):
+    """A second file part (not a ValueError: Werkzeug's form parser would swallow that)."""
+
+    description = "send exactly one file per request, as multipart form field 'file'"
 
 
 class UploadRequest(Request):
-    """Write uploaded files straight into the uploads folder under a hidden temporary name."""
+    """Write the one uploaded file straight into the uploads folder under a hidden temporary name."""
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
-        return current_app.extensions["uploads"].incoming_file(Path(filename or "").suffix)
+        # Refused as the second part starts: 999 parts never become 999 open temporary files.
+        self._file_parts = getattr(self, "_file_parts", 0) + 1
+        if self._file_parts > 1:
+            raise TooManyFiles()
+        return current_app.extensions["uploads"].incoming_file(upload_suffix(filename))
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -35,4 +45,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["uploads"] = store
     app.extensions["detection"] = DetectionService(config, store, JobBoard())
     app.register_blueprint(bp)
+    guards.install(app, config.allowed_hosts)
+    auth.install(app, config)
     return app

@@ -17,6 +17,7 @@ from server.web.uploads import UploadRejected
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("main", __name__)
+MAX_ERROR_CHARS = 300
 
 
 def service() -> DetectionService:
@@ -24,6 +25,9 @@ def service() -> DetectionService:
 
 
 def error(message: str, status: int):
+    # Messages may quote the client's input; never echo a megabyte of it back.
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "\u2026"
     return jsonify({"error": message}), status
 
 
@@ -63,7 +67,10 @@ def status():
 
 @bp.post("/api/settings")
 def settings():
-    changes = request.get_json(silent=True)
+    try:
+        changes = request.get_json(silent=True)
+    except RecursionError:  # deeply nested JSON: Python's parser gives up, that is the client's fault
+        changes = None
     if changes is None:
         raise SettingsError("send the settings as a JSON object")
     return jsonify(service().update_settings(changes))

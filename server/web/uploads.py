@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 MODEL_EXTENSIONS = (".pt", ".onnx")
 INCOMING_PREFIX = ".upload-"
 KEEP = {".gitkeep"}
+STORED_STEM_CHARS = 64  # file names stay far below the 255-byte limit of every filesystem
+SHOWN_NAME_CHARS = 100
 
 
 class UploadRejected(ValueError):
@@ -37,10 +41,11 @@ class UploadRejected(ValueError):
 class StoredVideo:
     path: Path
     info: VideoInfo
+    name: str = ""  # the uploader's file name, as display text only
 
     def as_dict(self) -> dict:
         return {
-            "name": self.path.name,
+            "name": self.name or self.path.name,
             "width": self.info.width,
             "height": self.info.height,
             "fps": self.info.fps,
@@ -54,19 +59,38 @@ class StoredModel:
     path: Path
     onnx_path: Path
     info: ModelInfo
+    name: str = ""  # the uploader's file name, as display text only
 
     def as_dict(self) -> dict:
-        return {"name": self.path.name, **self.info.as_dict()}
+        return {"name": self.name or self.path.name, **self.info.as_dict()}
+
+
+def upload_suffix(filename: str | None) -> str:
+    """The extension of an uploaded file name, lower-cased ('' when there is none)."""
+    return Path((filename or "").replace("\0", "")).suffix.lower()
 
 
 def safe_name(filename: str, allowed: tuple[str, ...], kind: str) -> str:
-    """Return a filesystem-safe name with an allowed extension, or raise UploadRejected."""
-    suffix = Path(filename or "").suffix.lower()
+    """Return the name to store an upload under, made by the server, or raise UploadRejected.
+
+    Only ASCII letters, digits, `._-` from the original stem and at most STORED_STEM_CHARS of them: any
+    name a client sends (300 characters, scripts, `../`, right-to-left marks) becomes a short plain one.
+    """
+    suffix = upload_suffix(filename)
     if suffix not in allowed:
-        shown = suffix or "no extension"
+        shown = suffix[:12] or "no extension"
         raise UploadRejected(f"{kind} must be one of {', '.join(allowed)} (got {shown})")
-    stem = secure_filename(Path(filename).stem) or kind
+    stem = secure_filename(Path(filename).stem)[:STORED_STEM_CHARS].strip("._") or kind.split()[0]
     return stem + suffix
+
+
+def display_name(filename: str, fallback: str) -> str:
+    """The uploader's name as text to show: no control or direction characters, truncated."""
+    kept = (" " if unicodedata.category(c)[0] == "Z" else c for c in filename if unicodedata.category(c)[0] != "C")
+    text = " ".join("".join(kept).split())
+    if len(text) > SHOWN_NAME_CHARS:
+        text = text[: SHOWN_NAME_CHARS - 1] + "\u2026"
+    return text or fallback
 
 
 class UploadStore:
@@ -84,9 +108,9 @@ class UploadStore:
 
     def incoming_file(self, suffix: str) -> IO[bytes]:
         """Open a hidden temporary file for an upload in flight; it vanishes when closed unless kept."""
-        return tempfile.NamedTemporaryFile(
-            "wb+", dir=self.root, prefix=INCOMING_PREFIX, suffix=suffix.lower()[:10]
-        )
+        # The suffix lets the readers recognise the format; anything else a client sends stays out of paths.
+        known = suffix if suffix in VIDEO_EXTENSIONS + MODEL_EXTENSIONS else ""
+        return tempfile.NamedTemporaryFile("wb+", dir=self.root, prefix=INCOMING_PREFIX, suffix=known)
 
     def cache_folder(self) -> Path:
         """Return the folder for derived models, creating it."""
@@ -96,13 +120,14 @@ class UploadStore:
     def add_video(self, upload: Path, filename: str) -> StoredVideo:
         """Validate an uploaded video and make it the current one, deleting the previous."""
         name = safe_name(filename, VIDEO_EXTENSIONS, "video")
+        shown = display_name(filename, name)
         try:
             info = probe_video(upload)
         except VideoUnreadable as exc:
-            raise UploadRejected(f"{filename}: {exc}") from None
+            raise UploadRejected(f"{shown}: {exc}") from None
         with self._lock:
             path = self._keep(upload, self.video_dir, name)
-            self.video = StoredVideo(path, info)
+            self.video = StoredVideo(path, info, shown)
         logger.info("video %s: %dx%d %.2f fps %d frames", name, info.width, info.height, info.fps, info.frames)
         return self.video
 
@@ -117,16 +142,24 @@ class UploadStore:
             raise UploadRejected(str(exc)) from None
         with self._lock:
             path = self._keep(upload, self.model_dir, name)
-            self.model = StoredModel(path, onnx_path or path, info)
+            self.model = StoredModel(path, onnx_path or path, info, display_name(filename, name))
         logger.info("model %s: %s %s, %d classes", name, info.family, info.task, len(info.classes))
         return self.model
 
     def _keep(self, upload: Path, folder: Path, name: str) -> Path:
-        """Replace folder's contents with the upload under name (a hard link: the temp name goes away)."""
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
+        """Make the (validated) upload folder's only file, under name.
+
+        The new file is in place before the previous one goes: if anything fails on the way (disk
+        full), the current video or model is still whole.
+        """
+        folder.mkdir(exist_ok=True)
+        staged = folder / f"{INCOMING_PREFIX}{secrets.token_hex(8)}{Path(name).suffix}"
+        os.link(upload, staged)  # a hard link: the temporary name goes away when the request ends
         final = folder / name
-        os.link(upload, final)
+        os.replace(staged, final)
+        for other in folder.iterdir():
+            if other != final:
+                shutil.rmtree(other) if other.is_dir() else other.unlink(missing_ok=True)
         return final
 
     def drop_video(self) -> None:
