@@ -369,3 +369,23 @@ def test_an_rtsp_reader_that_falls_behind_the_camera_reconnects_to_catch_up(fram
             connection.close()
     finally:
         rtsp.kill()
+
+
+@pytest.mark.slow
+def test_stop_ends_the_reconnect_attempts(server, frames, demo_onnx):
+    _needs(ffmpeg_missing())
+    http = mjpeg_server(frames).start()
+    earlier = {t for t in threading.enumerate() if t.name == "live-source"}
+    try:
+        viewer = watch_stream(server, http.url, demo_onnx)
+        http.kill()
+        assert wait_for(lambda: source_status(server)["state"] == "reconnecting", timeout=SOURCE_TIMEOUT_S + 10)
+        requests.post(f"{server}/stream/stop", timeout=30).raise_for_status()
+        assert viewer.ended.wait(10)
+        stopped = source_status(server)
+        assert stopped["state"] == "ended"
+        time.sleep(3)  # longer than the first backoff steps: an attempt would have been made by now
+        assert source_status(server)["reconnects"] == stopped["reconnects"]
+        assert not [t for t in threading.enumerate() if t.name == "live-source" and t not in earlier]
+    finally:
+        http.kill()
