@@ -20,8 +20,40 @@
     return parts.join(" · ");
   }
 
+  // Lag and drops also get tiles in the live-stats panel while a live source is selected.
+  function statTile(key, label) {
+    let value = $(`stat-${key}`);
+    if (!value) {
+      const grid = document.querySelector(".stats .stat-grid");
+      if (!grid) return null;
+      const tile = document.createElement("div");
+      tile.dataset.live = "";
+      const term = document.createElement("dt");
+      term.textContent = label;
+      value = document.createElement("dd");
+      value.id = `stat-${key}`;
+      value.dataset.testid = `stat-${key}`;
+      tile.append(term, value);
+      grid.append(tile);
+    }
+    return value;
+  }
+
+  function renderStatTiles(source) {
+    if (!source) {
+      document.querySelectorAll(".stats .stat-grid [data-live]").forEach((tile) => tile.remove());
+      return;
+    }
+    const running = source.state !== "idle" && source.state !== "ended";
+    const lag = statTile("lag", "Lag (ms)");
+    const drops = statTile("drops", "Dropped");
+    if (lag) lag.textContent = running && source.lag_ms !== null ? String(Math.round(source.lag_ms)) : "–";
+    if (drops) drops.textContent = running ? String(source.drops) : "–";
+  }
+
   function render(status) {
     const source = status && status.source;
+    renderStatTiles(source);
     const info = $("source-info");
     info.hidden = !source;
     if (source) {

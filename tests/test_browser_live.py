@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import requests
 from playwright.sync_api import expect
@@ -63,6 +65,8 @@ def test_choose_an_rtsp_source_lose_it_and_recover_without_reloading(server, rts
     expect(state).to_have_text("live", timeout=15_000)
     expect(page.locator("#source-facts")).to_contain_text("lag", timeout=10_000)
     expect(page.locator("#source-facts")).to_contain_text("dropped")
+    expect(page.locator("#stat-lag")).to_have_text(re.compile(r"^\d+$"), timeout=10_000)  # the stats panel too
+    expect(page.locator("#stat-drops")).to_have_text(re.compile(r"^\d+$"))
     feed = page.locator("#stream").get_attribute("src")
     screenshot(page, "desktop-live-source.png")
 
