@@ -456,7 +456,8 @@ class LiveSource:
         now = time.monotonic()
         if self.state != "live" or now - self._connected_at < FPS_SETTLE_S + FPS_WINDOW_S:
             return None
-        recent = [t for t in self._arrivals if t >= now - FPS_WINDOW_S]
+        arrivals = list(self._arrivals)  # one C-level copy: iterating the deque itself races the reader
+        recent = [t for t in arrivals if t >= now - FPS_WINDOW_S]
         return round(len(recent) / FPS_WINDOW_S, 1) if recent else None
 
     def _placeholder_due(self) -> bool:
