@@ -44,6 +44,9 @@ class Config:
     source_backoff_max: float = field(
         default=4.0, metadata={"help": "longest wait in seconds between reconnect attempts to a live source"}
     )
+    viewer_max_fps: float = field(
+        default=30.0, metadata={"help": "frames per second sent to each stream viewer at most (0: no cap)"}
+    )
     dev: bool = field(default=False, metadata={"help": "use Flask's development server"})
     demo: bool = field(
         default=False, metadata={"help": "start with the built-in demo video and model streaming"}

@@ -19,6 +19,7 @@
     streamAttached: false,
     streamRetry: null,
     busy: false,
+    tracing: false,
     endedByItself: false,
     // Polls that started before a user action carry stale values; the epochs let us drop those parts.
     actionEpoch: 0,
@@ -317,12 +318,23 @@
 
   // ---------- stats ----------
 
+  // Stop and reset clear the server's numbers: idle shows dashes. A stream that ended by itself keeps its
+  // counts (how far it got), but nothing runs any more, so no rate and no viewers.
+  function shownStats(status) {
+    const stats = status.stats;
+    if (status.streaming) return stats;
+    if (stats && stats.frames > 0) return { ...stats, fps: null, viewers: null };
+    return null;
+  }
+
   function renderStats(stats) {
     stats = stats || {};
     $("stat-fps").textContent = formatNumber(stats.fps, 1);
     $("stat-frames").textContent = formatNumber(stats.frames);
     $("stat-detections").textContent = formatNumber(stats.detections);
     $("stat-viewers").textContent = formatNumber(stats.viewers);
+    $("stat-latency").textContent = formatNumber(stats.frame_latency_ms, 1);
+    $("stat-dropped").textContent = formatNumber(stats.dropped);
 
     const latency = stats.latency_ms || {};
     const parts = STAGES.map((stage) => [stage, Number(latency[stage]) || 0]);
@@ -345,6 +357,32 @@
     bar.setAttribute("aria-label", sum > 0
       ? `Per-stage latency: ${parts.map(([stage, ms]) => `${stage} ${ms.toFixed(1)} ms`).join(", ")}`
       : "Per-stage latency: no data yet");
+  }
+
+  // ---------- trace ----------
+
+  const TRACE_FRAMES = 60;
+
+  async function recordTrace() {
+    state.tracing = true;
+    renderControls();
+    $("trace-hint").textContent = `Recording ${TRACE_FRAMES} frames…`;
+    try {
+      const response = await fetch(`/api/trace?frames=${TRACE_FRAMES}`, { cache: "no-store" });
+      if (!response.ok) throw new Error(await readError(response));
+      const blob = await response.blob();
+      const link = el("a", { href: URL.createObjectURL(blob), download: "edge-detect-trace.json" });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+      $("trace-hint").textContent = "Saved edge-detect-trace.json: open it in ui.perfetto.dev or chrome://tracing";
+    } catch (error) {
+      $("trace-hint").textContent = `Trace failed: ${error.message}`;
+    } finally {
+      state.tracing = false;
+      renderControls();
+    }
   }
 
   // ---------- settings ----------
@@ -704,6 +742,7 @@
 
     $("start-btn").disabled = !status || streaming || !haveBoth || uploading || state.busy || state.offline;
     $("stop-btn").disabled = !streaming || state.busy || state.offline;
+    $("trace-btn").disabled = !streaming || state.tracing || state.offline;
 
     let hint = "";
     if (status && !streaming && !haveBoth) {
@@ -758,7 +797,7 @@
     if (!state.uploading.video) renderVideoInfo(status.video);
     if (!state.uploading.model) renderModelInfo(status.model);
     renderStream(status);
-    renderStats(status.stats);
+    renderStats(shownStats(status));
     if (window.edgeSource) window.edgeSource.render(status);  // static/source.js
     renderSettings(status, settingsFresh);
     // A poll that crossed a settings change pairs the new setting with old tuning state: wait for a fresh one.
@@ -822,6 +861,7 @@
     setupReset();
     $("start-btn").addEventListener("click", startStream);
     $("stop-btn").addEventListener("click", stopStream);
+    $("trace-btn").addEventListener("click", recordTrace);
     $("stream").addEventListener("error", onStreamError);
     // Settings apply on change; Enter in a field must not submit the form (no inline handler: CSP).
     $("settings").addEventListener("submit", (event) => event.preventDefault());

@@ -19,13 +19,13 @@ def test_bench_writes_table_json_and_plot(make_video, tmp_path, capsys):
     out_json, out_plot = tmp_path / "bench.json", tmp_path / "bench.png"
     results = bench.main([
         "--video", str(video), "--model", str(DEMO_MODEL), "--frames", "10", "--warmup", "2",
-        "--variants", "fp32-640", "fp32-320-de3", "--http", "fp32-320-de3", "--viewers", "1", "2",
+        "--variants", "fp32-640", "fp32-320-de3", "--serial", "fp32-640", "--http", "fp32-320-de3", "--viewers", "1", "2",
         "--http-seconds", "1", "--threads", "1", "--cache", str(tmp_path / "cache"),
         "--json", str(out_json), "--plot", str(out_plot),
     ])
     table = capsys.readouterr().out
     names = [row["name"] for row in results["rows"]]
-    assert names == ["ultralytics-onnx", "fp32-640", "fp32-320-de3"]
+    assert names == ["ultralytics-onnx", "fp32-640", "fp32-320-de3", "fp32-640 serial"]
     for name in names:
         assert name in table
     assert "targets" in table and "server over HTTP" in table
@@ -37,7 +37,12 @@ def test_bench_writes_table_json_and_plot(make_video, tmp_path, capsys):
     http = saved["http"]
     assert [(h["variant"], h["viewers"]) for h in http] == [("fp32-320-de3", 1), ("fp32-320-de3", 2)]
     assert all(h["error"] is None and len(h["fps_per_viewer"]) == h["viewers"] for h in http)
-    assert all(h["bench_fps"] > 0 for h in http)  # the same variant, run locally around each measurement
+    assert all(h["idle_fps"] > 0 and h["server_fps"] > 0 for h in http)  # the server's own counter, no viewer around
+    assert all(row["peer_fps"] > 0 for row in saved["rows"][1:])  # each of ours between two peer segments
+    assert rows["fp32-640"]["latency_ms"] > 0 and rows["fp32-640 serial"]["latency_ms"] > 0
+    assert "fp32-640 latency" in {t["name"] for t in saved["targets"]}
+    assert "flags:" in table and "flags" in saved["machine"]
+    assert [d["anchors"] for d in saved["decode"]] == [8400, 6300, 2100]
     targets = {t["name"]: t for t in saved["targets"]}
     fp32_goal = float(re.search(r">= ([\d.]+)x", targets["fp32-640"]["goal"]).group(1))
     assert targets["fp32-640"]["met"] is (rows["fp32-640"]["ratio"] >= fp32_goal)  # judged from the measured ratio
@@ -48,6 +53,8 @@ def test_bench_writes_table_json_and_plot(make_video, tmp_path, capsys):
 @pytest.mark.parametrize("text, expected", [
     ("fp32-640", bench.Variant("fp32", 640, 1)),
     ("int8-320-de3", bench.Variant("int8", 320, 3)),
+    ("fp32-640-t1", bench.Variant("fp32", 640, 1, 1)),
+    ("int8-320-de3-t3", bench.Variant("int8", 320, 3, 3)),
 ])
 def test_variant_names_round_trip(text, expected):
     assert bench.Variant.parse(text) == expected

@@ -70,7 +70,7 @@ def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_vid
     assert [v.error for v in viewers] == [None, None, None]
     assert requests.get(f"{base}/video_feed", timeout=5).status_code == 409
     workers = {t.name for t in threading.enumerate()}
-    assert not workers & {"stream-producer", "frame-source"}, "nothing may run once the stream stopped"
+    assert not workers & {"stream-detect", "stream-render", "frame-source"}, "nothing may run once the stream stopped"
 
     deleted = requests.post(f"{base}/reset", timeout=5).json()["deleted"]
     assert sorted(deleted) == ["model/shapes-yolov8n.onnx", "video/clip.avi"]

@@ -204,6 +204,7 @@ def test_token_survives_a_restart(tmp_path, start_server):
         ("GET", "/"),
         ("GET", "/api/status"),
         ("GET", "/video_feed"),
+        ("GET", "/api/trace"),
         ("GET", "/static/app.js"),
         ("GET", "/static/style.css"),
         ("GET", "/no/such/page"),

@@ -1,7 +1,13 @@
-"""The per-frame work the stream does: detect (or track), draw, encode; timed stage by stage."""
+"""The per-frame work the stream does: detect (or track), draw, encode; timed stage by stage.
+
+The work is split in two halves so the producer can run them on different threads:
+`detect` (preprocess, inference, postprocess, track) and `render` (draw, encode).
+`process` runs both in a row, as the benchmark's serial rows and the serial producer do.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,19 +28,23 @@ class EncodeFailed(RuntimeError):
     """OpenCV could not encode a frame as JPEG."""
 
 
-@dataclass
-class FrameResult:
-    jpeg: bytes
-    detections: Detections
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    detected: bool = True
+@dataclass(frozen=True)
+class Span:
+    """One stage of one frame: what ran, and when (time.perf_counter seconds)."""
+
+    stage: str
+    start: float
+    end: float
+    thread: str = ""
 
 
-class _Stopwatch:
-    """Collect elapsed milliseconds per named stage."""
+class Stopwatch:
+    """Collect elapsed milliseconds per named stage, and the spans they came from."""
 
     def __init__(self):
         self.timings: dict[str, float] = {}
+        self.spans: list[Span] = []
+        self.thread = threading.current_thread().name
         self._last = time.perf_counter()
 
     def skip(self) -> None:
@@ -44,7 +54,28 @@ class _Stopwatch:
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.timings[stage] = self.timings.get(stage, 0.0) + (now - self._last) * 1000
+        self.spans.append(Span(stage, self._last, now, self.thread))
         self._last = now
+
+
+@dataclass
+class Detected:
+    """A frame after the detect half: its boxes and what finding them cost."""
+
+    frame: Frame
+    detections: Detections
+    detected: bool
+    timings_ms: dict[str, float]
+    spans: list[Span]
+
+
+@dataclass
+class FrameResult:
+    jpeg: bytes
+    detections: Detections
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    detected: bool = True
+    spans: list[Span] = field(default_factory=list)
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -78,6 +109,7 @@ class FramePipeline:
         self.tracker = tracker_factory() if tracker_factory else None
         self._last_detect_index: int | None = None
         self.precision = "fp32"  # of the model that ran last, which may lag the setting while int8 is tuned
+        self.profiling: Detector | None = None  # a profiling session a trace runs in place of the usual one
 
     def reset(self) -> None:
         """Forget tracks, as when the video loops or the model changes."""
@@ -89,41 +121,47 @@ class FramePipeline:
             return True
         return index - self._last_detect_index >= every or index < self._last_detect_index
 
-    def _detect(self, image: np.ndarray, settings: Settings, watch: _Stopwatch) -> Detections:
-        detector = self.detector_for(settings)
+    def _infer(self, image: np.ndarray, settings: Settings, watch: Stopwatch) -> Detections:
+        detector = self.profiling or self.detector_for(settings)
         self.precision = detector.precision
         watch.skip()  # loading a new session after a settings change is not a per-frame cost
         classes = list(settings.classes) if settings.classes is not None else None
         return detector.detect(image, settings.imgsz, settings.conf, settings.iou, classes, lap=watch.lap)
 
-    def _detect_or_track(self, frame: Frame, settings: Settings, watch: _Stopwatch) -> tuple[Detections, bool]:
-        if self._should_detect(frame.index, settings.detect_every):
-            detections = self._detect(frame.image, settings, watch)
+    def detect(self, frame: Frame, settings: Settings) -> Detected:
+        """The detect half: run the network (or only the tracker, between detections) on one frame."""
+        watch = Stopwatch()
+        detected = self._should_detect(frame.index, settings.detect_every)
+        if detected:
+            detections = self._infer(frame.image, settings, watch)
             if self.tracker is not None:
                 detections = self.tracker.update(frame.image, detections)
             self._last_detect_index = frame.index
-            watch.lap("track")
-            return detections, True
-        detections = self.tracker.propagate(frame.image)
+        else:
+            detections = self.tracker.propagate(frame.image)
         watch.lap("track")
-        return detections, False
+        return Detected(frame, detections, detected, watch.timings, watch.spans)
 
-    def process(self, frame: Frame, settings: Settings, fps: float | None = None) -> FrameResult:
-        """Detect (or track), draw and JPEG-encode one frame, timing each stage; fps (when given) goes on the overlay."""
-        watch = _Stopwatch()
-        detections, detected = self._detect_or_track(frame, settings, watch)
+    def render(self, item: Detected, settings: Settings, fps: float | None = None) -> FrameResult:
+        """The render half: draw the boxes (and status line) and JPEG-encode the frame."""
+        watch = Stopwatch()
+        frame = item.frame
         image = annotate.fit_width(frame.image, settings.output_width)
         factor = image.shape[1] / frame.image.shape[1]
         if image is frame.image:
             image = image.copy()
-        annotate.draw_detections(image, scaled(detections, factor), self.class_names)
+        annotate.draw_detections(image, scaled(item.detections, factor), self.class_names)
         if fps is not None:
-            overlay = annotate.Overlay(fps, self.precision, settings.imgsz, settings.detect_every, len(detections))
+            overlay = annotate.Overlay(fps, self.precision, settings.imgsz, settings.detect_every, len(item.detections))
             annotate.draw_status(image, overlay)
         watch.lap("draw")
         jpeg = encode_jpeg(image, settings.jpeg_quality)
         watch.lap("encode")
-        timings = {"decode": frame.decode_ms, **watch.timings}
+        timings = {"decode": frame.decode_ms, **item.timings_ms, **watch.timings}
         for stage in STAGES:
             timings.setdefault(stage, 0.0)
-        return FrameResult(jpeg, detections, timings, detected)
+        return FrameResult(jpeg, item.detections, timings, item.detected, [*item.spans, *watch.spans])
+
+    def process(self, frame: Frame, settings: Settings, fps: float | None = None) -> FrameResult:
+        """Detect (or track), draw and JPEG-encode one frame, timing each stage; fps (when given) goes on the overlay."""
+        return self.render(self.detect(frame, settings), settings, fps)

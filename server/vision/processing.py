@@ -74,21 +74,29 @@ def preprocess(frame: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray
 def decode(
     output: np.ndarray, conf: float, classes: list[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Turn a 1 x (4+nc) x anchors YOLOv8 output into xyxy boxes, scores and class ids above conf."""
-    predictions = output[0].T  # anchors x (4 + nc)
-    class_scores = predictions[:, 4:]
+    """Turn a 1 x (4+nc) x anchors YOLOv8 output into xyxy boxes, scores and class ids above conf.
+
+    The best class is found on the output as it comes (one contiguous row per class) and only the
+    few anchors above conf are transposed: transposing every anchor first cost several times more.
+    """
+    rows = output[0]  # (4 + nc) x anchors
+    class_scores = rows[4:]
+    wanted = None
     if classes is not None:
-        mask = np.full(class_scores.shape[1], -1.0, np.float32)
-        mask[[c for c in classes if 0 <= c < len(mask)]] = 0.0
-        class_scores = class_scores + mask
-    class_ids = class_scores.argmax(axis=1)
-    scores = class_scores[np.arange(len(class_ids)), class_ids]
-    keep = scores > conf
-    xywh, scores, class_ids = predictions[keep, :4], scores[keep], class_ids[keep]
-    boxes = np.empty_like(xywh)
+        wanted = np.unique(np.asarray([c for c in classes if 0 <= c < len(class_scores)], np.int64))
+        class_scores = class_scores[wanted]
+    if len(class_scores) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
+    best = class_scores.max(axis=0)
+    keep = np.flatnonzero(best > conf)
+    class_ids = class_scores[:, keep].argmax(axis=0)
+    if wanted is not None:
+        class_ids = wanted[class_ids]
+    xywh = rows[:4, keep].T
+    boxes = np.empty((len(keep), 4), np.float32)
     boxes[:, :2] = xywh[:, :2] - xywh[:, 2:] / 2
     boxes[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
-    return boxes.astype(np.float32), scores.astype(np.float32), class_ids.astype(np.int64)
+    return boxes, best[keep].astype(np.float32), class_ids.astype(np.int64)
 
 
 def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""A running stream's numbers: moving averages of stage timings, the published frame rate, the last detections."""
+"""Live numbers of a running stream: stage timings, frame rate, frame latency, drops."""
 
 from __future__ import annotations
 
@@ -9,35 +9,58 @@ import time
 from server.vision.pipeline import STAGES
 
 EMA_ALPHA = 0.1
+FPS_WINDOW_S = 2.0
 
 
 class StreamStats:
-    """Moving averages of stage timings and the published frame rate."""
+    """Moving averages of stage timings and frame latency, and the published frame rate."""
 
-    def __init__(self):
+    def __init__(self, stages: tuple[str, ...] = STAGES):
         self._lock = threading.Lock()
-        self.frames = 0
-        self.detections = 0
-        self.latency_ms = {stage: 0.0 for stage in (*STAGES, "total")}
-        self._published = collections.deque(maxlen=60)
+        self.stages = stages
+        self.clear()
 
-    def record(self, timings_ms: dict[str, float], detections: int) -> None:
-        total = sum(timings_ms.get(stage, 0.0) for stage in STAGES)
+    def clear(self) -> None:
+        """Forget everything, as when the stream stops or the uploads are reset."""
         with self._lock:
-            first = self.frames == 0
+            self.frames = 0
+            self.detections = 0
+            self.dropped = 0
+            self.latency_ms = {stage: 0.0 for stage in (*self.stages, "total")}
+            self.frame_latency_ms = 0.0
+            self._published: collections.deque[float] = collections.deque(maxlen=120)
+            self._ended = False
+
+    def end(self) -> None:
+        """The stream ended by itself: keep the counts, but nothing is being published any more."""
+        with self._lock:
+            self._ended = True
+
+    def _average(self, old: float, value: float) -> float:
+        return value if self.frames == 0 else old + EMA_ALPHA * (value - old)
+
+    def record(self, timings_ms: dict[str, float], detections: int, frame_latency_ms: float = 0.0) -> None:
+        """Count one published frame: its stage times, boxes and decode-to-publish latency."""
+        total = sum(timings_ms.get(stage, 0.0) for stage in self.stages)
+        with self._lock:
             for stage, value in {**timings_ms, "total": total}.items():
-                old = self.latency_ms.get(stage, 0.0)
-                self.latency_ms[stage] = value if first else old + EMA_ALPHA * (value - old)
+                self.latency_ms[stage] = self._average(self.latency_ms.get(stage, 0.0), value)
+            self.frame_latency_ms = self._average(self.frame_latency_ms, frame_latency_ms)
             self.frames += 1
             self.detections = detections
             self._published.append(time.monotonic())
 
+    def drop(self, count: int = 1) -> None:
+        """Count frames decoded but never published (late for realtime, or overtaken by a newer one)."""
+        with self._lock:
+            self.dropped += count
+
     def fps(self) -> float:
         with self._lock:
-            stamps = list(self._published)
-        if len(stamps) < 2 or time.monotonic() - stamps[-1] > 2.0:
+            stamps = [] if self._ended else list(self._published)
+        if len(stamps) < 2 or time.monotonic() - stamps[-1] > FPS_WINDOW_S:
             return 0.0
-        recent = [t for t in stamps if t >= stamps[-1] - 2.0]
+        recent = [t for t in stamps if t >= stamps[-1] - FPS_WINDOW_S]
         if len(recent) < 2:
             return 0.0
         return (len(recent) - 1) / (recent[-1] - recent[0])
@@ -45,11 +68,14 @@ class StreamStats:
     def snapshot(self, viewers: int) -> dict:
         with self._lock:
             latency = {stage: round(value, 2) for stage, value in self.latency_ms.items()}
-            frames, detections = self.frames, self.detections
+            frames, detections, dropped = self.frames, self.detections, self.dropped
+            frame_latency = round(self.frame_latency_ms, 2)
         return {
             "fps": round(self.fps(), 2),
             "frames": frames,
             "viewers": viewers,
             "detections": detections,
+            "dropped": dropped,
             "latency_ms": latency,
+            "frame_latency_ms": frame_latency,
         }

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -38,6 +38,7 @@ class Frame:
     image: np.ndarray
     decode_ms: float
     position: int = 0
+    decoded_at: float = field(default_factory=time.perf_counter)  # when decoding ended (perf_counter)
 
 
 def _sane_fps(fps: float) -> float:

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from server.vision import mjpeg
 from server.vision.settings import SettingsError
 from server.vision.sources import SourceRejected
+from server.vision.trace import TraceRequestInvalid, parse_trace_request
 from server.web.service import Busy, DetectionService, TooManyViewers
 from server.web.uploads import UploadRejected
 
@@ -105,6 +106,14 @@ def select_source():
     return jsonify({"source": service().select_source(body["url"])})
 
 
+@bp.get("/api/trace")
+def trace():
+    frames, onnx_profile = parse_trace_request(request.args.get("frames"), request.args.get("onnx"))
+    response = jsonify(service().trace(frames, onnx_profile))
+    response.headers["Content-Disposition"] = 'attachment; filename="edge-detect-trace.json"'
+    return response
+
+
 @bp.post("/reset")
 def reset():
     return jsonify({"deleted": service().reset()})
@@ -113,6 +122,7 @@ def reset():
 @bp.app_errorhandler(UploadRejected)
 @bp.app_errorhandler(SettingsError)
 @bp.app_errorhandler(SourceRejected)
+@bp.app_errorhandler(TraceRequestInvalid)
 def bad_request(exc):
     return error(str(exc), 400)
 

@@ -15,7 +15,7 @@ from server.models.runtime import ModelRuntime
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
 from server.vision.stats import StreamStats
-from server.vision.stream import StreamRunner
+from server.vision.stream import StreamRunner, TraceBusy
 from server.vision.tracker import Tracker
 from server.web.live import CALIBRATION_CLIP, LiveChoice
 from server.web.uploads import StoredModel, UploadStore
@@ -136,6 +136,8 @@ class DetectionService:
             self._runtime = None
             self.last_error = None
             self.demo = False
+            self.settings = apply_changes(self.settings, {"precision": Settings.precision})
+            self._runner = None  # a finished stream's numbers go with its files
             self.int8.forget()
             self._live = None
             return self.store.reset()
@@ -177,7 +179,8 @@ class DetectionService:
             if live is not None:
                 self._runner = self._live_runner(live, pipeline)
             else:
-                self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end)
+                self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end,
+                                            max_viewer_fps=self.config.viewer_max_fps)
             self._runner.start()
             logger.info("stream started: %s with %s", live.spec.label if live else video.path.name, model.path.name)
 
@@ -214,7 +217,7 @@ class DetectionService:
         settings = LiveChoice.settings_for(self.current_settings)
         return StreamRunner(
             live.spec.label, live.video_info(), pipeline, settings, self._on_end,
-            open_source=live.open, on_publish=live.published,
+            open_source=live.open, on_publish=live.published, max_viewer_fps=self.config.viewer_max_fps,
         )
 
     def _on_end(self, error: str | None) -> None:
@@ -225,7 +228,17 @@ class DetectionService:
         runner = self._runner
         if runner is not None and runner.running:
             runner.stop()
-            logger.info("stream stopped after %d frames", runner.stats.frames)
+            logger.info("stream stopped after %d frames", runner.hub.published)  # stop cleared the stats
+
+    def trace(self, frames: int, onnx_profile: bool = False) -> dict:
+        """Record the next frames' stage spans as a Chrome trace; raise Busy when not streaming."""
+        runner = self._runner
+        if runner is None or not self.streaming:
+            raise Busy("the stream is not running: start it, then record a trace")
+        try:
+            return runner.record_trace(frames, onnx_profile)
+        except TraceBusy as exc:
+            raise Busy(str(exc)) from None
 
     def viewer_frames(self) -> Iterator[bytes]:
         """Return a multipart generator for one viewer; raise Busy when not streaming or full."""

@@ -1,0 +1,58 @@
+"""Stop and reset leave no stale numbers or settings behind; each viewer gets at most --viewer-max-fps."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from server.vision import mjpeg
+from tests.waiting import wait_for
+
+
+def upload(client, route, path):
+    with open(path, "rb") as handle:
+        response = client.post(route, data={"file": (handle, path.name)}, content_type="multipart/form-data")
+    assert response.status_code == 201, response.get_json()
+    return response
+
+
+def test_stop_clears_the_stats(client, make_video, demo_onnx):
+    upload(client, "/upload/video", make_video(frames=30))
+    upload(client, "/upload/model", demo_onnx)
+    client.post("/api/settings", json={"imgsz": 320, "realtime": False})
+    client.post("/stream/start")
+    assert wait_for(lambda: client.get("/api/status").get_json()["stats"]["frames"] >= 3, timeout=60)
+    client.post("/stream/stop")
+    stats = client.get("/api/status").get_json()["stats"]
+    assert stats["frames"] == 0 and stats["fps"] == 0 and stats["detections"] == 0
+    assert stats["frame_latency_ms"] == 0 and all(v == 0 for v in stats["latency_ms"].values())
+
+
+def test_reset_puts_precision_back_to_the_default(client):
+    assert client.post("/api/settings", json={"precision": "int8"}).get_json()["precision"] == "int8"
+    client.post("/reset")
+    assert client.get("/api/status").get_json()["settings"]["precision"] == "fp32"
+
+
+def test_viewer_max_fps_caps_what_each_viewer_gets(serve, make_video, demo_onnx):
+    server = serve(viewer_max_fps=4)
+    for path, kind in ((make_video(frames=40), "video"), (demo_onnx, "model")):
+        with open(path, "rb") as handle:
+            assert requests.post(f"{server.url}/upload/{kind}", files={"file": (path.name, handle)}, timeout=60).ok
+    requests.post(f"{server.url}/api/settings", json={"imgsz": 320, "realtime": False}, timeout=5)
+    assert requests.post(f"{server.url}/stream/start", timeout=30).ok
+    status = lambda: requests.get(f"{server.url}/api/status", timeout=5).json()["stats"]  # noqa: E731
+    assert wait_for(lambda: status()["frames"] >= 2, timeout=60)
+    received, started = 0, None
+    with requests.get(f"{server.url}/video_feed", stream=True, timeout=10) as response:
+        for _ in mjpeg.iter_jpegs(response.iter_content(8192)):
+            received += 1
+            if received == 1:
+                started, produced = time.monotonic(), status()["frames"]
+            elif time.monotonic() - started >= 2.0:
+                break
+    produced = status()["frames"] - produced
+    requests.post(f"{server.url}/stream/stop", timeout=10)
+    assert received <= 2.0 * 4 + 2  # 4 fps for two seconds, give or take the edges
+    assert produced > received  # the producer was not held back to the viewer's pace
