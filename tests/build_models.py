@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.models.export_worker import WORKER_ENVIRONMENT, block_network  # noqa: E402
 from tests.model_zoo import builder_id, zoo_is_current  # noqa: E402
+from tests.ultralytics_reference import ULTRALYTICS_ENVIRONMENT, block_network  # noqa: E402
 
-os.environ.update(WORKER_ENVIRONMENT)
+os.environ.update(ULTRALYTICS_ENVIRONMENT)
 block_network()
 
 import numpy as np  # noqa: E402

@@ -81,7 +81,6 @@ def test_upload_onnx_model(client, yolov8n_onnx):
     assert len(model["classes"]) == 80 and model["imgsz"] == 640
 
 
-@pytest.mark.slow
 def test_upload_pt_converts_and_caches_by_sha(client, app, demo_pt):
     response = upload(client, "/upload/model", demo_pt)
     assert response.status_code == 201, response.get_json()

@@ -1,22 +1,18 @@
-"""Weights inspection (.pt without unpickling for real, .onnx by metadata and shapes) and .pt -> ONNX conversion."""
+"""Weights inspection: .pt without unpickling for real, .onnx by metadata and shapes (conversion: test_converter.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
-from server.models.convert import ConversionFailed, convert_cached, convert_to_onnx
 from server.models.files import sha256_of
 from server.models.identify import inspect_checkpoint, inspect_model
 from server.models.info import ModelInfo, ModelRejected
@@ -179,84 +175,12 @@ def test_sha256_of_matches_hashlib(model_zoo):
     assert sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def converted(model_zoo, tmp_path_factory):
-    """Convert yolov8n.pt once through the cache, recording the progress reported."""
-    cache = tmp_path_factory.mktemp("onnx-cache")
-    events: list[tuple[str, float, str]] = []
-    onnx_path = convert_cached(
-        model_zoo / "yolov8n.pt", cache, imgsz=640, timeout=600, on_progress=lambda *e: events.append(e)
-    )
-    return onnx_path, events, cache
-
-
-def test_conversion_makes_an_onnx_that_inspects_and_runs(converted):
-    onnx_path, events, _ = converted
-    stages = [stage for stage, _, _ in events]
-    assert stages[0] == "loading" and stages[-1] == "done" and "exporting" in stages
-    assert [p for _, p, _ in events] == sorted(p for _, p, _ in events)
-    assert inspect_onnx(onnx_path) == ModelInfo("yolov8", "detect", [str(i) for i in range(80)], 640, None)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (output,) = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 480, 640), np.float32)})
-    assert output.shape == (1, 84, 60 * 80 + 30 * 40 + 15 * 20)  # anchors at strides 8, 16 and 32
-
-
-def test_cached_conversion_is_reused_without_converting_again(converted, model_zoo):
-    onnx_path, _, cache = converted
-    assert onnx_path == cache / f"{sha256_of(model_zoo / 'yolov8n.pt')}.onnx"
-    before = onnx_path.stat().st_mtime_ns
-    events = []
-    again = convert_cached(model_zoo / "yolov8n.pt", cache, on_progress=lambda *e: events.append(e))
-    assert again == onnx_path and again.stat().st_mtime_ns == before
-    assert events == [("done", 1.0, "using the cached ONNX conversion")]
-    assert sorted(p.name for p in cache.iterdir()) == [onnx_path.name]
-
-
-def test_corrupt_tensor_data_passes_inspection_but_conversion_reports_the_child_error(model_zoo, tmp_path):
-    corrupt = model_zoo / "corrupt-tensors.pt"
-    assert inspect_checkpoint(corrupt).family == "yolov8"
-    target = tmp_path / "out.onnx"
-    with pytest.raises(ConversionFailed, match=r"^Converting the \.pt to ONNX failed: RuntimeError: .+"):
-        convert_to_onnx(corrupt, target, timeout=600)
-    assert not target.exists()
-    assert list(tmp_path.iterdir()) == []  # no partial file left behind
-
-
-def test_conversion_that_runs_out_of_time_is_stopped(model_zoo, tmp_path):
-    target = tmp_path / "out.onnx"
-    with pytest.raises(ConversionFailed, match=r"took longer than 0\.01 s and was stopped"):
-        convert_to_onnx(model_zoo / "yolov8n.pt", target, timeout=0.01)
-    assert not target.exists()
-
-
-def worker(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "server.models.export_worker", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def test_worker_keeps_stdout_for_json_and_ends_stderr_with_the_error(model_zoo, tmp_path):
-    result = worker([str(model_zoo / "corrupt-tensors.pt"), str(tmp_path / "out.onnx")], cwd=tmp_path)
-    assert result.returncode != 0
-    events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert events and events[0]["stage"] == "loading"
-    assert result.stderr.strip().splitlines()[-1].startswith("error: RuntimeError: ")
-    assert list(tmp_path.iterdir()) == []  # nothing written into the cwd either
-
-
-def test_worker_refuses_a_malicious_pickle_even_without_inspection(model_zoo, tmp_path):
-    marker = Path(json.loads((model_zoo / "manifest.json").read_text())["markers"]["malicious-system.pt"])
-    result = worker([str(model_zoo / "malicious-system.pt"), str(tmp_path / "out.onnx")], cwd=tmp_path)
-    assert result.returncode != 0
-    assert "outside the supported Ultralytics checkpoint format" in result.stderr.strip().splitlines()[-1]
-    assert not marker.exists() and list(tmp_path.iterdir()) == []
-
-
-def test_server_modules_never_import_torch_or_ultralytics(model_zoo):
+def test_server_modules_never_import_torch_or_ultralytics(model_zoo, tmp_path):
     code = (
         "import sys, json\n"
-        "import server.models.identify as m, server.models.convert\n"
+        "import server.models.identify as m, server.models.convert as c\n"
         f"m.inspect_model({str(model_zoo / 'yolov8n.pt')!r}); m.inspect_model({str(model_zoo / 'yolov8n.onnx')!r})\n"
+        f"c.convert_to_onnx({str(model_zoo / 'yolov8n.pt')!r}, {str(tmp_path / 'n.onnx')!r})\n"
         "print(json.dumps(sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'ultralytics'))))\n"
     )
     result = subprocess.run(

@@ -2,17 +2,24 @@
 
 A .pt is a torch zip archive whose data.pkl is a pickle, and unpickling can run arbitrary code. So the pickle is
 read with an Unpickler whose find_class answers only names on an allow-list, and even those resolve to inert
-stand-ins (never the real class or function): nothing the file names is ever imported or called. This module must
-never import torch or ultralytics (the server process stays free of them).
+stand-ins (never the real class or function): nothing the file names is ever imported or called. The archive is
+held to what torch itself writes (one member per name, sizes checked while reading, a bounded pickle), and the few
+allow-listed callables that could chain into real code (getattr, _rebuild_from_type_v2) are held to the arguments real
+checkpoints give them. Tensor storages are read by server.models.torch_zip. This module must never import torch or
+ultralytics (the server process stays free of them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import pickle
+import pickletools
 import re
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from server.models.info import ModelRejected
@@ -20,6 +27,12 @@ from server.models.info import ModelRejected
 logger = logging.getLogger(__name__)
 
 MAX_PICKLE_BYTES = 64 * 1024 * 1024  # data.pkl holds the object tree only; tensors live in other records
+MAX_PICKLE_OPS = 2_000_000  # yolov8n's data.pkl has 38k opcodes; a mid-training yolov8x a few hundred thousand
+MAX_MEMO_INDEX = 1_000_000  # the unpickler sizes its memo table by the largest index it is given
+MEMO_WRITES = ("PUT", "BINPUT", "LONG_BINPUT")
+MAX_MEMBERS = 100_000  # yolov8x has under 1,000 records
+READ_CHUNK = 1 << 20
+DAMAGED_ARCHIVE = "Not a model file: the checkpoint archive is damaged"
 LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")  # pickled magic number of pre-1.6 torch.save
 
 
@@ -102,12 +115,17 @@ class StandIn:
     qualname = "?"
 
     def __new__(cls, *args, **kwargs):
+        cls.check_call(args)
         self = object.__new__(cls)
         self.args, self.state, self.items = args, None, []
         return self
 
     def __init__(self, *args, **kwargs):
         pass
+
+    @classmethod
+    def check_call(cls, args: tuple) -> None:
+        """Refuse arguments a real checkpoint never passes (only the stand-ins below check anything)."""
 
     def __setstate__(self, state):
         self.state = state
@@ -126,9 +144,49 @@ class StandIn:
 
 
 class Storage(StandIn):
-    """Stand-in for a tensor storage: the record it would be read from, which is never read."""
+    """Stand-in for a tensor storage: the record it would be read from (server.models.torch_zip reads it)."""
 
     qualname = "storage"
+
+
+SUSPICIOUS = "refusing to load: the checkpoint calls {} in a way no YOLO checkpoint does"
+
+
+class GetattrStandIn(StandIn):
+    """getattr(...) as a stand-in: only getattr(<a layer or its class>, "<public name>").
+
+    Old heads pickle Detect.forward as getattr(Detect, "forward"), fused models Conv.forward as
+    getattr(<that Conv>, "forward_fuse"). A chain like getattr(Module, "__init__") -> __globals__ is refused.
+    """
+
+    @classmethod
+    def check_call(cls, args: tuple) -> None:
+        target, name = args if len(args) == 2 else (None, None)
+        target_class = target if isinstance(target, type) else type(target)
+        layer = issubclass(target_class, StandIn) and is_layer_class(target_class.qualname)
+        if not (layer and isinstance(name, str) and name.isidentifier() and not name.startswith("_")):
+            raise ModelRejected(SUSPICIOUS.format("builtins.getattr"))
+
+
+class RebuildFromTypeStandIn(StandIn):
+    """torch._tensor._rebuild_from_type_v2(func, type, args, state): func must rebuild a tensor, type be torch's."""
+
+    @classmethod
+    def check_call(cls, args: tuple) -> None:
+        func, new_type = (args[0], args[1]) if len(args) == 4 else (None, None)
+        rebuilds = getattr(func, "qualname", "").startswith("torch._utils._rebuild_")
+        torch_type = getattr(new_type, "qualname", "").startswith("torch.")
+        if not (rebuilds and torch_type and isinstance(args[2], tuple) and isinstance(args[3], (dict, type(None)))):
+            raise ModelRejected(SUSPICIOUS.format("torch._tensor._rebuild_from_type_v2"))
+
+
+CHECKED_CALLS = {"builtins.getattr": GetattrStandIn, "torch._tensor._rebuild_from_type_v2": RebuildFromTypeStandIn}
+
+
+def is_layer_class(full: str) -> bool:
+    """Return whether a dotted name is a class of the layer modules (torch.nn, ultralytics.nn ...)."""
+    module, _, name = full.rpartition(".")
+    return bool(CLASS_NAME.fullmatch(name)) and module.startswith(LAYER_MODULE_PREFIXES)
 
 
 def is_allowed(module: str, name: str) -> bool:
@@ -159,7 +217,8 @@ class InertUnpickler(pickle.Unpickler):
             )
         self.globals_seen.add(full)
         if full not in self._stand_ins:
-            self._stand_ins[full] = type(name if name.isidentifier() else "StandIn", (StandIn,), {"qualname": full})
+            base = CHECKED_CALLS.get(full, StandIn)
+            self._stand_ins[full] = type(name if name.isidentifier() else "StandIn", (base,), {"qualname": full})
         return self._stand_ins[full]
 
     def persistent_load(self, pid):
@@ -170,8 +229,46 @@ class InertUnpickler(pickle.Unpickler):
         return Storage(*pid)
 
 
+@dataclass
+class Checkpoint:
+    """An opened checkpoint: its object tree as stand-ins, the globals it named, and its archive for tensor reads."""
+
+    top: object
+    globals_seen: set[str]
+    archive: zipfile.ZipFile
+    prefix: str
+
+
+@contextlib.contextmanager
+def open_checkpoint(path: str | Path) -> Iterator[Checkpoint]:
+    """Unpickle a torch zip checkpoint into stand-ins and keep its archive open while the caller reads tensors."""
+    check_zip_magic(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError):
+        raise ModelRejected(DAMAGED_ARCHIVE) from None
+    with archive:
+        records = member_names(archive)
+        pickle_name = pickle_record(records)
+        try:
+            data = read_member(archive, pickle_name, MAX_PICKLE_BYTES)
+        except ModelRejected:  # a ValueError too: keep its message
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError):
+            raise ModelRejected(DAMAGED_ARCHIVE) from None
+        prefix = pickle_name.rsplit("/", 1)[0]
+        top, seen = unpickle(data, prefix, records)
+        yield Checkpoint(top, seen, archive, prefix)
+
+
 def read_checkpoint(path: str | Path) -> tuple[object, set[str]]:
     """Unpickle a torch zip checkpoint into stand-ins; return the top object and the globals it named."""
+    with open_checkpoint(path) as checkpoint:
+        return checkpoint.top, checkpoint.globals_seen
+
+
+def check_zip_magic(path: str | Path) -> None:
+    """Refuse legacy torch pickles and anything that is not a zip before opening it."""
     with open(path, "rb") as handle:
         head = handle.read(len(LEGACY_TORCH_MAGIC))
     if head.startswith(LEGACY_TORCH_MAGIC):
@@ -181,18 +278,72 @@ def read_checkpoint(path: str | Path) -> tuple[object, set[str]]:
         )
     if not head.startswith(b"PK"):
         raise ModelRejected("Not a model file: this is not a PyTorch checkpoint (.pt)")
+
+
+def member_names(archive: zipfile.ZipFile) -> set[str]:
+    """Return the archive's member names, refusing an archive where two members could be taken for one.
+
+    Readers disagree on which of two same-named members they return (Python's zipfile takes the last, torch's the
+    first), so a zip with duplicates can show this check one data.pkl and another reader the other one.
+    """
+    names = [info.filename for info in archive.infolist()]
+    if len(names) > MAX_MEMBERS:
+        raise ModelRejected("Not a model file: the checkpoint archive holds implausibly many records")
+    seen: set[str] = set()
+    for name in names:
+        canonical = name.replace("\\", "/").lstrip("/").lower()
+        if canonical in seen:
+            raise ModelRejected(f"Not a model file: the checkpoint archive holds {name[:100]!r} more than once")
+        seen.add(canonical)
+    return set(names)
+
+
+def read_member(archive: zipfile.ZipFile, name: str, limit: int, exact: bool = False) -> bytes:
+    """Read one zip member, stopping as soon as it grows past limit (the size in its header is not trusted).
+
+    Reading to the end lets zipfile check the member's CRC. With exact=True the member must be limit bytes long.
+    """
+    parts, total = [], 0
+    with archive.open(name) as stream:
+        while True:
+            chunk = stream.read(min(READ_CHUNK, limit + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise ModelRejected(f"Not a model file: the checkpoint record {name} is larger than it can be")
+    if exact and total != limit:
+        raise ModelRejected(f"Not a model file: the checkpoint record {name} holds {total} bytes, not {limit}")
+    return b"".join(parts)
+
+
+def check_pickle_budget(data: bytes) -> None:
+    """Refuse a pickle whose opcodes would build more than a checkpoint ever needs, before unpickling it.
+
+    A few bytes of pickle can ask for a lot of memory: one LONG_BINPUT with a large index makes the unpickler
+    allocate a memo table of that size, and every opcode can push another object. Real YOLOv8 checkpoints use
+    under 100k opcodes and memo indexes below 50k.
+    """
+    count = 0
     try:
-        with zipfile.ZipFile(path) as archive:
-            records = set(archive.namelist())
-            pickle_name = pickle_record(records)
-            if archive.getinfo(pickle_name).file_size > MAX_PICKLE_BYTES:
+        for opcode, argument, _ in pickletools.genops(data):
+            count += 1
+            if count > MAX_PICKLE_OPS:
                 raise ModelRejected("Not a model file: the checkpoint's object tree is implausibly large")
-            data = archive.read(pickle_name)
+            if opcode.name in MEMO_WRITES and isinstance(argument, int) and argument > MAX_MEMO_INDEX:
+                raise ModelRejected("Not a model file: the checkpoint's object tree is implausibly large")
     except ModelRejected:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, ValueError):
-        raise ModelRejected("Not a model file: the checkpoint archive is damaged") from None
-    unpickler = InertUnpickler(data, pickle_name.rsplit("/", 1)[0], records)
+    except Exception as exc:  # genops raises ValueError on a bad opcode, others on truncated data
+        logger.info("checkpoint pickle unreadable: %r", exc)
+        raise ModelRejected("Not a model file: the checkpoint's contents are damaged") from None
+
+
+def unpickle(data: bytes, prefix: str, records: set[str]) -> tuple[object, set[str]]:
+    """Unpickle data.pkl into stand-ins within the opcode and memo budget; return the top object and globals."""
+    check_pickle_budget(data)
+    unpickler = InertUnpickler(data, prefix, records)
     try:
         top = unpickler.load()
     except ModelRejected:
@@ -244,3 +395,5 @@ def short(qualname: str) -> str:
 
 def is_tensor(obj: object) -> bool:
     return class_of(obj).startswith(("torch._utils._rebuild", "torch._tensor._rebuild"))
+
+

@@ -1,44 +1,39 @@
-"""Turn an uploaded .pt into ONNX in a child process (server.models.export_worker), so the server never imports torch."""
+"""Turn an uploaded YOLOv8 .pt into ONNX with the built-in converter, in the server's own process, without torch.
+
+The checkpoint is read by the inert reader (server.models.checkpoint: nothing it names is imported or called), its
+tensors by server.models.torch_zip and the graph is built by server.models.yolov8_onnx with numpy and onnx. The result
+is cached by the .pt's SHA-256, so uploading the same weights again costs one hash.
+"""
 
 from __future__ import annotations
 
-import collections
-import importlib.util
-import json
 import logging
 import os
-import queue
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from server.config import REPO_ROOT
+import onnx
+
+from server.models.checkpoint import attrs, open_checkpoint
 from server.models.files import sha256_of
+from server.models.identify import inspect_checkpoint, model_object
 from server.models.info import ModelRejected
+from server.models.torch_zip import TensorReader, byteorder_of
+from server.models.yolov8_onnx import (
+    EXPORT_HINT,
+    build_detect_onnx,
+    detect_strides_of,
+    export_metadata,
+)
 
 logger = logging.getLogger(__name__)
-
-PROJECT_ROOT = REPO_ROOT
-WORKER_MODULE = "server.models.export_worker"
-NEEDS_TORCH = (
-    "converting a .pt needs ultralytics and torch installed on the server; upload a YOLOv8 .onnx export instead"
-)
-STDERR_LINES_KEPT = 200
 
 ProgressCallback = Callable[[str, float, str], None]
 
 
 class ConversionFailed(ModelRejected):
-    """A .pt that could not be turned into ONNX; the message says why (the child's own words when it has some)."""
-
-
-def conversion_available() -> bool:
-    """Return whether torch and ultralytics are installed (looked up, not imported)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "ultralytics"))
+    """A .pt that could not be turned into ONNX; the message says why."""
 
 
 def convert_cached(
@@ -65,118 +60,55 @@ def convert_to_onnx(
     imgsz: int = 640,
     timeout: float = 300,
     on_progress: ProgressCallback | None = None,
-) -> None:
-    """Export pt_path to onnx_path in a child process; raise ConversionFailed with its message on failure."""
-    if not conversion_available():
-        raise ConversionFailed(NEEDS_TORCH)
-    command = [
-        sys.executable, "-m", WORKER_MODULE,
-        str(Path(pt_path).resolve()), str(Path(onnx_path).resolve()), "--imgsz", str(imgsz),
-    ]  # fmt: skip
+) -> float:
+    """Convert pt_path to onnx_path (written atomically); return the seconds it took. Raises ModelRejected."""
     started = time.monotonic()
-    returncode, stderr_lines = run_worker(command, started + timeout, on_progress)
-    if returncode is None:
-        raise ConversionFailed(f"Converting the .pt to ONNX took longer than {timeout:g} s and was stopped")
-    if returncode != 0 or not Path(onnx_path).is_file():
-        logger.warning("export worker failed (exit %s):\n%s", returncode, "\n".join(stderr_lines[-20:]))
-        raise ConversionFailed(f"Converting the .pt to ONNX failed: {child_message(stderr_lines, returncode)}")
-    logger.info("converted %s to %s in %.1f s", Path(pt_path).name, Path(onnx_path).name, time.monotonic() - started)
-
-
-def run_worker(
-    command: list[str], deadline: float, on_progress: ProgressCallback | None
-) -> tuple[int | None, list[str]]:
-    """Run the worker in a temp cwd, relaying progress; return (exit code, None if stopped; last stderr lines)."""
-    with tempfile.TemporaryDirectory(prefix="convert-") as work:  # ultralytics writes into the cwd: keep it here
-        try:
-            child = subprocess.Popen(
-                command,
-                cwd=work,
-                env=worker_environment(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                encoding="utf-8",
-                errors="replace",  # ultralytics prints emoji; never fail on a byte we cannot decode
-            )
-        except OSError as exc:
-            raise ConversionFailed(f"Could not start the converter: {exc}") from None
-        stderr_tail = StderrTail(child.stderr)
-        try:
-            finished = relay_progress(child, deadline, on_progress)
-            returncode = wait_or_kill(child, deadline if finished else time.monotonic())
-        finally:  # also when on_progress raised: never leave the child running
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-        stderr_tail.thread.join(timeout=5)
-    return returncode, list(stderr_tail.lines)
-
-
-def worker_environment() -> dict[str, str]:
-    """Return the child's environment: this project importable, ultralytics offline and not installing anything."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    env.update({"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"})
-    return env
-
-
-class StderrTail:
-    """The last lines a child wrote to stderr, collected by a thread so the pipe never fills up."""
-
-    def __init__(self, stream):
-        self.lines: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
-        self.thread = threading.Thread(target=self._read, args=(stream,), name="export-stderr", daemon=True)
-        self.thread.start()
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            self.lines.append(line.rstrip())
-            logger.debug("export worker: %s", line.rstrip())
-
-
-def wait_or_kill(child: subprocess.Popen, deadline: float) -> int | None:
-    """Wait for the child until the deadline; kill it then. Return its exit code, or None when it was killed."""
+    report = Progress(on_progress, started + timeout, timeout)
+    report("reading", 0.1, "reading the checkpoint")
+    info = inspect_checkpoint(pt_path)  # the same refusals as at upload, for callers that did not inspect first
     try:
-        return child.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-        return None
+        with open_checkpoint(pt_path) as checkpoint:
+            model = model_object(checkpoint.top)
+            order = byteorder_of(checkpoint.archive, checkpoint.prefix)
+            tensors = TensorReader(checkpoint.archive, checkpoint.prefix, order)
+            report("building", 0.3, "building the ONNX graph from the checkpoint's layers")
+            version = str(checkpoint.top.get("version", "unknown")) if isinstance(checkpoint.top, dict) else "unknown"
+            metadata = export_metadata(attrs(model), info.classes, imgsz, detect_strides_of(model, tensors), version)
+            proto = build_detect_onnx(model, tensors, info.classes, metadata)
+        report("checking", 0.8, "checking the ONNX graph")
+        serialized = proto.SerializeToString()  # once: the checker and the file share it (270 MB for a YOLOv8x)
+        onnx.checker.check_model(serialized)
+        write_model(serialized, Path(onnx_path))
+    except ModelRejected:
+        raise
+    except Exception as exc:  # a checkpoint shaped in a way the converter did not foresee: a 400, not a 500
+        logger.exception("converting %s failed", Path(pt_path).name)
+        raise ConversionFailed(f"Converting the .pt to ONNX failed ({type(exc).__name__}); {EXPORT_HINT}") from None
+    seconds = time.monotonic() - started
+    logger.info("converted %s to ONNX in %.2f s (%d nodes)", Path(pt_path).name, seconds, len(proto.graph.node))
+    report("done", 1.0, f"converted to ONNX in {seconds:.1f} s")
+    return seconds
 
 
-def relay_progress(child: subprocess.Popen, deadline: float, on_progress: ProgressCallback | None) -> bool:
-    """Pass the child's JSON progress lines to on_progress until it closes stdout; False if the deadline passed."""
-    events: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=read_events, args=(child.stdout, events), name="export-stdout", daemon=True)
-    reader.start()
-    while True:
-        try:
-            event = events.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            return False
-        if event is None:
-            return True
-        if on_progress:
-            on_progress(str(event.get("stage", "")), float(event.get("progress", 0.0)), str(event.get("message", "")))
+class Progress:
+    """Pass progress to the callback and stop the conversion between steps once its time is up."""
+
+    def __init__(self, callback: ProgressCallback | None, deadline: float, timeout: float):
+        self.callback, self.deadline, self.timeout = callback, deadline, timeout
+
+    def __call__(self, stage: str, progress: float, message: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise ConversionFailed(f"Converting the .pt to ONNX took longer than {self.timeout:g} s and was stopped")
+        if self.callback:
+            self.callback(stage, progress, message)
 
 
-def read_events(stream, events: queue.Queue) -> None:
-    """Parse JSON lines from stream into events, then put None when it closes."""
-    for line in stream:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            logger.warning("export worker wrote a non-JSON line: %r", line[:200])
-            continue
-        if isinstance(event, dict):
-            events.put(event)
-    events.put(None)
-
-
-def child_message(lines: list[str], returncode: int) -> str:
-    """Return the child's last "error: ..." line, else its last line, else its exit code."""
-    for line in reversed(lines):
-        if line.startswith("error: "):
-            return line[len("error: ") :]
-    last = next((line for line in reversed(lines) if line.strip()), "")
-    return last or f"the converter exited with code {returncode}"
+def write_model(serialized: bytes, target: Path) -> None:
+    """Write a serialized ONNX model under a temporary name in target's folder, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        partial.write_bytes(serialized)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)

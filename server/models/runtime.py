@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from server.vision.detector import Detector
 from server.vision.settings import Settings

@@ -22,6 +22,12 @@ def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
+def model_stride(session: ort.InferenceSession) -> int:
+    """Return the largest stride of the model (its metadata's "stride": 32, or 64 for P6 heads), 32 if unstated."""
+    value = session.get_modelmeta().custom_metadata_map.get("stride", "")
+    return int(value) if value.isdigit() and int(value) in (32, 64, 128) else processing.STRIDE
+
+
 class Detector:
     """Run a YOLOv8 detect ONNX model on the CPU."""
 
@@ -43,6 +49,7 @@ class Detector:
         height, width = model_input.shape[2:4]
         fixed = isinstance(height, int) and isinstance(width, int)
         self.fixed_hw: tuple[int, int] | None = (height, width) if fixed else None
+        self.stride = model_stride(self.session)
         logger.info(
             "loaded %s (%s, %d threads, input %s)",
             self.path.name,
@@ -58,7 +65,10 @@ class Detector:
 
     def input_hw(self, frame_hw: tuple[int, int], imgsz: int) -> tuple[int, int]:
         """Return the network input (h, w) for a frame: the fixed size, or aspect-true at imgsz."""
-        return self.fixed_hw or processing.input_shape_for(frame_hw, imgsz)
+        if self.fixed_hw:
+            return self.fixed_hw
+        size = -(-imgsz // self.stride) * self.stride  # a P6 model (stride 64) runs 416 as 448
+        return processing.input_shape_for(frame_hw, size, self.stride)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Run the network on a 1x3xHxW tensor and return its raw 1 x (4+nc) x anchors output."""

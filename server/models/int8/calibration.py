@@ -6,9 +6,9 @@ import contextlib
 import inspect
 import io
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -102,7 +102,7 @@ class Calibration:
 def calibrate(calibration: Calibration, prepared: Path, cache: Path,
               on_frame: Callable[[int], None] = lambda index: None) -> Calibration:
     """Collect activation ranges into a cache file that every recipe of this method reuses."""
-    from onnxruntime.quantization import save_tensors_data  # noqa: PLC0415  (only in recent onnxruntime)
+    from onnxruntime.quantization import save_tensors_data
 
     calibrator = create_calibrator(
         prepared,
