@@ -30,6 +30,12 @@ class Config:
     convert_timeout: float = field(
         default=600.0, metadata={"help": "seconds a .pt to ONNX conversion may take"}
     )
+    model_check_mb: int = field(
+        default=2048, metadata={"help": "memory (address space, MB) an uploaded model's trial run may take"}
+    )
+    model_check_timeout: float = field(
+        default=60.0, metadata={"help": "seconds an uploaded model's trial run may take"}
+    )
     int8_recipes: str = field(
         default="", metadata={"help": "comma-separated int8 recipes to try when tuning (empty: all)"}
     )

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict, dataclass
+
+ETA_MIN_PROGRESS = 0.03  # below this, elapsed / progress says nothing yet
+ETA_MIN_SECONDS = 1.0
 
 
 @dataclass
@@ -12,6 +16,14 @@ class Job:
     stage: str = "starting"
     progress: float = 0.0
     message: str = ""
+    eta_s: float | None = None  # seconds left, extrapolated from the progress so far (None until it means something)
+
+
+def eta_seconds(elapsed: float, progress: float) -> float | None:
+    """Return the time left if the rest goes as fast as what is done, or None when too little is done."""
+    if progress < ETA_MIN_PROGRESS or elapsed < ETA_MIN_SECONDS:
+        return None
+    return round(max(0.0, elapsed * (1.0 - progress) / progress), 1)
 
 
 class JobBoard:
@@ -20,6 +32,7 @@ class JobBoard:
     def __init__(self):
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._started: dict[str, float] = {}
 
     def begin(self, kind: str, message: str = "") -> bool:
         """Register a job; return False when one of that kind is already running."""
@@ -27,16 +40,20 @@ class JobBoard:
             if kind in self._jobs:
                 return False
             self._jobs[kind] = Job(kind, message=message)
+            self._started[kind] = time.monotonic()
             return True
 
     def update(self, kind: str, stage: str, progress: float, message: str = "") -> None:
         with self._lock:
             if kind in self._jobs:
-                self._jobs[kind] = Job(kind, stage, max(0.0, min(1.0, progress)), message)
+                progress = max(0.0, min(1.0, progress))
+                eta = eta_seconds(time.monotonic() - self._started[kind], progress)
+                self._jobs[kind] = Job(kind, stage, progress, message, eta)
 
     def end(self, kind: str) -> None:
         with self._lock:
             self._jobs.pop(kind, None)
+            self._started.pop(kind, None)
 
     def running(self, kind: str) -> bool:
         with self._lock:

@@ -615,6 +615,14 @@
     }
   }
 
+  // "about 40 s left" from the server's estimate (eta_s is null until enough of the job is done to tell).
+  function timeLeft(job) {
+    if (typeof job.eta_s !== "number" || !Number.isFinite(job.eta_s)) return "";
+    const seconds = Math.round(job.eta_s);
+    const text = seconds >= 90 ? `${Math.round(seconds / 60)} min` : `${seconds} s`;
+    return ` (about ${text} left)`;
+  }
+
   function renderJob(job) {
     const box = $("job");
     const converting = job && job.kind === "convert";
@@ -631,7 +639,7 @@
     box.hidden = false;
     box.querySelector(".progress-fill").style.width = `${Math.round((Number.isFinite(fraction) ? fraction : 0) * 100)}%`;
     const title = { quantize: "Quantizing to INT8", convert: "Converting a model to ONNX" }[job.kind] || job.kind;
-    box.querySelector(".job-text").textContent = `${title}: ${job.message || job.stage || "working"}…`;
+    box.querySelector(".job-text").textContent = `${title}: ${job.message || job.stage || "working"}…${timeLeft(job)}`;
   }
 
   // ---------- precision ----------

@@ -39,7 +39,7 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_on
     table = status["precision"]["int8"]
     assert table["chosen"] == "u8s8-pc-rr" and [row["recipe"] for row in table["rows"]] == ["u8s8-pc-rr"]
     cached = [p.name for p in (tmp_path / "up" / "model").iterdir()]
-    assert "shapes-yolov8n.int8.onnx" in cached  # next to its ONNX
+    assert "shapes-yolov8n.int8.u8s8-pc-rr.onnx" in cached and "shapes-yolov8n.int8.json" in cached  # next to it
     assert list(workdir.iterdir()) == []
 
     client.post("/api/settings", json={"realtime": False})
@@ -50,7 +50,7 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_on
     assert runner.pipeline.precision == "int8"
     client.post("/stream/stop")
     feed.close()
-    assert "model/shapes-yolov8n.int8.onnx" in client.post("/reset").get_json()["deleted"]
+    assert "model/shapes-yolov8n.int8.u8s8-pc-rr.onnx" in client.post("/reset").get_json()["deleted"]
 
 
 def test_unknown_recipe_is_refused_at_start(tmp_path):

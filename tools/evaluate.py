@@ -145,12 +145,13 @@ def precision_variant(model: Path, precision: str) -> Path:
     """Return the ONNX file of a precision variant of a model: the model itself for fp32."""
     if precision == "fp32":
         return model
-    from server.models.int8.tuning import int8_path_for
+    from server.models.int8.tuning import cached_tuning, int8_path_for
 
-    path = int8_path_for(model)
-    if not path.is_file():
-        raise SystemExit(f"no int8 model at {path}: build it with server.models.int8.tuning, or pass --extra-model int8=PATH")
-    return path
+    report = cached_tuning(model)
+    if report is None:
+        raise SystemExit(f"no int8 model tuned as {int8_path_for(model)}: build it with server.models.int8.tuning, "
+                         "or pass --extra-model int8=PATH")
+    return Path(report.path)
 
 
 def parse_named_models(values: list[str]) -> dict[str, Path]:

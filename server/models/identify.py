@@ -37,16 +37,20 @@ from server.models.info import (
     refusal,
 )
 from server.models.onnx_info import inspect_onnx
+from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
 
 logger = logging.getLogger(__name__)
 
-def inspect_model(path: str | Path) -> ModelInfo:
-    """Identify a .pt or .onnx file, raising ModelRejected unless it is a usable YOLOv8 detect model."""
+def inspect_model(path: str | Path, trial: TrialBudget | None = DEFAULT_BUDGET) -> ModelInfo:
+    """Identify a .pt or .onnx file, raising ModelRejected unless it is a usable YOLOv8 detect model.
+
+    An .onnx is also run once within the trial budget (trial=None: the file is only read).
+    """
     suffix = Path(path).suffix.lower()
     if suffix == ".pt":
         return inspect_checkpoint(path)
     if suffix == ".onnx":
-        return inspect_onnx(path)
+        return inspect_onnx(path, trial)
     raise ModelRejected(f"Not a model file: expected a .pt or .onnx file, got {suffix or 'no extension'}")
 
 

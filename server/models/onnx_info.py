@@ -1,4 +1,9 @@
-"""Identify an ONNX export: Ultralytics metadata, one 1x3xHxW float input, one 1 x (4+nc) x anchors output."""
+"""Identify an ONNX export: Ultralytics metadata, one 1x3xHxW float input, one 1 x (4+nc) x anchors output.
+
+What the file declares is checked first (metadata, input size within what the server offers, only standard ONNX
+op domains, output shape); then the model is run once, in a child process under a memory and time budget
+(server.models.trial_run), since a graph can declare one thing and do another.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +22,21 @@ from server.models.info import (
     family_from_name,
     refusal,
 )
+from server.models.trial_run import DEFAULT_BUDGET, TrialBudget, trial_run
+from server.vision.settings import IMGSZ_CHOICES
 
 logger = logging.getLogger(__name__)
 
 MAX_METADATA_CHARS = 1_000_000
+STANDARD_DOMAINS = ("", "ai.onnx")  # what ultralytics' exports (and this project's converter) use
+MIN_INPUT_SIDE = 32
 
 
-def inspect_onnx(path: str | Path) -> ModelInfo:
-    """Identify an ONNX export by its Ultralytics metadata and I/O shapes; raise ModelRejected unless YOLOv8 detect."""
+def inspect_onnx(path: str | Path, trial: TrialBudget | None = DEFAULT_BUDGET) -> ModelInfo:
+    """Identify an ONNX export by its Ultralytics metadata and I/O shapes; raise ModelRejected unless YOLOv8 detect.
+
+    With a trial budget (the default) the model must also run once within it; trial=None checks the file only.
+    """
     model = load_onnx(path)
     meta = {prop.key: prop.value for prop in model.metadata_props}
     if "Ultralytics" not in meta.get("author", "") + meta.get("description", "") or "names" not in meta:
@@ -38,7 +50,11 @@ def inspect_onnx(path: str | Path) -> ModelInfo:
     refuse_baked_nms(model, meta)
     classes = class_names(literal(meta.get("names")))
     input_hw = onnx_input_hw(model)
+    check_input_size(input_hw)
+    check_op_domains(model)
     check_onnx_output(model, len(classes))
+    if trial is not None:
+        trial_run(path, len(classes), input_hw, trial)
     imgsz = max(input_hw) if input_hw else as_size(literal(meta.get("imgsz"))) or DEFAULT_IMGSZ
     if family is None:
         logger.warning("ONNX model of unnamed family %r accepted by its Detect output", meta.get("description"))
@@ -138,4 +154,37 @@ def check_onnx_output(model, class_count: int) -> None:
         raise ModelRejected(
             f"This ONNX model's output is {shapes}; a YOLOv8 detect model with {class_count} classes "
             f"outputs 1 x {expected} x anchors"
+        )
+
+
+def check_input_size(input_hw: tuple[int, int] | None) -> None:
+    """Refuse a fixed input larger than the largest size the server offers (or too small to hold a stride)."""
+    if input_hw is None:
+        return
+    largest = max(IMGSZ_CHOICES)
+    if max(input_hw) > largest or min(input_hw) < MIN_INPUT_SIDE:
+        raise ModelRejected(
+            f"This ONNX model's input is fixed at {input_hw[0]} x {input_hw[1]}; the server offers input sizes from "
+            f"{MIN_INPUT_SIDE} to {largest} pixels (export with imgsz={largest} or dynamic=True)"
+        )
+
+
+def graph_nodes(graph):
+    """Yield every node of a graph, including those inside subgraphs (Loop, If, Scan bodies)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            subgraphs = ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+            for subgraph in subgraphs:
+                yield from graph_nodes(subgraph)
+
+
+def check_op_domains(model) -> None:
+    """Refuse ops outside the standard ONNX domain: custom ops need code the server does not have (or trust)."""
+    foreign = sorted({f"{node.domain}:{node.op_type}" for node in graph_nodes(model.graph)
+                      if node.domain not in STANDARD_DOMAINS})
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise ModelRejected(
+            f"This ONNX model uses ops outside the standard ONNX set ({shown}); a YOLOv8 export needs none"
         )

@@ -39,11 +39,24 @@ def label_for(detections: Detections, i: int, class_names: list[str]) -> str:
     return f"{track}{name} {detections.scores[i]:.2f}"
 
 
+def drawable_boxes(boxes: np.ndarray, image_hw: tuple[int, int]) -> list[tuple[int, np.ndarray]]:
+    """Return (index, integer box) for the boxes that can be drawn: finite, clipped to a margin around the image.
+
+    OpenCV takes C ints: a NaN, infinite or huge coordinate (from a broken model or a lost track) would raise
+    and end the stream, so such boxes are skipped and the rest clipped.
+    """
+    height, width = image_hw
+    finite = np.flatnonzero(np.isfinite(boxes).all(axis=1)) if len(boxes) else np.zeros(0, np.int64)
+    margin = max(height, width)
+    low, high = np.array([-margin] * 2 * 2), np.array([width + margin, height + margin] * 2)
+    return [(int(i), np.clip(boxes[i], low, high).round().astype(int)) for i in finite]
+
+
 def draw_detections(image: np.ndarray, detections: Detections, class_names: list[str]) -> np.ndarray:
     """Draw boxes with class, score and track id labels onto image (in place) and return it."""
     scale = max(0.4, min(image.shape[:2]) / 900)
     thickness = max(1, round(scale * 2))
-    for i, box in enumerate(detections.boxes.round().astype(int)):
+    for i, box in drawable_boxes(detections.boxes, image.shape[:2]):
         color = color_for(detections.class_ids[i])
         cv2.rectangle(image, tuple(box[:2]), tuple(box[2:]), color, thickness, cv2.LINE_AA)
         _text_on_band(image, label_for(detections, i, class_names), (box[0], box[1]), color, scale, 1)

@@ -67,6 +67,7 @@ class Detected:
     detected: bool
     timings_ms: dict[str, float]
     spans: list[Span]
+    nonfinite: int = 0  # detector candidates dropped for NaN/infinite boxes or scores (before tracking)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class FrameResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     detected: bool = True
     spans: list[Span] = field(default_factory=list)
+    nonfinite: int = 0
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -132,15 +134,17 @@ class FramePipeline:
         """The detect half: run the network (or only the tracker, between detections) on one frame."""
         watch = Stopwatch()
         detected = self._should_detect(frame.index, settings.detect_every)
+        nonfinite = 0
         if detected:
             detections = self._infer(frame.image, settings, watch)
+            nonfinite = detections.nonfinite  # the tracker's Detections do not carry it
             if self.tracker is not None:
                 detections = self.tracker.update(frame.image, detections)
             self._last_detect_index = frame.index
         else:
             detections = self.tracker.propagate(frame.image)
         watch.lap("track")
-        return Detected(frame, detections, detected, watch.timings, watch.spans)
+        return Detected(frame, detections, detected, watch.timings, watch.spans, nonfinite)
 
     def render(self, item: Detected, settings: Settings, fps: float | None = None) -> FrameResult:
         """The render half: draw the boxes (and status line) and JPEG-encode the frame."""
@@ -160,7 +164,7 @@ class FramePipeline:
         timings = {"decode": frame.decode_ms, **item.timings_ms, **watch.timings}
         for stage in STAGES:
             timings.setdefault(stage, 0.0)
-        return FrameResult(jpeg, item.detections, timings, item.detected, [*item.spans, *watch.spans])
+        return FrameResult(jpeg, item.detections, timings, item.detected, [*item.spans, *watch.spans], item.nonfinite)
 
     def process(self, frame: Frame, settings: Settings, fps: float | None = None) -> FrameResult:
         """Detect (or track), draw and JPEG-encode one frame, timing each stage; fps (when given) goes on the overlay."""

@@ -28,6 +28,7 @@ class Detections:
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
     class_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     track_ids: np.ndarray | None = None
+    nonfinite: int = 0  # candidates above conf dropped because their box or score was NaN or infinite
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -148,7 +149,15 @@ def postprocess(
     classes: list[int] | None = None,
     max_det: int = 300,
 ) -> Detections:
-    """Decode, suppress and scale a raw YOLOv8 output into frame-space detections."""
+    """Decode, suppress and scale a raw YOLOv8 output into frame-space detections.
+
+    Candidates whose box or score is not finite (a broken or hostile model) are dropped before NMS, where NaN
+    would defeat the IoU test, and counted in Detections.nonfinite.
+    """
     boxes, scores, class_ids = decode(output, conf, classes)
+    finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+    nonfinite = int(len(finite) - finite.sum())
+    if nonfinite:
+        boxes, scores, class_ids = boxes[finite], scores[finite], class_ids[finite]
     keep = nms(boxes, scores, class_ids, iou, max_det)
-    return Detections(scale_boxes(boxes[keep], box, frame_hw), scores[keep], class_ids[keep])
+    return Detections(scale_boxes(boxes[keep], box, frame_hw), scores[keep], class_ids[keep], nonfinite=nonfinite)

@@ -26,6 +26,7 @@ class StreamStats:
             self.frames = 0
             self.detections = 0
             self.dropped = 0
+            self.nonfinite = 0  # boxes dropped because a box or score was NaN/infinite
             self.latency_ms = {stage: 0.0 for stage in (*self.stages, "total")}
             self.frame_latency_ms = 0.0
             self._published: collections.deque[float] = collections.deque(maxlen=120)
@@ -39,7 +40,8 @@ class StreamStats:
     def _average(self, old: float, value: float) -> float:
         return value if self.frames == 0 else old + EMA_ALPHA * (value - old)
 
-    def record(self, timings_ms: dict[str, float], detections: int, frame_latency_ms: float = 0.0) -> None:
+    def record(self, timings_ms: dict[str, float], detections: int, frame_latency_ms: float = 0.0,
+               nonfinite: int = 0) -> None:
         """Count one published frame: its stage times, boxes and decode-to-publish latency."""
         total = sum(timings_ms.get(stage, 0.0) for stage in self.stages)
         with self._lock:
@@ -48,6 +50,7 @@ class StreamStats:
             self.frame_latency_ms = self._average(self.frame_latency_ms, frame_latency_ms)
             self.frames += 1
             self.detections = detections
+            self.nonfinite += nonfinite
             self._published.append(time.monotonic())
 
     def drop(self, count: int = 1) -> None:
@@ -68,7 +71,7 @@ class StreamStats:
     def snapshot(self, viewers: int) -> dict:
         with self._lock:
             latency = {stage: round(value, 2) for stage, value in self.latency_ms.items()}
-            frames, detections, dropped = self.frames, self.detections, self.dropped
+            frames, detections, dropped, nonfinite = self.frames, self.detections, self.dropped, self.nonfinite
             frame_latency = round(self.frame_latency_ms, 2)
         return {
             "fps": round(self.fps(), 2),
@@ -76,6 +79,7 @@ class StreamStats:
             "viewers": viewers,
             "detections": detections,
             "dropped": dropped,
+            "dropped_nonfinite": nonfinite,
             "latency_ms": latency,
             "frame_latency_ms": frame_latency,
         }

@@ -336,7 +336,7 @@ class StreamRunner:
         published = time.perf_counter()
         frame = item.frame
         latency_ms = (published - frame.decoded_at) * 1000 + frame.decode_ms
-        self.stats.record(result.timings_ms, len(result.detections), latency_ms)
+        self.stats.record(result.timings_ms, len(result.detections), latency_ms, nonfinite=result.nonfinite)
         if self.on_publish is not None:
             self.on_publish(item, result, published)
         recorder = traced.recorder

@@ -7,6 +7,7 @@ from werkzeug.exceptions import BadRequest
 
 from server.config import REPO_ROOT, Config
 from server.jobs import JobBoard
+from server.models.trial_run import TrialBudget
 from server.web import auth, guards
 from server.web.routes import bp
 from server.web.service import DetectionService
@@ -41,7 +42,7 @@ def create_app(config: Config | None = None) -> Flask:
         MAX_MODEL_BYTES=config.max_model_bytes,
         MAX_FORM_MEMORY_SIZE=1024 * 1024,  # form fields are small; files go to disk via UploadRequest
     )
-    store = UploadStore(config.uploads)
+    store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout))
     app.extensions["uploads"] = store
     app.extensions["detection"] = DetectionService(config, store, JobBoard())
     app.register_blueprint(bp)

@@ -17,12 +17,14 @@ from werkzeug.utils import secure_filename
 
 from server.models.identify import inspect_model
 from server.models.info import ModelInfo, ModelRejected
+from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
 from server.vision.video import (
     VIDEO_EXTENSIONS,
     VideoInfo,
     VideoUnreadable,
     probe_video,
 )
+from server.web import recovery
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +98,33 @@ def display_name(filename: str, fallback: str) -> str:
 class UploadStore:
     """Own the uploads folder: video/, model/ and cache/ (derived models), each made when first needed."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, trial: TrialBudget = DEFAULT_BUDGET):
         self.root = Path(root)
+        self.trial = trial  # what an uploaded (or converted) ONNX's trial run may take
         self.root.mkdir(parents=True, exist_ok=True)
         self.video_dir, self.model_dir, self.cache_dir = (self.root / n for n in ("video", "model", "cache"))
-        for leftover in self.root.glob(INCOMING_PREFIX + "*"):  # uploads cut off by a crash
-            leftover.unlink(missing_ok=True)
         self._lock = threading.Lock()
         self.video: StoredVideo | None = None
         self.model: StoredModel | None = None
+        self.restored: dict | None = self._readopt()  # what a previous run left, shown in /api/status
+
+    def _readopt(self) -> dict | None:
+        """Clean what a crashed run left in flight, then re-adopt its stored video and model or remove them."""
+        recovery.clean_leftovers([self.root, self.video_dir, self.model_dir, self.cache_dir])
+        video, model = recovery.readopt_video(self.video_dir), recovery.readopt_model(
+            self.model_dir, self.cache_dir, self.trial)
+        removed = [] if video else recovery.remove(self.video_dir)
+        if not model:
+            removed += recovery.remove(self.model_dir) + recovery.remove(self.cache_dir)
+        self.video = StoredVideo(*video) if video else None
+        self.model = StoredModel(*model) if model else None
+        if not (video or model or removed):
+            return None
+        restored = {"video": video[0].name if video else None, "model": model[0].name if model else None,
+                    "removed": removed}
+        logger.warning("re-adopted from the previous run: video %s, model %s; removed %s",
+                       restored["video"], restored["model"], removed or "nothing")
+        return restored
 
     def incoming_file(self, suffix: str) -> IO[bytes]:
         """Open a hidden temporary file for an upload in flight; it vanishes when closed unless kept."""
@@ -135,9 +155,9 @@ class UploadStore:
         """Validate uploaded weights (converting a .pt with to_onnx(path, imgsz)) and make them the current model."""
         name = safe_name(filename, MODEL_EXTENSIONS, "weights file")
         try:
-            checked = inspect_model(upload)
+            checked = inspect_model(upload, trial=None)  # what it is; the trial run comes once, below
             onnx_path = to_onnx(upload, checked.imgsz) if name.endswith(".pt") else None
-            info = inspect_model(onnx_path or upload)
+            info = inspect_model(onnx_path or upload, self.trial)
         except ModelRejected as exc:
             raise UploadRejected(str(exc)) from None
         with self._lock:
@@ -176,5 +196,6 @@ class UploadStore:
             for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
             self.video = self.model = None
+            self.restored = None
         logger.info("reset deleted %d file(s)", len(deleted))
         return deleted

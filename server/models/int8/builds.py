@@ -1,4 +1,8 @@
-"""The int8 variant of the current model: taken from the cache, or tuned in the background with progress."""
+"""The int8 variant of the current model: taken from the cache, or tuned in the background with progress.
+
+One build at a time, on a thread that stop, reset and a new upload cancel and join (cancel()), so no tuning ever
+reads files that are being replaced or deleted. A new min_agreement re-judges the recipes already measured.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from server.models.int8.recipes import RECIPES_BY_NAME
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_FRAMES = 36
+CALIBRATION_FRAMES = 96  # half calibrate (at most 24 are used), half are the held-back pool
+CANCEL_JOIN_S = 120.0  # one quantize_static call cannot be interrupted; a large model's takes this long at worst
 
 
 class Int8Models:
@@ -27,7 +32,10 @@ class Int8Models:
         self.jobs = jobs
         self.recipes = recipes or None
         self.error: str | None = None
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._wanted_agreement: dict[Path, float] = {}  # the bar asked for while a build ran
         self._known: dict[Path, quantize.TuneReport | None] = {}  # the producer asks every frame
 
     def _cached(self, fp32: Path) -> quantize.TuneReport | None:
@@ -38,6 +46,7 @@ class Int8Models:
     def forget(self) -> None:
         """Drop what is known about cached models (their files were deleted or replaced)."""
         self._known.clear()
+        self._wanted_agreement.clear()
 
     def ready(self, fp32: Path) -> Path | None:
         """Return the tuned int8 model of fp32 if this CPU has one cached, else None."""
@@ -53,18 +62,45 @@ class Int8Models:
 
     def build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int) -> None:
         """Start tuning in the background unless it is cached or already running."""
-        if self.ready(fp32) or not self.jobs.begin("quantize", "tuning int8 on this CPU"):
-            return
-        self.error = None
-        self._thread = threading.Thread(
-            target=self._build, args=(fp32, video, imgsz, min_agreement, threads), name="int8-tuning", daemon=True
-        )
-        self._thread.start()
+        with self._lock:
+            if self.ready(fp32) or self.building() or not self.jobs.begin("quantize", "tuning int8 on this CPU"):
+                return
+            self.error = None
+            self._cancel = threading.Event()
+            self._thread = threading.Thread(
+                target=self._build, args=(fp32, video, imgsz, min_agreement, threads, self._cancel),
+                name="int8-tuning", daemon=True,
+            )  # fmt: skip
+            self._thread.start()
 
-    def _build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int) -> None:
+    def cancel(self, timeout: float = CANCEL_JOIN_S) -> bool:
+        """Ask a running build to stop and wait for it; return False if it is still running after timeout."""
+        with self._lock:
+            thread = self._thread
+            self._cancel.set()
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("int8 tuning did not stop within %.0f s", timeout)
+            return False
+        return True
+
+    def rejudge(self, fp32: Path, min_agreement: float) -> None:
+        """Apply a new min_agreement to the recipes already measured (after the build, if one runs)."""
+        with self._lock:
+            if self.building():
+                self._wanted_agreement[fp32] = min_agreement
+                return
+        report = self._cached(fp32)
+        if report is not None and abs(report.min_agreement - min_agreement) > 1e-9:
+            self._known[fp32] = quantize.rejudge(report, quantize.int8_path_for(fp32), min_agreement)
+
+    def _build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int,
+               cancel: threading.Event) -> None:
         try:
             frames = sample_frames(video, CALIBRATION_FRAMES)
-            self._known[fp32] = quantize.tune_int8(
+            report = quantize.tune_int8(
                 fp32,
                 frames,
                 imgsz,
@@ -73,7 +109,15 @@ class Int8Models:
                 threads=threads,
                 recipes=self.recipes,
                 on_progress=lambda stage, progress, message: self.jobs.update("quantize", stage, progress, message),
+                cancel=cancel,
             )
+            wanted = self._wanted_agreement.pop(fp32, min_agreement)
+            if abs(wanted - min_agreement) > 1e-9:
+                report = quantize.rejudge(report, quantize.int8_path_for(fp32), wanted)
+            if not cancel.is_set():
+                self._known[fp32] = report
+        except quantize.TuningCancelled:
+            logger.info("int8 tuning cancelled")
         except Exception as exc:  # shown in status; the stream keeps running in fp32
             logger.exception("int8 tuning failed")
             self.error = f"int8 tuning failed: {exc}"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 MAX_CALIBRATION_FRAMES = 24
-MAX_HELD_BACK_FRAMES = 24
+MAX_HELD_BACK_FRAMES = 48  # a pool: fp32 runs on them until it has enough boxes (judging)
 CALIBRATION_CHUNK = 2  # frames per collect call: histogram calibrators hold every activation of a chunk
 # Recent onnxruntime (1.32 has it) reuses calibration ranges across recipes; older ones calibrate per recipe.
 CACHE_SUPPORTED = "calibration_cache_path" in inspect.signature(quantize_static).parameters
@@ -112,13 +110,11 @@ def calibrate(calibration: Calibration, prepared: Path, cache: Path,
         # CalibMaxIntermediateOutputs is left out: onnxruntime 1.31 discarded the ranges with it.
         extra_options={"symmetric": False},
     )
-    tensors, chatter = calibration.tensors, io.StringIO()
-    with contextlib.redirect_stdout(chatter):  # histogram calibrators print() as they go
-        # Collecting chunk by chunk bounds memory; ranges and histograms merge across calls.
-        for first in range(0, len(tensors), CALIBRATION_CHUNK):
-            chunk = tensors[first : first + CALIBRATION_CHUNK]
-            calibrator.collect_data(FrameReader(calibration.input_name, chunk, on_frame, first))
-        save_tensors_data(calibrator.compute_data(), cache)
-    logger.debug("calibrator output: %s", chatter.getvalue().strip())
+    tensors = calibration.tensors  # the histogram calibrators' print()s go to a quiet logger (int8.quiet)
+    # Collecting chunk by chunk bounds memory; ranges and histograms merge across calls.
+    for first in range(0, len(tensors), CALIBRATION_CHUNK):
+        chunk = tensors[first : first + CALIBRATION_CHUNK]
+        calibrator.collect_data(FrameReader(calibration.input_name, chunk, on_frame, first))
+    save_tensors_data(calibrator.compute_data(), cache)
     calibration.cache = cache
     return calibration

@@ -9,12 +9,12 @@ agrees well enough is kept, with a report, next to the fp32 model.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,15 +33,18 @@ from server.models.int8.calibration import (
     spread,
 )
 from server.models.int8.judging import (
+    SCORE_MAP,
     TIMED_FRAMES,
+    TIMING_ROUNDS,
     HeldBack,
     TuneRow,
     agreement,
     choose,
-    paired_speedup,
-    pick_agreement_conf,
+    collect_held_back,
     time_models,
+    timing_rows,
 )
+from server.models.int8.quiet import quiet_quantizer
 from server.models.int8.recipes import (
     DEFAULT_RECIPES,
     RECIPES_BY_NAME,
@@ -80,6 +83,8 @@ class TuneReport:
     rows: list[TuneRow]
     source: dict = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
+    agreement_method: str = "map50"  # or "score-map" when fp32 found too few boxes (see judging)
+    timing_rounds: int = TIMING_ROUNDS
 
     def as_dict(self) -> dict:
         """Return the report as JSON-serialisable data."""
@@ -103,9 +108,15 @@ def report_path_for(model_path: str | Path) -> Path:
 
 
 def int8_path_for(fp32_onnx: str | Path) -> Path:
-    """Return where the tuned int8 model of an fp32 ONNX is cached: next to it."""
+    """Return the name the int8 variants of an fp32 ONNX are cached under, next to it (its report: .json)."""
     fp32_onnx = Path(fp32_onnx)
     return fp32_onnx.with_name(f"{fp32_onnx.stem}.int8.onnx")
+
+
+def candidate_path_for(out_path: str | Path, recipe: str) -> Path:
+    """Return where one recipe's model is kept: every candidate stays, so a new min_agreement needs no retuning."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.{recipe}.onnx")
 
 
 def fingerprint(path: str | Path) -> dict:
@@ -120,18 +131,23 @@ def cached_tuning(fp32_onnx: str | Path, out_path: str | Path | None = None,
 
     A different min_agreement (when given) also makes the cached choice stale.
     """
-    out_path = Path(out_path or int8_path_for(fp32_onnx))
-    report_path = report_path_for(out_path)
-    if not (out_path.is_file() and report_path.is_file()):
-        return None
+    report_path = report_path_for(out_path or int8_path_for(fp32_onnx))
     try:
         report = load_report(report_path)
-    except (ValueError, TypeError, KeyError) as error:
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as error:
         logger.warning("ignoring unreadable tuning report %s: %s", report_path, error)
+        return None
+    if not Path(report.path).is_file():
         return None
     same_cpu = report.machine.get("cpu_features") == machine_info()["cpu_features"]
     same_bar = min_agreement is None or abs(report.min_agreement - min_agreement) < 1e-9
-    return report if report.source == fingerprint(fp32_onnx) and same_cpu and same_bar else None
+    try:
+        same_source = report.source == fingerprint(fp32_onnx)
+    except FileNotFoundError:  # the fp32 model was deleted meanwhile (reset)
+        return None
+    return report if same_source and same_cpu and same_bar else None
 
 
 def machine_info() -> dict:
@@ -159,34 +175,28 @@ def write_report(report: TuneReport, path: Path) -> None:
     os.replace(partial, path)
 
 
-class QuietQuantizer(logging.Filter):
-    """Drop the quantizer's per-channel INFO notes, which it logs on the root logger by the hundred."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or "onnxruntime" not in record.pathname
-
-
-@contextlib.contextmanager
-def quiet_quantizer():
-    """Keep onnxruntime's quantization chatter out of the server log while tuning."""
-    quiet = QuietQuantizer()
-    logging.getLogger().addFilter(quiet)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeFilter(quiet)
+class TuningCancelled(Exception):
+    """Tuning was asked to stop (stream stopped, reset, a new upload); nothing was kept."""
 
 
 class _Steps:
-    """Turn finished steps into the 0..1 progress the status endpoint shows."""
+    """Turn finished steps into the 0..1 progress the status endpoint shows, "step i/n: ..." and cancellation."""
 
-    def __init__(self, total: int, on_progress: Progress | None):
-        self.total, self.done, self.on_progress = total, 0, on_progress
+    def __init__(self, total: int, on_progress: Progress | None, cancel: threading.Event | None = None):
+        self.total, self.done, self.on_progress, self.cancel = total, 0, on_progress, cancel
+
+    def check(self) -> None:
+        """Raise TuningCancelled once cancellation was asked for."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise TuningCancelled("int8 tuning was cancelled")
 
     def report(self, stage: str, message: str, fraction_of_step: float = 0.0) -> None:
+        self.check()
         logger.debug("int8 tuning: %s", message)
         if self.on_progress:
-            self.on_progress(stage, min(1.0, (self.done + fraction_of_step) / self.total), message)
+            step = min(self.done + 1, self.total)
+            progress = min(1.0, (self.done + fraction_of_step) / self.total)
+            self.on_progress(stage, progress, f"step {step}/{self.total}: {message}")
 
 
 def tune_int8(
@@ -198,49 +208,60 @@ def tune_int8(
     on_progress: Progress | None = None,
     recipes: Sequence[Recipe | str] | None = None,
     threads: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> TuneReport:
-    """Build int8 models with a few recipes, keep the fastest that agrees with fp32, write it to out_path."""
+    """Build int8 models with a few recipes, keep the fastest that agrees with fp32, next to out_path.
+
+    Every candidate that could be built is kept (candidate_path_for) with a report at report_path_for(out_path);
+    report.path is the chosen one. Setting cancel stops the work at the next step or frame (TuningCancelled)
+    and nothing is written.
+    """
     started = time.perf_counter()
+    quiet_quantizer()
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     chosen_recipes = [RECIPES_BY_NAME[r] if isinstance(r, str) else r for r in (recipes or DEFAULT_RECIPES)]
     methods = sorted({r.calibration for r in chosen_recipes})
-    steps = _Steps(2 + len(methods) + 2 * len(chosen_recipes) + 1, on_progress)
+    steps = _Steps(2 + len(methods) + 2 * len(chosen_recipes) + 2, on_progress, cancel)
     calibration_frames, held_frames = split_frames(frames)
-    with tempfile.TemporaryDirectory(prefix="int8-tune-") as work, quiet_quantizer():
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # The work folder sits next to the result, hidden, so that a crash leaves it where start-up cleaning finds it.
+    with tempfile.TemporaryDirectory(prefix=".int8-tune-", dir=out_path.parent) as work:
         work_dir = Path(work)
         steps.report("preparing", "pre-processing the fp32 model")
         prepared = preprocess_model(fp32_onnx, work_dir / "prepared.onnx")
         tail, head_convs = _walk_head(onnx.load(str(prepared)))
         steps.done += 1
 
-        steps.report("measuring", "running fp32 on the held-back frames")
+        steps.report("measuring", "running fp32 on held-back frames until it has enough boxes")
         reference = Detector(fp32_onnx, threads=threads)
-        held = _held_back(reference, held_frames, imgsz)
+        held = collect_held_back(reference, held_frames, imgsz, steps.check)
         input_hw = reference.input_hw(held.frame_hw, imgsz)
         calibration_tensors = [processing.preprocess(f, input_hw)[0] for f in calibration_frames]
         steps.done += 1
 
         calibrations = {m: _calibrate_step(m, prepared, reference.input_name, calibration_tensors, work_dir, steps)
                         for m in methods}
-        rows, paths = [], {}
+        rows, candidates = [], {}
         for recipe in chosen_recipes:
             path = work_dir / f"{recipe.name}.onnx"
-            row = _try_recipe(recipe, prepared, path, calibrations[recipe.calibration], (tail, head_convs),
-                              reference, held, threads, steps)
+            row, detector = _try_recipe(recipe, prepared, path, calibrations[recipe.calibration],
+                                        (tail, head_convs), held, threads, steps)
             rows.append(row)
-            paths[recipe.name] = path
+            if detector is not None:
+                candidates[recipe.name] = detector
+        fp32_ms = _time_candidates(reference, candidates, rows, held, steps)
 
         best, qualified = choose(rows, min_agreement)
         best.chosen = True
         steps.report("saving", f"keeping {best.recipe}")
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(paths[best.recipe], out_path)
+        for name, detector in candidates.items():
+            write_atomically(detector.path, candidate_path_for(out_path, name))
     report = TuneReport(
         chosen=best.recipe,
-        path=str(out_path),
+        path=str(candidate_path_for(out_path, best.recipe)),
         qualified=qualified,
         min_agreement=min_agreement,
-        fp32_ms=round(float(np.median([r.settings["fp32_ms"] for r in rows if r.error is None])), 2),
+        fp32_ms=fp32_ms,
         imgsz=imgsz,
         input_hw=list(input_hw),
         agreement_conf=held.conf,
@@ -248,10 +269,11 @@ def tune_int8(
         calibration_frames=len(calibration_tensors),
         held_back_frames=len(held.tensors),
         seconds=round(time.perf_counter() - started, 1),
-        note=_note(best, qualified, min_agreement, held.reference_boxes()),
+        note=_note(best, qualified, min_agreement, held),
         rows=rows,
         source=fingerprint(fp32_onnx),
         machine={**machine_info(), "threads": reference.threads},
+        agreement_method=held.method,
     )
     write_report(report, report_path_for(out_path))
     steps.done = steps.total
@@ -260,25 +282,35 @@ def tune_int8(
     return report
 
 
-def _held_back(reference: Detector, frames: list[np.ndarray], imgsz: int) -> HeldBack:
-    """Preprocess the held-back frames and run fp32 on them once."""
-    frame_hw = frames[0].shape[:2]
-    input_hw = reference.input_hw(frame_hw, imgsz)
-    prepared = [processing.preprocess(frame, input_hw) for frame in frames]
-    tensors = [tensor for tensor, _ in prepared]
-    held = HeldBack(frame_hw, tensors, [box for _, box in prepared], [reference.infer(t) for t in tensors])
-    held.conf = pick_agreement_conf(held)
-    return held
+def rejudge(report: TuneReport, out_path: Path, min_agreement: float) -> TuneReport:
+    """Choose again among the recipes already measured, for another min_agreement; write and return the report."""
+    rows = [TuneRow(**{**asdict(row), "chosen": False}) for row in report.rows]
+    kept = [row for row in rows if row.error is None and candidate_path_for(out_path, row.recipe).is_file()]
+    best, qualified = choose(kept, min_agreement)
+    best.chosen = True
+    held = HeldBack(tuple(report.input_hw), [], [], [], report.agreement_conf, report.agreement_method)
+    updated = TuneReport(**{
+        **{key: getattr(report, key) for key in report.__dataclass_fields__},
+        "chosen": best.recipe, "path": str(candidate_path_for(out_path, best.recipe)),
+        "qualified": qualified, "min_agreement": min_agreement, "rows": rows,
+        "note": _note(best, qualified, min_agreement, held, report.reference_boxes),
+    })  # fmt: skip
+    write_report(updated, report_path_for(out_path))
+    logger.info("int8 re-judged for min_agreement %.2f: %s", min_agreement, updated.note)
+    return updated
 
 
-def _note(best: TuneRow, qualified: bool, min_agreement: float, reference_boxes: int) -> str:
+def _note(best: TuneRow, qualified: bool, min_agreement: float, held: HeldBack,
+          reference_boxes: int | None = None) -> str:
     note = (
         f"{best.recipe}: the fastest recipe with agreement >= {min_agreement:.2f}"
         if qualified
         else f"no recipe reached agreement {min_agreement:.2f}; kept the most accurate, {best.recipe}"
     )
-    if reference_boxes == 0:
-        note += " (fp32 found nothing on the held-back frames, so agreement says little)"
+    if held.method == SCORE_MAP:
+        boxes = held.reference_boxes() if reference_boxes is None else reference_boxes
+        note += (f" (fp32 found only {boxes} boxes on the held-back frames, so agreement compares the raw "
+                 "class-score maps instead of boxes)")
     return note
 
 
@@ -299,26 +331,50 @@ def _calibrate_step(method: str, prepared: Path, input_name: str, tensors: list[
 
 
 def _try_recipe(recipe: Recipe, prepared: Path, path: Path, calibration: Calibration,
-                head: tuple[list[str], list[str]],
-                reference: Detector, held: HeldBack, threads: int | None, steps: _Steps) -> TuneRow:
-    """Build, time and check one recipe; a recipe that fails becomes a row with its error."""
+                head: tuple[list[str], list[str]], held: HeldBack, threads: int | None,
+                steps: _Steps) -> tuple[TuneRow, Detector | None]:
+    """Build one recipe and measure its agreement; a recipe that fails becomes a row with its error."""
     settings = {key: value for key, value in asdict(recipe).items() if key != "name"}
     first_step = steps.done
     try:
         steps.report("quantizing", f"quantizing with {recipe.name}")
         quantize_with(recipe, prepared, path, calibration, *head)
         steps.done += 1
-        steps.report("measuring", f"timing {recipe.name} against fp32")
+        steps.report("measuring", f"agreement of {recipe.name} with fp32 on {len(held.tensors)} frames")
         candidate = Detector(path, threads=threads)
-        times = time_models([reference, candidate], spread(held.tensors, TIMED_FRAMES))
-        fp32_ms, int8_ms = float(np.median(times[:, 0])), float(np.median(times[:, 1]))
-        speedup = paired_speedup(times[:, 0], times[:, 1])
-        score = agreement([candidate.infer(t) for t in held.tensors], held)
+        outputs = []
+        for index, tensor in enumerate(held.tensors):
+            steps.report("measuring", f"agreement of {recipe.name} with fp32, frame {index + 1}/{len(held.tensors)}",
+                         index / len(held.tensors))
+            outputs.append(candidate.infer(tensor))
+        score = agreement(outputs, held)
+    except TuningCancelled:
+        raise
     except Exception as error:  # a recipe this CPU or ONNX Runtime cannot run must not end the tuning
         logger.warning("int8 recipe %s failed: %s", recipe.name, error)
         steps.done = first_step + 2
-        return TuneRow(recipe.name, None, None, None, error=str(error), settings=settings)
+        return TuneRow(recipe.name, None, None, None, error=str(error), settings=settings), None
     steps.done = first_step + 2
-    settings["fp32_ms"] = round(fp32_ms, 2)
-    logger.info("int8 recipe %s: %.1f ms (fp32 %.1f ms), agreement %.3f", recipe.name, int8_ms, fp32_ms, score)
-    return TuneRow(recipe.name, round(int8_ms, 2), round(speedup, 3), round(score, 4), settings=settings)
+    return TuneRow(recipe.name, None, None, round(score, 4), settings=settings), candidate
+
+
+def _time_candidates(reference: Detector, candidates: dict[str, Detector], rows: list[TuneRow], held: HeldBack,
+                     steps: _Steps) -> float:
+    """Time fp32 and every candidate in shared interleaved rounds; fill the rows' ms, speed-up and noise."""
+    names = list(candidates)
+    detectors = [reference, *candidates.values()]
+    medians = time_models(
+        detectors, spread(held.tensors, TIMED_FRAMES),
+        on_round=lambda done: steps.report("timing", f"timing fp32 and {len(names)} recipes, round "
+                                           f"{done + 1}/{TIMING_ROUNDS}", done / TIMING_ROUNDS),
+    )  # fmt: skip
+    fp32_ms, timed = timing_rows(medians)
+    by_name = {row.recipe: row for row in rows}
+    for name, (ms, speedup, noise) in zip(names, timed):
+        row = by_name[name]
+        row.ms, row.speedup, row.noise = ms, speedup, noise
+        row.settings["fp32_ms"] = fp32_ms
+        logger.info("int8 recipe %s: %.1f ms (fp32 %.1f ms), x%.2f +- %.2f, agreement %.3f",
+                    name, ms, fp32_ms, speedup, noise, row.agreement)
+    steps.done += 1
+    return fp32_ms

@@ -1,0 +1,96 @@
+"""Models checked for real at upload (issue 10 item 4), over HTTP on a live server.
+
+Every crafted .onnx here carries Ultralytics metadata and declares a YOLOv8 input and output, so reading the file
+alone accepts it; only the static checks on what it declares (input size, op domains) and the trial run in a
+budgeted child process (server.models.trial_run) refuse it.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+import requests
+
+from tests import crafted_onnx
+from tests.waiting import wait_for
+
+TRIAL_TIMEOUT_S = 3.0
+QUICK_S = 15.0  # a refusal takes well under a second of child process; this only catches a hang
+SERVER_GROWTH_MB = 300  # the server's own peak memory may not grow by more than this during a refusal
+
+
+def peak_rss_mb() -> float:
+    """The test process's peak resident memory, which includes the in-process server's."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def upload_model(base: str, path) -> requests.Response:
+    with open(path, "rb") as handle:
+        return requests.post(f"{base}/upload/model", files={"file": (path.name, handle)}, timeout=120)
+
+
+def upload_video(base: str, path) -> requests.Response:
+    with open(path, "rb") as handle:
+        return requests.post(f"{base}/upload/video", files={"file": (path.name, handle)}, timeout=120)
+
+
+REFUSED = {
+    "constant-of-shape-2^33": (crafted_onnx.constant_of_shape_bomb, "memory"),
+    "endless-loop": (crafted_onnx.endless_loop, "did not finish"),
+    "custom-domain-op": (crafted_onnx.custom_domain_op, "evil.ops:Boom"),
+    "input-65536x65536": (lambda: crafted_onnx.declared_input(65536, 65536), "65536 x 65536"),
+    "input-8192x8192": (lambda: crafted_onnx.declared_input(8192, 8192), "8192 x 8192"),
+    "output-not-yolov8": (crafted_onnx.wrong_anchor_count, "outputs 1 x 6 x 7"),
+}
+
+
+@pytest.fixture
+def checked_server(serve):
+    return serve(model_check_timeout=TRIAL_TIMEOUT_S, model_check_mb=1024)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_hostile_onnx_is_refused_quickly_without_taking_memory(checked_server, tmp_path, name):
+    build, words = REFUSED[name]
+    path = crafted_onnx.save(build(), tmp_path / f"{name}.onnx")
+    peak_before, started = peak_rss_mb(), time.monotonic()
+    response = upload_model(checked_server.url, path)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 400, response.text
+    assert words in response.json()["error"]
+    assert elapsed < QUICK_S
+    assert peak_rss_mb() - peak_before < SERVER_GROWTH_MB
+    status = requests.get(f"{checked_server.url}/api/status", timeout=5).json()
+    assert status["model"] is None
+    assert not any((checked_server.uploads / "model").glob("*"))
+
+
+def test_a_crafted_model_that_behaves_is_accepted(checked_server, tmp_path):
+    """The same construction without the hostile part passes: the refusals above are about that part."""
+    for model in (crafted_onnx.harmless(), crafted_onnx.declared_input(480, 640)):
+        path = crafted_onnx.save(model, tmp_path / "fine.onnx")
+        response = upload_model(checked_server.url, path)
+        assert response.status_code == 201, response.text
+
+
+def test_nonfinite_boxes_are_dropped_and_counted_while_the_stream_goes_on(checked_server, tmp_path, make_video):
+    base = checked_server.url
+    model = crafted_onnx.save(crafted_onnx.non_finite(), tmp_path / "nan.onnx")
+    assert upload_model(base, model).status_code == 201
+    assert upload_video(base, make_video("clip.avi", frames=20)).status_code == 201
+    requests.post(f"{base}/api/settings", json={"imgsz": 320, "realtime": False}, timeout=5)
+    assert requests.post(f"{base}/stream/start", timeout=30).status_code == 200
+
+    def counted():
+        stats = requests.get(f"{base}/api/status", timeout=5).json()["stats"]
+        return stats["frames"] >= 10 and stats["dropped_nonfinite"] > 0
+
+    assert wait_for(counted, timeout=60)
+    status = requests.get(f"{base}/api/status", timeout=5).json()
+    assert status["streaming"] and status["error"] is None
+    assert status["stats"]["detections"] == 0
+    with requests.get(f"{base}/video_feed", stream=True, timeout=10) as feed:
+        assert feed.status_code == 200
+        assert next(feed.iter_content(4096))
