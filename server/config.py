@@ -39,6 +39,17 @@ class Config:
     int8_recipes: str = field(
         default="", metadata={"help": "comma-separated int8 recipes to try when tuning (empty: all)"}
     )
+    camera: str = field(
+        default="",
+        metadata={"help": "command whose stdout is an MJPEG stream, selected as the live source at start-up "
+                  "(e.g. 'rpicam-vid -t 0 --codec mjpeg -o -'); never settable from the web"},
+    )
+    source_timeout: float = field(
+        default=5.0, metadata={"help": "seconds a live source may take to open or stay silent before it is reopened"}
+    )
+    source_backoff_max: float = field(
+        default=4.0, metadata={"help": "longest wait in seconds between reconnect attempts to a live source"}
+    )
     viewer_max_fps: float = field(
         default=30.0, metadata={"help": "frames per second sent to each stream viewer at most (0: no cap)"}
     )

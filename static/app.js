@@ -288,7 +288,7 @@
 
   function renderStream(status) {
     const frame = $("stream-frame");
-    const video = status && status.video;
+    const video = status && (status.video || status.source);  // a live source's geometry once known
     const known = Boolean(video && video.width > 0 && video.height > 0);
     frame.style.aspectRatio = known ? `${video.width} / ${video.height}` : "";
     if (known) frame.style.setProperty("--ar", String(video.width / video.height));
@@ -304,11 +304,11 @@
     }
 
     let text = EMPTY_TEXT;
-    if (status && status.video && status.model) {
+    if (status && (status.video || status.source) && status.model) {
       text = state.endedByItself ? "The stream has ended. Press Start to play it again" : "Ready: press Start to watch the detections";
     }
     else if (status && status.video) text = "Now upload a YOLOv8 model (.pt or .onnx), then press Start";
-    else if (status && status.model) text = "Now upload a video, then press Start";
+    else if (status && status.model) text = "Now upload a video or choose a stream, then press Start";
     $("placeholder-text").textContent = text;
 
     const streamError = status && !status.streaming && status.error;
@@ -746,7 +746,7 @@
     const status = state.status;
     const streaming = Boolean(status && status.streaming);
     const uploading = Boolean(state.uploading.video || state.uploading.model);
-    const haveBoth = Boolean(status && status.video && status.model);
+    const haveBoth = Boolean(status && (status.video || status.source) && status.model);
 
     $("start-btn").disabled = !status || streaming || !haveBoth || uploading || state.busy || state.offline;
     $("stop-btn").disabled = !streaming || state.busy || state.offline;
@@ -754,7 +754,7 @@
 
     let hint = "";
     if (status && !streaming && !haveBoth) {
-      const missing = [!status.video && "a video", !status.model && "a model"].filter(Boolean).join(" and ");
+      const missing = [!status.video && !status.source && "a video or a stream", !status.model && "a model"].filter(Boolean).join(" and ");
       hint = `Start needs ${missing}.`;
     }
     $("start-hint").textContent = hint;
@@ -768,7 +768,7 @@
     $("files-locked").hidden = !streaming;
 
     const reset = $("reset-btn");
-    const nothingStored = !status || (!status.video && !status.model);
+    const nothingStored = !status || (!status.video && !status.model && !status.source);
     reset.disabled = streaming || uploading || nothingStored;
     const why = streaming ? RESET_REASON : "";
     reset.title = why || (nothingStored ? "Nothing uploaded yet" : "Delete the uploaded video and model");
@@ -784,7 +784,7 @@
     else if (!status) { stateName = "connecting"; text = "Connecting…"; }
     else if (status.job) { stateName = "busy"; text = status.job.kind === "quantize" ? "Quantizing…" : "Converting…"; }
     else if (status.streaming) { stateName = "streaming"; text = "Streaming"; }
-    else if (status.video && status.model) { text = "Ready"; }
+    else if ((status.video || status.source) && status.model) { text = "Ready"; }
     pill.dataset.state = stateName;
     pill.textContent = text;
   }
@@ -806,6 +806,7 @@
     if (!state.uploading.model) renderModelInfo(status.model);
     renderStream(status);
     renderStats(shownStats(status));
+    if (window.edgeSource) window.edgeSource.render(status);  // static/source.js
     renderSettings(status, settingsFresh);
     // A poll that crossed a settings change pairs the new setting with old tuning state: wait for a fresh one.
     if (settingsFresh) renderPrecision(status);

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from server.vision import mjpeg
 from server.vision.settings import SettingsError
+from server.vision.sources import SourceRejected
 from server.vision.trace import TraceRequestInvalid, parse_trace_request
 from server.web.service import Busy, DetectionService, TooManyViewers
 from server.web.uploads import UploadRejected
@@ -97,6 +98,14 @@ def video_feed():
     return response
 
 
+@bp.post("/source")
+def select_source():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+        raise SourceRejected('send JSON {"url": "..."}: an rtsp://, http(s):// URL or /dev/videoN')
+    return jsonify({"source": service().select_source(body["url"])})
+
+
 @bp.get("/api/trace")
 def trace():
     frames, onnx_profile = parse_trace_request(request.args.get("frames"), request.args.get("onnx"))
@@ -112,6 +121,7 @@ def reset():
 
 @bp.app_errorhandler(UploadRejected)
 @bp.app_errorhandler(SettingsError)
+@bp.app_errorhandler(SourceRejected)
 @bp.app_errorhandler(TraceRequestInvalid)
 def bad_request(exc):
     return error(str(exc), 400)

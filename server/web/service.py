@@ -17,6 +17,7 @@ from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, optio
 from server.vision.stats import StreamStats
 from server.vision.stream import StreamRunner, TraceBusy
 from server.vision.tracker import Tracker
+from server.web.live import CALIBRATION_CLIP, LiveChoice
 from server.web.uploads import StoredModel, UploadStore
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class DetectionService:
         self._pending: set[str] = set()  # "video", "model" or "reset" while one is under way
         self._runner: StreamRunner | None = None
         self._runtime: ModelRuntime | None = None
+        self._live: LiveChoice | None = LiveChoice.camera(config) if config.camera else None
         self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r])
         if store.model is not None:  # re-adopted from a previous run (see UploadStore)
             self._runtime = self._runtime_for(store.model)
@@ -69,7 +71,8 @@ class DetectionService:
             raise Busy(f"cannot {action} while streaming: stop the stream first")
         pending = sorted(self._pending)
         if pending:
-            what = {"video": "a video upload", "model": "a model upload", "reset": "a reset"}[pending[0]]
+            what = {"video": "a video upload", "model": "a model upload", "reset": "a reset",
+                    "source": "a source change"}[pending[0]]
             raise Busy(f"cannot {action} while {what} is being processed; try again when it is done")
 
     def _begin(self, kind: str, action: str) -> None:
@@ -110,6 +113,7 @@ class DetectionService:
             "error": self.last_error or self.int8.error,
             "precision": self._precision_status(model),
             "restored": self.store.restored,
+            "source": self._live.status() if self._live else None,
             "lan_urls": self.lan_urls,
             "demo": self.demo,
         }
@@ -127,7 +131,10 @@ class DetectionService:
         self._begin("video", "replace the video")
         try:
             self._cancel_int8("a new video was uploaded")
-            return self.store.add_video(upload, filename).as_dict()
+            video = self.store.add_video(upload, filename).as_dict()
+            with self._lock:
+                self._live = None  # an uploaded video replaces the live source
+            return video
         finally:
             self._end("video")
 
@@ -179,6 +186,7 @@ class DetectionService:
                 self.settings = apply_changes(self.settings, {"precision": Settings.precision})
                 self._runner = None  # a finished stream's numbers go with its files
                 self.int8.forget()
+                self._live = None
                 return self.store.reset()
         finally:
             self._end("reset")
@@ -202,9 +210,10 @@ class DetectionService:
 
     def _build_int8(self) -> None:
         video, model = self.store.video, self.store.model
-        if video is not None and model is not None and not self._pending:
+        frames_from = video.path if video is not None else self._live_calibration_clip()
+        if frames_from is not None and model is not None and not self._pending:
             settings = self.settings
-            self.int8.build(model.onnx_path, video.path, settings.imgsz, settings.min_agreement, settings.threads)
+            self.int8.build(model.onnx_path, frames_from, settings.imgsz, settings.min_agreement, settings.threads)
 
     def current_settings(self) -> Settings:
         return self.settings
@@ -218,18 +227,61 @@ class DetectionService:
             if self.streaming:
                 return
             self.refuse_while_busy("start the stream")
-            video, model = self.store.video, self.store.model
-            if video is None or model is None:
-                missing = " and ".join(n for n, v in (("a video", video), ("a model", model)) if v is None)
+            video, model, live = self.store.video, self.store.model, self._live
+            if (video is None and live is None) or model is None:
+                needed = (("a video (or choose a live source)", video or live), ("a model", model))
+                missing = " and ".join(n for n, v in needed if v is None)
                 raise Busy(f"upload {missing} before starting the stream")
             if self.settings.precision == "int8":
                 self._build_int8()
             pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
             self.last_error = None
-            self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end,
-                                        max_viewer_fps=self.config.viewer_max_fps)
+            if live is not None:
+                self._runner = self._live_runner(live, pipeline)
+            else:
+                self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end,
+                                            max_viewer_fps=self.config.viewer_max_fps)
             self._runner.start()
-            logger.info("stream started: %s with %s", video.path.name, model.path.name)
+            logger.info("stream started: %s with %s", live.spec.label if live else video.path.name, model.path.name)
+
+    # -- live sources ------------------------------------------------------------------------
+    def select_source(self, url: str) -> dict:
+        """Check and probe a live source, then make it the one Start reads (replacing an uploaded video)."""
+        self._begin("source", "change the source")  # before probing: a webcam in use cannot be opened twice
+        try:
+            choice = LiveChoice.check(url, self.config)  # outside the lock: probing takes up to source_timeout
+            self._cancel_int8("a live source replaces the video")
+            with self._lock:
+                self.store.drop_video()
+                self._live = choice
+        finally:
+            self._end("source")
+        logger.info("live source selected: %s", choice.spec.label)
+        return choice.status()
+
+    def _live_calibration_clip(self) -> Path | None:
+        """Frames of the running live source for int8 tuning (None until it has streamed a few seconds)."""
+        live = self._live
+        return live.calibration_clip(self.store.cache_folder() / CALIBRATION_CLIP) if live else None
+
+    def _live_samples_ready(self) -> None:
+        """The live stream has sampled enough frames: tune int8 now if it was asked for before they came."""
+
+        def build() -> None:
+            with self._lock:
+                if self.settings.precision == "int8" and self.streaming:
+                    self._build_int8()
+
+        # Not on the reader's thread: a stop holding the lock would wait for that thread to end.
+        threading.Thread(target=build, name="live-int8", daemon=True).start()
+
+    def _live_runner(self, live: LiveChoice, pipeline: FramePipeline) -> StreamRunner:
+        live.on_samples = self._live_samples_ready
+        settings = LiveChoice.settings_for(self.current_settings)
+        return StreamRunner(
+            live.spec.label, live.video_info(), pipeline, settings, self._on_end,
+            open_source=live.open, on_publish=live.published, max_viewer_fps=self.config.viewer_max_fps,
+        )
 
     def _on_end(self, error: str | None) -> None:
         if error:

@@ -182,6 +182,12 @@ class UploadStore:
                 shutil.rmtree(other) if other.is_dir() else other.unlink(missing_ok=True)
         return final
 
+    def drop_video(self) -> None:
+        """Forget and delete the current video (a live source replaces it)."""
+        with self._lock:
+            shutil.rmtree(self.video_dir, ignore_errors=True)
+            self.video = None
+
     def reset(self) -> list[str]:
         """Delete every upload and derived model; return what was deleted, relative to the root."""
         with self._lock:
