@@ -13,13 +13,16 @@ import sys
 import time
 
 PR_SET_PDEATHSIG = 1
+# Not 0: under qemu-user (the aarch64 check's emulated Pi) a file-size limit of 0 kills the process as soon as it
+# imports ONNX Runtime, while 1 MB runs; 1 MB still keeps a model from filling the disk.
+FILE_LIMIT = 1024 * 1024
 
 
 def limit_self(memory_mb, parent):
-    """Cap this process's address space, forbid writing files and core dumps, and die with the parent."""
+    """Cap this process's address space and file sizes, forbid core dumps, and die with the parent."""
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above took effect

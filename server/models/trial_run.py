@@ -7,8 +7,8 @@ accepted and failed (or took GBs) only at stream start.
 
 A thread inside the server can neither be stopped nor held to a memory cap (measured: a 2^28-element
 ConstantOfShape run in-process took 6.8 s and 2.1 GB of resident memory), so the run happens in a child process:
-it sets RLIMIT_AS (address space) on itself before importing ONNX Runtime, RLIMIT_FSIZE 0 and RLIMIT_CORE 0 so
-that it can write no file (nor a core dump), asks the kernel to kill it when the server dies (PR_SET_PDEATHSIG), and
+it sets RLIMIT_AS (address space) on itself before importing ONNX Runtime, RLIMIT_FSIZE 1 MB and RLIMIT_CORE 0 so
+that it can write no large file (nor a core dump), asks the kernel to kill it when the server dies (PR_SET_PDEATHSIG), and
 is killed at the deadline. It only prints the shapes and types of the outputs as one JSON line.
 
 The child is server/models/trial_child.py, run as a script by path with python -I, so it imports numpy and
