@@ -20,6 +20,8 @@ from tests.model_zoo import build_model_zoo
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+pytest_plugins = ["tests.browser_fixtures"]
+
 
 def write_video(path: Path, width: int = 640, height: int = 480, fps: float = 15, frames: int = 45) -> Path:
     """Write a video of a textured background with two moving shapes (mp4v for .mp4, MJPG for .avi)."""
@@ -75,6 +77,16 @@ def demo_onnx() -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_detector(demo_onnx):
+    """A warmed-up one-thread session of the demo model, for tests of the stream machinery."""
+    from server.vision.detector import Detector
+
+    detector = Detector(demo_onnx, threads=1)
+    detector.warm_up((320, 320))
+    return detector
+
+
+@pytest.fixture(scope="session")
 def demo_pt() -> Path:
     return DEMO_MODEL_DIR / "shapes-yolov8n.pt"
 
@@ -126,11 +138,18 @@ def live_server(app):
 
 @pytest.fixture
 def serve(tmp_path):
-    """Return a function that serves a new app built from config_for(**overrides), stopped after the test."""
+    """Return a function that serves a new app built from config_for(**overrides), stopped after the test.
+
+    Each server started in one test gets an uploads folder of its own.
+    """
     with contextlib.ExitStack() as stack:
+        started = []
 
         def start(**overrides) -> LiveServer:
-            return stack.enter_context(serving(create_app(config_for(tmp_path, **overrides))))
+            uploads = tmp_path / ("uploads" if not started else f"uploads-{len(started)}")
+            live = stack.enter_context(serving(create_app(config_for(tmp_path, uploads=uploads, **overrides))))
+            started.append(live)
+            return live
 
         yield start
 

@@ -8,15 +8,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from tests.browser_fixtures import DESKTOP, PHONE, screenshot, wait_for_new_frame
 from tests.live_servers import rtsp_missing, rtsp_server, write_frames
-from tests.test_browser import (  # noqa: F401 (fixtures)
-    DESKTOP,
-    PHONE,
-    browser,
-    screenshot,
-    tabs,
-    wait_for_new_frame,
-)
 
 SOURCE_TIMEOUT_S = 2.0
 

@@ -2,54 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import threading
-from pathlib import Path
-
 import pytest
 import requests
+from playwright.sync_api import expect
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists() and not os.environ.get("CI"):
-    pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM}", allow_module_level=True)
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-from server import create_app  # noqa: E402
-from server.config import Config  # noqa: E402
-from server.web.wsgi import make_server  # noqa: E402
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 PASSWORD = "pi-on-the-shelf"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def serve(tmp_path):
-    started = []
+def serve_page(serve):
+    """Start a live server; token=True turns token mode on, as when the server listens on the LAN."""
 
     def start(token: bool = False, **fields):
-        app = create_app(Config(uploads=tmp_path / f"up{len(started)}", threads=8, **fields))
-        server = make_server(app, "127.0.0.1", 0, 8)
+        live = serve(threads=8, **fields)
         if token:
-            app.extensions["access"].mode = "token"  # as when listening on the LAN
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        started.append((app, server, thread))
-        return app, f"http://127.0.0.1:{server.effective_port}"
+            live.app.extensions["access"].mode = "token"
+        return live.app, live.url
 
-    yield start
-    for app, server, thread in started:
-        app.extensions["detection"].stop()
-        server.close()
-        thread.join(timeout=5)
+    return start
 
 
 class Tab:
@@ -71,8 +41,8 @@ class Tab:
         self.context.close()
 
 
-def test_token_link_signs_in_and_the_page_runs_under_the_csp(browser, serve):
-    app, url = serve(token=True)
+def test_token_link_signs_in_and_the_page_runs_under_the_csp(browser, serve_page):
+    app, url = serve_page(token=True)
     token = app.extensions["access"].token
     tab = Tab(browser)
     page = tab.page
@@ -92,8 +62,8 @@ def test_token_link_signs_in_and_the_page_runs_under_the_csp(browser, serve):
     tab.close()
 
 
-def test_stream_plays_with_the_session_cookie(browser, serve, make_video, demo_onnx):
-    app, url = serve(token=True)
+def test_stream_plays_with_the_session_cookie(browser, serve_page, make_video, demo_onnx):
+    app, url = serve_page(token=True)
     bearer = {"Authorization": f"Bearer {app.extensions['access'].token}"}  # a script's way in
     for route, path in (("/upload/video", make_video(width=320, height=240)), ("/upload/model", demo_onnx)):
         with path.open("rb") as handle:
@@ -107,8 +77,8 @@ def test_stream_plays_with_the_session_cookie(browser, serve, make_video, demo_o
     tab.close()
 
 
-def test_password_login_page_in_the_browser(browser, serve):
-    _, url = serve(password=PASSWORD)
+def test_password_login_page_in_the_browser(browser, serve_page):
+    _, url = serve_page(password=PASSWORD)
     tab = Tab(browser)
     page = tab.page
     page.goto(url + "/")

@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import pytest
 
-from server.vision.detector import Detector
 from server.vision.hub import FrameHub
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
@@ -19,13 +18,6 @@ from server.vision.video import FrameSource, VideoInfo, probe_video
 from tests.waiting import wait_for
 
 FLAT_OUT = Settings(imgsz=320, realtime=False, loop=False, threads=1)
-
-
-@pytest.fixture(scope="module")
-def demo_detector(demo_onnx):
-    detector = Detector(demo_onnx, threads=1)
-    detector.warm_up((320, 320))
-    return detector
 
 
 def make_runner(video, detector, settings: Settings, **kwargs) -> tuple[StreamRunner, list]:

@@ -8,12 +8,12 @@ from pathlib import Path
 from playwright.sync_api import expect
 
 from server.demo.loader import start_demo
-from tests.test_browser import DESKTOP, api_status, browser, screenshot, tabs  # noqa: F401  (fixtures)
+from tests.browser_fixtures import DESKTOP, api_status, screenshot
 
 IDLE_TILES = ("fps", "frames", "detections", "viewers", "latency", "dropped")
 
 
-def test_stats_show_dashes_while_idle_and_record_trace_downloads_a_trace(live_server, tabs):  # noqa: F811
+def test_stats_show_dashes_while_idle_and_record_trace_downloads_a_trace(live_server, tabs):
     service = live_server.app.extensions["detection"]
     start_demo(service)
     page = tabs(**DESKTOP)

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import requests
 
-from server.vision.detector import Detector
 from server.vision.settings import Settings
 from tests.test_producer import make_runner
 from tests.waiting import wait_for
 
 LOOPING = Settings(imgsz=320, realtime=False, loop=True, threads=1)
-
-
-@pytest.fixture(scope="module")
-def demo_detector(demo_onnx):
-    detector = Detector(demo_onnx, threads=1)
-    detector.warm_up((320, 320))
-    return detector
 
 
 def spans(trace: dict) -> list[dict]:
