@@ -41,7 +41,10 @@ ensure_qemu() {  # qemu >= 10 and debootstrap installed; the aarch64 binfmt entr
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports qemu-user-static >/dev/null
     fresh=1
   fi
-  command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  if ! command -v debootstrap >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  fi
   [[ -e $bm/register ]] || mount -t binfmt_misc binfmt_misc $bm
   # Re-registering drops the entry for a moment: only for a new qemu, never under a running check.
   if [[ $fresh == 1 || ! -e $bm/qemu-aarch64 ]]; then
