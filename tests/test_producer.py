@@ -172,3 +172,13 @@ def test_a_render_failure_ends_the_stream_with_its_error(make_video, demo_detect
     assert wait_for(lambda: ended, timeout=30)
     assert ended == ["stream failed: no JPEG today"]
     assert wait_for(lambda: stage_threads() == [], timeout=5), stage_threads()
+
+
+def test_the_last_frame_before_close_still_reaches_viewers():
+    """A video that ends publishes its last frame and closes the hub at once: viewers must still get it."""
+    hub = FrameHub()
+    hub.publish(b"\xff\xd8last\xff\xd9")
+    hub.close()
+    parts = list(hub.frames(max_fps=0))
+    assert len(parts) == 1 and b"last" in parts[0]
+    assert hub.wait_newer(hub.published, 5.0) == (hub.published, None)  # closed: no wait, nothing newer

@@ -51,10 +51,13 @@ class FrameHub:
         return self._sequence
 
     def wait_newer(self, seen: int, timeout: float) -> tuple[int, bytes | None]:
-        """Return (sequence, multipart part) newer than seen, or (seen, None) on timeout or close."""
+        """Return (sequence, multipart part) newer than seen, or (seen, None) on timeout or when closed with none.
+
+        A frame published just before the hub closed (the last frame of a video that ends) is still handed out.
+        """
         with self._condition:
             self._condition.wait_for(lambda: self._closed or self._sequence > seen, timeout)
-            if self._closed or self._sequence <= seen:
+            if self._sequence <= seen:
                 return seen, None
             return self._sequence, self._part
 
@@ -76,11 +79,13 @@ class FrameHub:
         interval = 1.0 / cap if cap > 0 else 0.0
         try:
             seen, due = 0, time.monotonic()
-            while not self._closed:
-                if interval:
+            while True:
+                if interval and not self._closed:
                     self._sleep_until(due)
                 seen, part = self.wait_newer(seen, VIEWER_POLL_S)
                 if part is None:
+                    if self._closed:
+                        return
                     continue
                 # The next frame is due one interval after this one was due, so the cap holds on
                 # average; after a long wait it restarts from now rather than bursting to catch up.
