@@ -2,13 +2,17 @@
 
 ffmpeg encodes (--frames: loops a folder of JPEG frames at --fps; --stdin: re-muxes an MJPEG stream read from
 stdin) and writes JPEGs to a pipe; this server cuts them at JPEG markers and sends the newest to every client.
-Standard library only, so it runs with any python3.
+Standard library and the project's stdlib-only MJPEG helpers only, so it runs with any python3.
 """
 import argparse
 import http.server
 import subprocess
 import sys
 import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, with any python3
+from server.vision.mjpeg import split_jpegs  # noqa: E402
 
 BOUNDARY = b"ffmpeg"
 
@@ -36,24 +40,6 @@ class Latest:
             return (self.seq, self.jpeg) if self.seq > seen else (seen, None)
 
 
-def split_jpegs(stream, on_jpeg):
-    buffer = b""
-    while True:
-        chunk = stream.read1(65536)
-        if not chunk:
-            return
-        buffer += chunk
-        while True:
-            start = buffer.find(b"\xff\xd8")
-            end = buffer.find(b"\xff\xd9", start + 2) if start >= 0 else -1
-            if end < 0:
-                if start > 0:
-                    buffer = buffer[start:]
-                break
-            on_jpeg(buffer[start:end + 2])
-            buffer = buffer[end + 2:]
-
-
 def ffmpeg_command(args):
     if args.stdin:
         source = ["-f", "mjpeg", "-i", "pipe:0", "-c:v", "copy"]
@@ -73,7 +59,8 @@ def main():
     ffmpeg = subprocess.Popen(ffmpeg_command(args), stdin=sys.stdin if args.stdin else subprocess.DEVNULL, stdout=subprocess.PIPE)
 
     def pump():
-        split_jpegs(ffmpeg.stdout, latest.publish)
+        for jpeg in split_jpegs(lambda: ffmpeg.stdout.read1(65536)):
+            latest.publish(jpeg)
         latest.end()
 
     class Handler(http.server.BaseHTTPRequestHandler):

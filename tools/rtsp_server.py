@@ -15,6 +15,10 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer
 
+# Run by Debian's python3 (python3-gi), outside the venv: the project's stdlib-only MJPEG helpers by path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from server.vision.mjpeg import split_jpegs  # noqa: E402
+
 ENCODE = (
     "videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast "
     "key-int-max={gop} bframes=0 ! rtph264pay name=pay0 pt=96 config-interval=1"
@@ -51,23 +55,11 @@ class StdinFeeder:
             self.sources = [src]
 
     def run(self):
-        buffer = b""
-        stream = sys.stdin.buffer
-        while True:
-            chunk = stream.read1(65536)
-            if not chunk:
-                break
-            buffer += chunk
-            while True:
-                start = buffer.find(b"\xff\xd8")
-                end = buffer.find(b"\xff\xd9", start + 2) if start >= 0 else -1
-                if end < 0:
-                    break
-                jpeg, buffer = buffer[start:end + 2], buffer[end + 2:]
-                with self.lock:
-                    sources = list(self.sources)
-                for src in sources:
-                    src.emit("push-buffer", Gst.Buffer.new_wrapped(jpeg))
+        for jpeg in split_jpegs(lambda: sys.stdin.buffer.read1(65536)):
+            with self.lock:
+                sources = list(self.sources)
+            for src in sources:
+                src.emit("push-buffer", Gst.Buffer.new_wrapped(jpeg))
 
 
 def main():

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from server.vision.mjpeg import JpegSplitter
 from server.vision.video import DEFAULT_FPS, Frame
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ CALIBRATION_SAMPLES = 36  # frames kept for int8 tuning when there is no video f
 CALIBRATION_EVERY_S = 0.25
 FPS_WINDOW_S = 2.0  # seconds of arrivals the measured fps counts
 FPS_SETTLE_S = 2.0  # seconds after connecting before it counts them
-JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
-MAX_JPEG_BYTES = 16 * 1024 * 1024
 
 
 class SourceRejected(ValueError):
@@ -221,7 +220,7 @@ class CommandConnection:
     def __init__(self, spec: SourceSpec, timeout_s: float):
         self.timeout_s = timeout_s
         self.fps = 0.0
-        self._buffer = bytearray()
+        self._splitter = JpegSplitter()
         try:
             self.process = subprocess.Popen(
                 shlex.split(spec.target),
@@ -240,7 +239,7 @@ class CommandConnection:
 
     def read(self) -> np.ndarray | None:
         while True:
-            jpeg = self._next_jpeg()
+            jpeg = self._splitter.next_jpeg()
             if jpeg is not None:
                 image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
                 if image is not None:
@@ -249,21 +248,6 @@ class CommandConnection:
             if not self._fill():
                 return None
 
-    def _next_jpeg(self) -> bytes | None:
-        start = self._buffer.find(JPEG_SOI)
-        if start < 0:
-            del self._buffer[:-1]  # keep a trailing 0xff that may start a marker
-            return None
-        end = self._buffer.find(JPEG_EOI, start + 2)
-        if end < 0:
-            del self._buffer[:start]
-            if len(self._buffer) > MAX_JPEG_BYTES:  # no end marker in sight: not MJPEG
-                self._buffer.clear()
-            return None
-        jpeg = bytes(self._buffer[start : end + 2])
-        del self._buffer[: end + 2]
-        return jpeg
-
     def _fill(self) -> bool:
         """Read more of stdout; False when the command ended or wrote nothing for timeout_s (a stall)."""
         stdout = self.process.stdout
@@ -271,7 +255,7 @@ class CommandConnection:
         if not ready:
             return False
         chunk = os.read(stdout.fileno(), 1 << 16)
-        self._buffer += chunk
+        self._splitter.feed(chunk)
         return bool(chunk)
 
     def close(self) -> None:
