@@ -46,7 +46,7 @@
     }
     const running = source.state !== "idle" && source.state !== "ended";
     const lag = statTile("lag", "Lag (ms)");
-    const drops = statTile("drops", "Dropped");
+    const drops = statTile("drops", "Source drops");  // frames the camera sent that were overtaken before use
     if (lag) lag.textContent = running && source.lag_ms !== null ? String(Math.round(source.lag_ms)) : "–";
     if (drops) drops.textContent = running ? String(source.drops) : "–";
   }
