@@ -205,7 +205,7 @@ def test_token_survives_a_restart(tmp_path, start_server):
         ("GET", "/api/status"),
         ("GET", "/video_feed"),
         ("GET", "/api/trace"),
-        ("GET", "/static/app.js"),
+        ("GET", "/static/js/main.js"),
         ("GET", "/static/style.css"),
         ("GET", "/no/such/page"),
         ("POST", "/api/settings"),
@@ -345,7 +345,7 @@ def test_unknown_host_is_refused_as_dns_rebinding(start_server):
             assert "Host" in response.json()["error"]
 
 
-@pytest.mark.parametrize("path", ["/", "/api/status", "/static/app.js", "/no/such/page", "/login"])
+@pytest.mark.parametrize("path", ["/", "/api/status", "/static/js/main.js", "/no/such/page", "/login"])
 def test_security_headers_on_every_response(start_server, path):
     served = start_server(token=True)
     for session in (requests, served.session()):

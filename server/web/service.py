@@ -12,7 +12,7 @@ from server.jobs import JobBoard
 from server.models import convert
 from server.models.int8.builds import Int8Models
 from server.models.runtime import ModelRuntime
-from server.vision.pipeline import FramePipeline
+from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
 from server.vision.stats import StreamStats
 from server.vision.stream import StreamRunner, TraceBusy
@@ -109,6 +109,7 @@ class DetectionService:
             "settings": self.settings.as_dict(),
             "options": options_for(self.imgsz_choices()),
             "stats": stats,
+            "stages": list(STAGES),  # the stages of stats.latency_ms, in the order a frame passes them
             "job": self.jobs.current(),
             "error": self.last_error or self.int8.error,
             "precision": self._precision_status(model),
