@@ -133,7 +133,7 @@ def test_calibration_frames_are_the_sampled_images_themselves_and_ready_is_said_
     ready = []
     connection = FakeConnection(count + 10)
     source = LiveSource(parse_source("rtsp://cam/x"), opener=lambda spec, timeout: connection, backoff=Backoff(5, 5),
-                        on_calibration_ready=lambda: ready.append(source.received))
+                        on_calibration_ready=lambda: ready.append(connection.sent))
     try:
         assert wait_for(lambda: source.received >= count + 10, timeout=10)
         assert ready == [count] and source.calibration_ready
@@ -141,6 +141,25 @@ def test_calibration_frames_are_the_sampled_images_themselves_and_ready_is_said_
         # BGR images as decoded, the newest last: no video written and read back in between.
         assert [int(f[0, 0, 0]) for f in frames] == list(range(11, count + 11))
         assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 for f in frames)
+    finally:
+        source.close()
+
+
+def test_calibration_samples_of_a_large_camera_are_kept_shrunk(monkeypatch):
+    monkeypatch.setattr(sources.live, "CALIBRATION_EVERY_S", 0.0)
+    big = np.zeros((2160, 3840, 3), np.uint8)  # a 4K frame: 96 kept as they are would take 2.4 GB
+
+    class FourK(FakeConnection):
+        def read(self):
+            return None if super().read() is None else big
+
+    source = LiveSource(parse_source("rtsp://cam/x"), opener=lambda spec, timeout: FourK(3), backoff=Backoff(5, 5))
+    try:
+        assert wait_for(lambda: source.received >= 3, timeout=10)
+        frame = source.read(timeout=1)
+        assert frame.image.shape == (2160, 3840, 3)  # the stream itself is untouched
+        samples = source.calibration_frames(sources.CALIBRATION_FRAMES)
+        assert samples and all(s.shape == (720, 1280, 3) for s in samples)
     finally:
         source.close()
 

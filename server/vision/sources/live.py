@@ -36,6 +36,9 @@ CLOSE_WAIT_S = 1.0
 LAG_WINDOW = 100  # frames the reported lag is the median of
 # A sample every 0.1 s fills CALIBRATION_FRAMES within ten seconds of streaming.
 CALIBRATION_EVERY_S = 0.1
+# Samples are kept for the whole stream: a larger frame is kept shrunk to this long side (no model input is
+# larger), so a 4K camera's samples take a few hundred MB, not gigabytes.
+CALIBRATION_MAX_SIDE = 1280
 FPS_WINDOW_S = 2.0  # seconds of arrivals the measured fps counts
 FPS_SETTLE_S = 2.0  # seconds after connecting before it counts them
 FIRST_RETRY_S = 0.5
@@ -50,6 +53,15 @@ class LiveFrame(Frame):
 
 
 IDLE_COUNTERS = {"state": "idle", "attempt": 0, "lag_ms": None, "drops": 0, "frames": 0, "reconnects": 0}
+
+
+def _shrunk(image: np.ndarray, max_side: int) -> np.ndarray:
+    """The image, scaled down (keeping its shape) when its long side is over max_side."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
 
 
 # -- the live source the stream producer reads from -----------------------------------------------
@@ -175,7 +187,7 @@ class LiveSource:
         if now - self._sampled_at < CALIBRATION_EVERY_S:
             return False
         self._sampled_at = now
-        self._samples.append(image)
+        self._samples.append(_shrunk(image, CALIBRATION_MAX_SIDE))
         return len(self._samples) == CALIBRATION_FRAMES and self._on_calibration_ready is not None
 
     def _measured_fps(self) -> float | None:
