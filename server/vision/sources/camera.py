@@ -76,4 +76,3 @@ class CommandConnection:
             self.process.wait()
         finally:
             self.process.stdout.close()
-

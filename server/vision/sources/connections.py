@@ -73,7 +73,6 @@ class CaptureConnection:
         self.capture.release()
 
 
-
 def _open_capture(spec: SourceSpec, timeout_s: float) -> cv2.VideoCapture | None:
     if spec.kind == "v4l2":
         capture = cv2.VideoCapture(spec.target, cv2.CAP_V4L2)
@@ -124,4 +123,3 @@ def _how(spec: SourceSpec) -> str:
         "v4l2": "the V4L2 device",
         "camera": "the camera command (MJPEG on stdout)",
     }[spec.kind]
-

@@ -42,7 +42,6 @@ class SourceInfo:
     fps: float
 
 
-
 def redact(url: str) -> str:
     """Return url with any password replaced by ***; the user name stays so the owner recognises it."""
     parts = urlsplit(url)
@@ -93,7 +92,6 @@ def _device_spec(path: str) -> SourceSpec:
     if not stat.S_ISCHR(mode):
         raise SourceRejected(f"{path} is not a character device: tried to open it as a V4L2 camera")
     return SourceSpec("v4l2", path, path)
-
 
 
 def describe(spec: SourceSpec, info: SourceInfo | None, measured_fps: float | None = None) -> dict:
