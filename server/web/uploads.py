@@ -18,7 +18,7 @@ from werkzeug.utils import secure_filename
 from server.models.identify import inspect_model
 from server.models.info import ModelInfo, ModelRejected
 from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
-from server.vision.video import (
+from server.vision.sources.file import (
     VIDEO_EXTENSIONS,
     VideoInfo,
     VideoUnreadable,

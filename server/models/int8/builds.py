@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from server.jobs import JobBoard
 from server.models.int8 import tuning as quantize
-from server.models.int8.calibration import sample_frames
 from server.models.int8.recipes import RECIPES_BY_NAME
+from server.vision.sources.base import CALIBRATION_FRAMES
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_FRAMES = 96  # half calibrate (at most 24 are used), half are the held-back pool
 CANCEL_JOIN_S = 120.0  # one quantize_static call cannot be interrupted; a large model's takes this long at worst
 
 
@@ -60,15 +62,25 @@ class Int8Models:
     def building(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int) -> None:
-        """Start tuning in the background unless it is cached or already running."""
+    def status(self, fp32: Path | None, precision: str) -> dict:
+        """What runs now under the precision setting (int8 once tuned), and the tuning table when there is one."""
+        int8_path = self.ready(fp32) if fp32 else None
+        active = "int8" if precision == "int8" and int8_path else "fp32"
+        return {"active": active, "building": self.building(), "int8": self.report(fp32) if int8_path else None}
+
+    def build(self, fp32: Path, frames: Callable[[int], list[np.ndarray]], imgsz: int, min_agreement: float,
+              threads: int) -> None:
+        """Start tuning in the background unless it is cached or already running.
+
+        frames(count) gives the calibration images (a source's; called on the tuning thread: a file decodes).
+        """
         with self._lock:
             if self.ready(fp32) or self.building() or not self.jobs.begin("quantize", "tuning int8 on this CPU"):
                 return
             self.error = None
             self._cancel = threading.Event()
             self._thread = threading.Thread(
-                target=self._build, args=(fp32, video, imgsz, min_agreement, threads, self._cancel),
+                target=self._build, args=(fp32, frames, imgsz, min_agreement, threads, self._cancel),
                 name="int8-tuning", daemon=True,
             )  # fmt: skip
             self._thread.start()
@@ -96,13 +108,12 @@ class Int8Models:
         if report is not None and abs(report.min_agreement - min_agreement) > 1e-9:
             self._known[fp32] = quantize.rejudge(report, quantize.int8_path_for(fp32), min_agreement)
 
-    def _build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int,
-               cancel: threading.Event) -> None:
+    def _build(self, fp32: Path, frames: Callable[[int], list[np.ndarray]], imgsz: int, min_agreement: float,
+               threads: int, cancel: threading.Event) -> None:
         try:
-            frames = sample_frames(video, CALIBRATION_FRAMES)
             report = quantize.tune_int8(
                 fp32,
-                frames,
+                frames(CALIBRATION_FRAMES),
                 imgsz,
                 quantize.int8_path_for(fp32),
                 min_agreement=min_agreement,
