@@ -230,7 +230,6 @@ def test_no_server_module_imports_torch_or_unpickles_for_real():
     assert offenders == []
 
 
-
 def test_rebuild_from_type_is_held_to_rebuilding_a_tensor(tmp_path):
     """_rebuild_from_type_v2(func, type, args, state) calls func(*args) in torch: func must be a tensor rebuild."""
     forward = getattr_(global_("ultralytics.nn.modules.head", "Detect"), "forward")  # an allowed getattr on its own

@@ -31,11 +31,7 @@ import pytest
 from server.models.convert import ConversionFailed, convert_cached, convert_to_onnx
 from server.models.identify import inspect_checkpoint
 from server.models.info import ModelInfo, ModelRejected
-from server.models.int8.recipes import (
-    head_output_convs,
-    head_tail_nodes,
-    preprocess_model,
-)
+from server.models.int8.recipes import preprocess_model, walk_head
 from server.models.onnx_info import inspect_onnx
 from server.vision import processing
 from server.vision.detector import Detector
@@ -399,7 +395,8 @@ def head_summary(path: Path, work: Path) -> tuple[collections.Counter, int]:
     """Return the op types of the head tail int8 keeps in float and the number of head output convs."""
     prepared = onnx.load(str(preprocess_model(path, work / f"{path.stem}.prepared.onnx")))
     ops = {node.name: node.op_type for node in prepared.graph.node}
-    return collections.Counter(ops[n] for n in head_tail_nodes(prepared)), len(head_output_convs(prepared))
+    tail, head_convs = walk_head(prepared)
+    return collections.Counter(ops[n] for n in tail), len(head_convs)
 
 
 def test_int8_finds_the_same_head_on_the_converted_graph_as_on_ultralytics(tmp_path):
@@ -427,7 +424,7 @@ def test_int8_tuning_works_on_a_converted_graph(tmp_path):
     report = tune_int8(ours, scenes, 320, int8_path_for(ours), recipes=["u8s8-pc-rr"], threads=1)
     (row,) = report.rows
     assert row.error is None and row.agreement >= 0.9, row
-    tail = set(head_tail_nodes(onnx.load(str(preprocess_model(ours, tmp_path / "p.onnx")))))
+    tail = set(walk_head(onnx.load(str(preprocess_model(ours, tmp_path / "p.onnx"))))[0])
     quantized = onnx.load(report.path)  # the chosen recipe's model
     kept = {node.name for node in quantized.graph.node}
     assert tail <= kept  # every head-tail node is still there, in float

@@ -42,7 +42,6 @@ class Viewer(threading.Thread):
             self.ended.set()
 
 
-
 def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_video, demo_onnx):
     base = live_server.url
     assert post_file(f"{base}/upload/video", make_video("clip.avi", frames=60)).status_code == 201

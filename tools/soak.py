@@ -25,7 +25,8 @@ import requests
 
 from server.demo import DEMO_ONNX
 from server.demo.video import write_demo_video
-from tools.bench import ServerProcess, Viewer
+from tools.bench import Viewer
+from tools.server_process import ServerProcess
 
 logger = logging.getLogger("soak")
 

@@ -317,7 +317,7 @@ class DetectionService:
     @property
     def max_viewers(self) -> int:
         # Each viewer holds an HTTP worker thread; keep some for the page's API calls.
-        return max(1, self.config.threads - 4)
+        return max(1, self.config.http_threads - 4)
 
 
 def described(stored) -> dict | None:

@@ -12,16 +12,18 @@ import cv2
 import numpy as np
 from onnxruntime.quantization import (
     CalibrationDataReader,
+    CalibrationMethod,
     create_calibrator,
     quantize_static,
 )
 
-from server.models.int8.recipes import CALIBRATION_METHODS
-
 logger = logging.getLogger(__name__)
 
-
-
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
 MAX_CALIBRATION_FRAMES = 24
 MAX_HELD_BACK_FRAMES = 48  # a pool: fp32 runs on them until it has enough boxes (judging)
 CALIBRATION_CHUNK = 2  # frames per collect call: histogram calibrators hold every activation of a chunk
