@@ -35,6 +35,7 @@ from server.models.int8.recipes import preprocess_model, walk_head
 from server.models.onnx_info import inspect_onnx
 from server.vision import processing
 from server.vision.detector import Detector
+from tests.helpers import upload
 
 logger = logging.getLogger(__name__)
 
@@ -263,11 +264,9 @@ def test_every_accepted_pt_uploads_over_http_and_streams(live_server, model_zoo,
     base = live_server.url
     video = make_video("clip.avi", frames=30)
     checkpoints = [DEMO_PT, *(model_zoo / name for name in ZOO_YOLOV8), *real_checkpoints.values()]
-    with open(video, "rb") as handle:
-        assert requests.post(f"{base}/upload/video", files={"file": ("clip.avi", handle)}, timeout=60).ok
+    assert upload(base, "/upload/video", video, name="clip.avi").ok
     for pt in checkpoints:
-        with open(pt, "rb") as handle:
-            response = requests.post(f"{base}/upload/model", files={"file": (pt.name, handle)}, timeout=120)
+        response = upload(base, "/upload/model", pt)
         assert response.status_code == 201, (pt.name, response.text)
         requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5).raise_for_status()
         assert requests.post(f"{base}/stream/start", timeout=30).json() == {"streaming": True}
@@ -369,8 +368,7 @@ def test_an_unknown_layer_is_refused_by_name_with_how_to_bring_an_onnx_export(mo
 
 def test_an_unknown_layer_upload_is_a_400_naming_it(client, model_zoo, tmp_path):
     odd = renamed_layer_checkpoint(model_zoo / "yolov8n.pt", tmp_path / "odd.pt", b"SPPF", b"SPPX")
-    with open(odd, "rb") as handle:
-        response = client.post("/upload/model", data={"file": (handle, "odd.pt")})
+    response = upload(client, "/upload/model", odd, name="odd.pt")
     assert response.status_code == 400
     assert "SPPX layer" in response.get_json()["error"]
 

@@ -23,6 +23,7 @@ from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
 from server.vision.sources import CaptureConnection, parse_source
 from server.web.live import LiveChoice
+from tests.helpers import upload, upload_model_at_320
 from tests.live_servers import (
     ffmpeg_missing,
     free_port,
@@ -52,13 +53,6 @@ def server(serve) -> str:
 @pytest.fixture
 def frames(tmp_path) -> str:
     return write_frames(tmp_path / "frames")
-
-
-def upload_model(url: str, model) -> None:
-    with open(model, "rb") as handle:
-        response = requests.post(f"{url}/upload/model", files={"file": (model.name, handle)}, timeout=120)
-    assert response.status_code == 201, response.text
-    requests.post(f"{url}/api/settings", json={"imgsz": 320}, timeout=10).raise_for_status()
 
 
 def source_status(url: str) -> dict:
@@ -94,7 +88,7 @@ class Viewer(threading.Thread):
 
 
 def watch_stream(url: str, source_url: str, demo_onnx) -> Viewer:
-    upload_model(url, demo_onnx)
+    upload_model_at_320(url, demo_onnx)
     response = requests.post(f"{url}/source", json={"url": source_url}, timeout=30)
     assert response.status_code == 200, response.text
     requests.post(f"{url}/stream/start", timeout=30).raise_for_status()
@@ -247,10 +241,9 @@ def test_a_source_and_an_uploaded_video_replace_each_other_and_reset_clears_both
     _needs(ffmpeg_missing())
     http = mjpeg_server(frames).start()
     try:
-        upload_model(server, demo_onnx)
+        upload_model_at_320(server, demo_onnx)
         video = make_video("clip.mp4", frames=10)
-        with open(video, "rb") as handle:
-            assert requests.post(f"{server}/upload/video", files={"file": (video.name, handle)}, timeout=60).ok
+        assert upload(server, "/upload/video", video).ok
         assert requests.post(f"{server}/source", json={"url": http.url}, timeout=30).ok
         status = requests.get(f"{server}/api/status", timeout=10).json()
         assert status["video"] is None and status["source"]["kind"] == "http"
@@ -260,8 +253,7 @@ def test_a_source_and_an_uploaded_video_replace_each_other_and_reset_clears_both
         assert busy.status_code == 409
         requests.post(f"{server}/stream/stop", timeout=30).raise_for_status()
 
-        with open(video, "rb") as handle:
-            assert requests.post(f"{server}/upload/video", files={"file": (video.name, handle)}, timeout=60).ok
+        assert upload(server, "/upload/video", video).ok
         status = requests.get(f"{server}/api/status", timeout=10).json()
         assert status["video"] is not None and status["source"] is None
 
@@ -295,7 +287,7 @@ def test_a_configured_camera_is_the_source_at_start_up(serve, demo_onnx, tmp_pat
     assert status.json()["source"]["kind"] == "camera" and status.json()["source"]["state"] == "idle"
     assert "ffmpeg" not in status.text  # the command is the owner's business, not the page's
 
-    upload_model(url, demo_onnx)
+    upload_model_at_320(url, demo_onnx)
     requests.post(f"{url}/stream/start", timeout=30).raise_for_status()
     viewer = Viewer(url)
     viewer.start()
@@ -305,8 +297,7 @@ def test_a_configured_camera_is_the_source_at_start_up(serve, demo_onnx, tmp_pat
     requests.post(f"{url}/stream/stop", timeout=30).raise_for_status()
 
     video = make_video("clip.mp4", frames=10)
-    with open(video, "rb") as handle:
-        assert requests.post(f"{url}/upload/video", files={"file": (video.name, handle)}, timeout=60).ok
+    assert upload(url, "/upload/video", video).ok
     assert source_status(url) == {}
     again = requests.post(f"{url}/source", json={"url": "camera"}, timeout=30)
     assert again.status_code == 200 and again.json()["source"]["kind"] == "camera"
@@ -318,7 +309,7 @@ def test_int8_is_tuned_on_frames_of_the_live_stream_when_there_is_no_video(serve
     http = mjpeg_server(frames).start()
     try:
         url = serve(int8_recipes="u8s8-pc-rr", source_timeout=SOURCE_TIMEOUT_S).url
-        upload_model(url, demo_onnx)
+        upload_model_at_320(url, demo_onnx)
         assert requests.post(f"{url}/source", json={"url": http.url}, timeout=30).ok
         # Asked for before the stream has any frames: tuning starts once the source has sampled enough.
         assert requests.post(f"{url}/api/settings", json={"precision": "int8"}, timeout=10).ok

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests import crafted_onnx
+from tests.helpers import upload
 from tests.waiting import wait_for
 
 TRIAL_TIMEOUT_S = 3.0
@@ -24,16 +25,6 @@ SERVER_GROWTH_MB = 300  # the server's own peak memory may not grow by more than
 def peak_rss_mb() -> float:
     """The test process's peak resident memory, which includes the in-process server's."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def upload_model(base: str, path) -> requests.Response:
-    with open(path, "rb") as handle:
-        return requests.post(f"{base}/upload/model", files={"file": (path.name, handle)}, timeout=120)
-
-
-def upload_video(base: str, path) -> requests.Response:
-    with open(path, "rb") as handle:
-        return requests.post(f"{base}/upload/video", files={"file": (path.name, handle)}, timeout=120)
 
 
 REFUSED = {
@@ -56,7 +47,7 @@ def test_hostile_onnx_is_refused_quickly_without_taking_memory(checked_server, t
     build, words = REFUSED[name]
     path = crafted_onnx.save(build(), tmp_path / f"{name}.onnx")
     peak_before, started = peak_rss_mb(), time.monotonic()
-    response = upload_model(checked_server.url, path)
+    response = upload(checked_server.url, "/upload/model", path)
     elapsed = time.monotonic() - started
     assert response.status_code == 400, response.text
     assert words in response.json()["error"]
@@ -71,15 +62,15 @@ def test_a_crafted_model_that_behaves_is_accepted(checked_server, tmp_path):
     """The same construction without the hostile part passes: the refusals above are about that part."""
     for model in (crafted_onnx.harmless(), crafted_onnx.declared_input(480, 640)):
         path = crafted_onnx.save(model, tmp_path / "fine.onnx")
-        response = upload_model(checked_server.url, path)
+        response = upload(checked_server.url, "/upload/model", path)
         assert response.status_code == 201, response.text
 
 
 def test_nonfinite_boxes_are_dropped_and_counted_while_the_stream_goes_on(checked_server, tmp_path, make_video):
     base = checked_server.url
     model = crafted_onnx.save(crafted_onnx.non_finite(), tmp_path / "nan.onnx")
-    assert upload_model(base, model).status_code == 201
-    assert upload_video(base, make_video("clip.avi", frames=20)).status_code == 201
+    assert upload(base, "/upload/model", model).status_code == 201
+    assert upload(base, "/upload/video", make_video("clip.avi", frames=20)).status_code == 201
     requests.post(f"{base}/api/settings", json={"imgsz": 320, "realtime": False}, timeout=5)
     assert requests.post(f"{base}/stream/start", timeout=30).status_code == 200
 
