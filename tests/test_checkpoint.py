@@ -25,7 +25,7 @@ from tests.helpers import upload
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# --- pickle opcodes, written by hand so the payloads are exactly what the issue describes ---------------------------
+# --- pickle opcodes, written by hand so each payload is exactly the one its test names -----------------------------
 def global_(module: str, name: str) -> bytes:
     return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
 
@@ -80,7 +80,7 @@ def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-# --- the two crafted files of issue 9 -------------------------------------------------------------------------------
+# --- two crafted pickles that run code when unpickled for real --------------------------------------------------------
 @pytest.mark.slow  # imports torch
 def test_the_getattr_chain_is_live_when_unpickled_for_real(tmp_path):
     pytest.importorskip("torch")

@@ -1,4 +1,4 @@
-"""The service's concurrency (issue 10 item 7), over HTTP on a live server.
+"""Long steps never block the service: requests answer, conflicts are refused, producers stop; over HTTP.
 
 Slow steps are held open with an event inside the real code path (a wrapped model check, video probe or
 inference), so each test can look at the server while the step is under way, then let it finish.

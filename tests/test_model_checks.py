@@ -1,4 +1,4 @@
-"""Models checked for real at upload (issue 10 item 4), over HTTP on a live server.
+"""Hostile models are refused at upload by their declared shapes and a budgeted trial run, over HTTP.
 
 Every crafted .onnx here carries Ultralytics metadata and declares a YOLOv8 input and output, so reading the file
 alone accepts it; only the static checks on what it declares (input size, op domains) and the trial run in a

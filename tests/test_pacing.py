@@ -1,4 +1,4 @@
-"""Pacing that cannot starve (issue 10 item 8): realtime playback of a video that decodes slower than its fps."""
+"""Pacing that cannot starve: realtime playback of a video that decodes slower than its fps."""
 
 from __future__ import annotations
 
