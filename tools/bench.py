@@ -7,7 +7,7 @@
 Rows: Ultralytics on the .pt (PyTorch) and on its default ONNX export, streamed as a user of
 Ultralytics would (predict(stream=True) -> results.plot() -> JPEG); then this project's
 FramePipeline, FrameSource, Detector and Tracker (the code the server runs) for each variant
-precision x imgsz x detect_every; then the real server over HTTP (waitress in a child process,
+precision x imgsz x detect_every; then the real server over HTTP (run.py in a child process,
 realtime off) read by 1 and 8 concurrent /video_feed viewers. Agreement is mAP50 of each row's
 per-frame detections against this project's fp32 at 640 on every frame.
 """
@@ -676,8 +676,8 @@ def format_table(rows: list[Row], http: list[HttpRow], targets: list[Target], ma
         lines.append(f"{row.name:<22}{cells}{row.fps:>8.1f}{latency:>9}{peer:>10}{ratio:>12}{agreement:>8}")
     if http:
         cap = next((item.viewer_cap for item in http if item.viewer_cap is not None), None)
-        lines += ["", "the real server over HTTP (waitress via make_server, realtime off); producer fps by its own "
-                  "frame counter" + (f"; viewers capped at {cap:g} fps" if cap else ""),
+        lines += ["", "the real server over HTTP (run.py, as production starts it; realtime off); producer fps by "
+                  "its own frame counter" + (f"; viewers capped at {cap:g} fps" if cap else ""),
                   f"{'variant':<24}{'viewers':>8}{'fps/viewer':>12}{'producer fps':>14}{'no viewer':>11}"]
         for item in http:
             idle = f"{item.idle_fps:.1f}" if item.idle_fps else "-"
