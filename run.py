@@ -22,16 +22,8 @@ def serve(app, config: Config) -> None:
             _log_urls(app, lan_urls(config.host, config.port))
             app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
             return
-        server = make_server(
-            app,
-            config.host,
-            config.port,
-            config.threads,
-            connection_limit=config.connection_limit,
-            channel_timeout=config.channel_timeout,
-            send_timeout=config.send_timeout,
-        )
-        logger.info("serving on %s:%s with %d threads", config.host, server.effective_port, config.threads)
+        server = make_server(app, config)
+        logger.info("serving on %s:%s with %d threads", config.host, server.effective_port, config.http_threads)
         _log_urls(app, lan_urls(config.host, server.effective_port))
         server.run()  # returns on Ctrl-C or SIGTERM
     except KeyboardInterrupt:

@@ -21,8 +21,8 @@ class Config:
     uploads: Path = field(
         default=REPO_ROOT / "uploads", metadata={"help": "folder for uploads and derived models"}
     )
-    threads: int = field(
-        default=32, metadata={"help": "HTTP worker threads (each open stream viewer holds one)"}
+    http_threads: int = field(
+        default=32, metadata={"help": "HTTP worker threads (each open stream viewer holds one)", "flag": "threads"}
     )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     max_video_mb: int = field(default=2048, metadata={"help": "largest video upload in MB"})
@@ -91,8 +91,13 @@ class Config:
         return self.max_model_mb * MB
 
 
-def _env_name(name: str) -> str:
-    return ENV_PREFIX + name.upper()
+def _option_name(item) -> str:
+    """The flag's name without dashes (a field may keep a shorter or older flag name in its metadata)."""
+    return item.metadata.get("flag", item.name)
+
+
+def _env_name(item) -> str:
+    return ENV_PREFIX + _option_name(item).upper()
 
 
 def _parse_bool(text: str) -> bool:
@@ -100,7 +105,7 @@ def _parse_bool(text: str) -> bool:
 
 
 def _default_from_env(item, environ) -> object:
-    raw = environ.get(_env_name(item.name))
+    raw = environ.get(_env_name(item))
     if raw is None:
         return item.default
     if item.type in ("bool", bool):
@@ -117,15 +122,16 @@ def build_parser(environ=os.environ) -> argparse.ArgumentParser:
     """Return the argument parser; every flag falls back to an EDGE_* environment variable."""
     parser = argparse.ArgumentParser(description="Edge object-detection streaming server")
     for item in fields(Config):
-        flag = "--" + item.name.replace("_", "-")
+        flag = "--" + _option_name(item).replace("_", "-")
         default = _default_from_env(item, environ)
         shown = ("set" if default else "none") if item.metadata.get("secret") else default
-        help_text = f"{item.metadata['help']} (env {_env_name(item.name)}, default {shown})"
+        help_text = f"{item.metadata['help']} (env {_env_name(item)}, default {shown})"
         if item.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", default=default, help=help_text)
+            parser.add_argument(flag, dest=item.name, action="store_true", default=default, help=help_text)
         else:
             parser.add_argument(
-                flag, type=lambda raw, item=item: _convert(item, raw), default=default, help=help_text
+                flag, dest=item.name, metavar=_option_name(item).upper(), default=default, help=help_text,
+                type=lambda raw, item=item: _convert(item, raw),
             )
     return parser
 

@@ -87,7 +87,6 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
-
 def wait_for_new_frame(page: Page, timeout_ms: int = 30_000) -> str:
     """Return the signature of a frame that differs from the one shown now."""
     page.wait_for_function("() => document.getElementById('stream').naturalWidth > 0", timeout=timeout_ms)

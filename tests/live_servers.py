@@ -20,9 +20,6 @@ import numpy as np
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 SYSTEM_PYTHON = "/usr/bin/python3"
-READY_TIMEOUT_S = 20
-
-
 RTSP_ELEMENTS = ("multifilesrc", "appsrc", "jpegdec", "videoconvert", "x264enc", "rtph264pay")
 RTSP_PACKAGES = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly"
 

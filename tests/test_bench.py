@@ -42,7 +42,6 @@ def test_bench_writes_table_json_and_plot(make_video, tmp_path, capsys):
     assert rows["fp32-640"]["latency_ms"] > 0 and rows["fp32-640 serial"]["latency_ms"] > 0
     assert "fp32-640 latency" in {t["name"] for t in saved["targets"]}
     assert "flags:" in table and "flags" in saved["machine"]
-    assert [d["anchors"] for d in saved["decode"]] == [8400, 6300, 2100]
     targets = {t["name"]: t for t in saved["targets"]}
     fp32_goal = float(re.search(r">= ([\d.]+)x", targets["fp32-640"]["goal"]).group(1))
     assert targets["fp32-640"]["met"] is (rows["fp32-640"]["ratio"] >= fp32_goal)  # judged from the measured ratio

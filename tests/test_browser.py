@@ -20,6 +20,7 @@ from tests.browser_fixtures import (
     screenshot,
     wait_for_new_frame,
 )
+from tests.helpers import upload
 from tests.waiting import wait_for
 
 EMPTY_TEXT = "Upload a video and a YOLOv8 model, then press Start"
@@ -169,8 +170,7 @@ def test_wrong_files_show_the_servers_message(live_server, tabs, tmp_path):
     not_a_model.write_bytes(os.urandom(4096))
     expected = {}
     for kind, path in (("video", not_a_video), ("model", not_a_model)):
-        with open(path, "rb") as handle:
-            answer = requests.post(f"{live_server.url}/upload/{kind}", files={"file": (path.name, handle)}, timeout=60)
+        answer = upload(live_server, f"/upload/{kind}", path)
         assert answer.status_code == 400
         expected[kind] = answer.json()["error"]
 

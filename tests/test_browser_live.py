@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-import requests
 from playwright.sync_api import expect
 
 from tests.browser_fixtures import DESKTOP, PHONE, screenshot, wait_for_new_frame
+from tests.helpers import upload_model_at_320
 from tests.live_servers import rtsp_missing, rtsp_server, write_frames
 
 SOURCE_TIMEOUT_S = 2.0
@@ -29,15 +29,9 @@ def rtsp(tmp_path):
     source.kill()
 
 
-def upload_model(url, model):
-    with open(model, "rb") as handle:
-        assert requests.post(f"{url}/upload/model", files={"file": (model.name, handle)}, timeout=120).ok
-    assert requests.post(f"{url}/api/settings", json={"imgsz": 320}, timeout=10).ok
-
-
 @pytest.mark.slow
 def test_choose_an_rtsp_source_lose_it_and_recover_without_reloading(server, rtsp, tabs, demo_onnx):
-    upload_model(server, demo_onnx)
+    upload_model_at_320(server, demo_onnx)
     page = tabs(**DESKTOP)
     page.goto(server)
 
@@ -77,7 +71,7 @@ def test_choose_an_rtsp_source_lose_it_and_recover_without_reloading(server, rts
 
 @pytest.mark.slow
 def test_the_source_input_fits_a_phone(server, rtsp, tabs, demo_onnx):
-    upload_model(server, demo_onnx)
+    upload_model_at_320(server, demo_onnx)
     page = tabs(**PHONE)
     page.goto(server)
     page.fill("#source-url", rtsp.url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 from playwright.sync_api import expect
+from tests.helpers import upload
 
 PASSWORD = "pi-on-the-shelf"
 
@@ -14,9 +15,7 @@ def serve_page(serve):
     """Start a live server; token=True turns token mode on, as when the server listens on the LAN."""
 
     def start(token: bool = False, **fields):
-        live = serve(threads=8, **fields)
-        if token:
-            live.app.extensions["access"].mode = "token"
+        live = serve(token=token, http_threads=8, **fields)
         return live.app, live.url
 
     return start
@@ -66,8 +65,7 @@ def test_stream_plays_with_the_session_cookie(browser, serve_page, make_video, d
     app, url = serve_page(token=True)
     bearer = {"Authorization": f"Bearer {app.extensions['access'].token}"}  # a script's way in
     for route, path in (("/upload/video", make_video(width=320, height=240)), ("/upload/model", demo_onnx)):
-        with path.open("rb") as handle:
-            assert requests.post(url + route, files={"file": handle}, headers=bearer, timeout=60).status_code == 201
+        assert upload(url, route, path, headers=bearer).status_code == 201
     assert requests.post(url + "/api/settings", json={"loop": True}, headers=bearer, timeout=10).status_code == 200
     assert requests.post(url + "/stream/start", headers=bearer, timeout=30).status_code == 200
     tab = Tab(browser)

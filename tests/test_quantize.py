@@ -14,7 +14,7 @@ import pytest
 
 from server.demo.shapes import render_scene
 from server.models.int8.judging import TuneRow, box_weighted_map50, choose
-from server.models.int8.recipes import head_output_convs, head_tail_nodes
+from server.models.int8.recipes import walk_head
 from server.models.int8.tuning import (
     cached_tuning,
     int8_path_for,
@@ -53,16 +53,16 @@ def tuned(tmp_path_factory):
 
 def test_the_head_tail_is_found_by_topology_whatever_the_names():
     model = onnx.load(str(DEMO_MODEL))
-    tail = head_tail_nodes(model)
+    tail, head_convs = walk_head(model)
     ops = {node.name: node.op_type for node in model.graph.node}
     tail_ops = {ops[name] for name in tail}
     assert {"Softmax", "Conv", "Sigmoid", "Concat", "Mul"} <= tail_ops  # DFL, class scores, box decoding
     assert [ops[name] for name in tail].count("Conv") == 1  # only the DFL's fixed 1x1 conv
-    assert len(head_output_convs(model)) == 6  # cv2/cv3 last convs at three strides
+    assert len(head_convs) == 6  # cv2/cv3 last convs at three strides
     renamed = {node.name: f"n{random.Random(i).getrandbits(32)}_{i}" for i, node in enumerate(model.graph.node)}
     for node in model.graph.node:
         node.name = renamed[node.name]
-    assert sorted(head_tail_nodes(model)) == sorted(renamed[name] for name in tail)
+    assert sorted(walk_head(model)[0]) == sorted(renamed[name] for name in tail)
 
 
 def test_tuning_writes_the_model_and_its_report(tuned):
@@ -71,9 +71,9 @@ def test_tuning_writes_the_model_and_its_report(tuned):
     assert Path(report.path).is_file() and report_path_for(out).is_file()
     assert load_report(report_path_for(out)) == report
     json.dumps(report.as_dict())  # serialisable
-    assert report.chosen == "u8s8-pc-rr" and report.chosen_row().chosen
+    (row,) = [row for row in report.rows if row.chosen]
+    assert report.chosen == row.recipe == "u8s8-pc-rr"
     assert report.reference_boxes > 0  # the demo model sees the shapes, so agreement means something
-    row = report.chosen_row()
     assert row.ms > 0 and row.speedup > 0 and 0 <= row.agreement <= 1
     assert cached_tuning(fp32) == report
     assert cached_tuning(fp32, min_agreement=0.95) is None  # a stricter bar needs a new choice
@@ -110,7 +110,7 @@ def test_int8_model_detects_the_same_boxes_as_fp32(tuned):
 
 def test_box_decoding_stays_float(tuned):
     _, _, report, _ = tuned
-    fp32_tail = set(head_tail_nodes(onnx.load(str(DEMO_MODEL))))
+    fp32_tail = set(walk_head(onnx.load(str(DEMO_MODEL)))[0])
     model = onnx.load(report.path)
     producers = {output: node for node in model.graph.node for output in node.output}
     quantized_from_tail = [

@@ -1,4 +1,6 @@
-"""Issue 10, items 1-3 and 5, from outside the process: a real waitress server on 127.0.0.1, requests and raw sockets.
+"""Access control, the cross-site guard, upload names and limits, slow and hostile clients, from outside the process.
+
+A real waitress server on 127.0.0.1, spoken to with requests and raw sockets.
 
 Each test names the protection it proves; each fails on the code before that protection existed.
 """
@@ -14,81 +16,20 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from waitress import wasyncore
 
 from server import create_app
 from server.config import REPO_ROOT, Config, build_parser, config_from_args
 from server.web import auth
-from server.web.wsgi import make_server
+from tests.helpers import LiveServer, upload
 from tests.waiting import wait_for
 
 PASSWORD = "correct horse battery staple"
 FOREIGN = "http://evil.example"
 TOKEN_LINE = re.compile(r"open http://[^:]+:(\d+)/\?token=([\w-]+) from")
-
-
-@dataclass
-class Served:
-    url: str
-    port: int
-    app: object
-    uploads: Path
-
-    @property
-    def token(self) -> str:
-        return self.app.extensions["access"].token
-
-    def session(self) -> requests.Session:
-        """A client signed in the way a browser is: token exchanged for the cookie."""
-        session = requests.Session()
-        assert session.get(f"{self.url}/?token={self.token}", timeout=5).status_code == 200
-        return session
-
-
-@pytest.fixture
-def start_server(tmp_path):
-    """Start real waitress servers: start_server(token=True, bind="127.0.0.1", **config fields)."""
-    started = []
-
-    def start(token: bool = False, bind: str = "127.0.0.1", server_options: dict | None = None, **fields) -> Served:
-        fields.setdefault("uploads", tmp_path / f"uploads{len(started)}")
-        fields.setdefault("threads", 16)
-        app = create_app(Config(**fields))
-        server = make_server(app, bind, 0, fields["threads"], **(server_options or {}))
-        if token:
-            # A server on loopback needs no token; these tests exercise token mode there.
-            app.extensions["access"].mode = "token"
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        started.append((app, server, thread))
-        port = int(server.effective_port)
-        return Served(f"http://127.0.0.1:{port}", port, app, Path(fields["uploads"]))
-
-    yield start
-    for app, server, thread in started:
-        app.extensions["detection"].stop()
-        stop_waitress(server)
-        thread.join(timeout=5)
-
-
-def stop_waitress(server) -> None:
-    """Close the listener and every connection, then wake the loop so it ends now (not after its 1 s poll)."""
-    for channel in list(server._map.values()):
-        if channel is not server.trigger and channel is not server:
-            channel.close()
-    wasyncore.dispatcher.close(server)
-    server.trigger.pull_trigger(server.trigger.close)
-    server.task_dispatcher.shutdown(timeout=1)
-
-
-def upload(base, route, path: Path, name: str | None = None, session=requests, headers=None):
-    with path.open("rb") as handle:
-        return session.post(f"{base}{route}", files={"file": (name or path.name, handle)}, headers=headers, timeout=60)
 
 
 def stored(root: Path) -> list[str]:
@@ -121,8 +62,8 @@ def json_body(raw: bytes) -> dict:
 # -- 1. access control -----------------------------------------------------------------------------
 
 
-def test_auth_is_on_when_listening_on_all_interfaces(start_server, caplog):
-    served = start_server(bind="0.0.0.0", host="0.0.0.0")  # only ever spoken to on 127.0.0.1
+def test_auth_is_on_when_listening_on_all_interfaces(serve, caplog):
+    served = serve(host="0.0.0.0")  # only ever spoken to on 127.0.0.1
     page = requests.get(served.url + "/", headers={"Accept": "text/html"}, timeout=5)
     assert page.status_code == 401 and "token" in page.text
     api = requests.get(served.url + "/api/status", timeout=5)
@@ -154,8 +95,8 @@ def test_auth_flags_and_their_env_fallbacks_never_print_the_password():
     assert (config.password, config.connection_limit, config.no_auth) == ("other", 50, False)
 
 
-def test_token_is_stored_private_and_exchanged_for_a_strict_cookie(start_server):
-    served = start_server(token=True)
+def test_token_is_stored_private_and_exchanged_for_a_strict_cookie(serve):
+    served = serve(token=True)
     token_file = served.uploads / auth.TOKEN_FILE
     assert requests.get(served.url + "/api/status", timeout=5).status_code == 401
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -181,9 +122,9 @@ def test_token_is_stored_private_and_exchanged_for_a_strict_cookie(start_server)
     assert garbled.status_code == 401
 
 
-def test_token_link_from_another_site_still_signs_in(start_server):
+def test_token_link_from_another_site_still_signs_in(serve):
     """A Strict cookie set on a redirect that another site started is not sent on the next hop; a page moves on."""
-    served = start_server(token=True)
+    served = serve(token=True)
     response = requests.get(
         f"{served.url}/?token={served.token}", headers={"Sec-Fetch-Site": "cross-site"}, allow_redirects=False, timeout=5
     )
@@ -191,10 +132,10 @@ def test_token_link_from_another_site_still_signs_in(start_server):
     assert "SameSite=Strict" in response.headers["Set-Cookie"]
 
 
-def test_token_survives_a_restart(tmp_path, start_server):
-    first = start_server(token=True, uploads=tmp_path / "same")
+def test_token_survives_a_restart(tmp_path, serve):
+    first = serve(token=True, uploads=tmp_path / "same")
     token = first.token
-    second = start_server(token=True, uploads=tmp_path / "same")
+    second = serve(token=True, uploads=tmp_path / "same")
     assert second.token == token
 
 
@@ -216,20 +157,20 @@ def test_token_survives_a_restart(tmp_path, start_server):
         ("POST", "/upload/model"),
     ],
 )
-def test_every_route_needs_the_credential(start_server, method, path):
-    served = start_server(token=True)
+def test_every_route_needs_the_credential(serve, method, path):
+    served = serve(token=True)
     response = requests.request(method, served.url + path, timeout=5)
     assert response.status_code == 401 and "error" in response.json()
 
 
-def test_the_login_page_and_its_looks_are_public(start_server):
-    served = start_server(token=True)
+def test_the_login_page_and_its_looks_are_public(serve):
+    served = serve(token=True)
     for path in ("/login", "/static/login.css", "/static/favicon.svg"):
         assert requests.get(served.url + path, timeout=5).status_code == 200, path
 
 
-def test_password_mode_basic_auth_for_scripts_and_login_page_for_browsers(start_server):
-    served = start_server(password=PASSWORD)
+def test_password_mode_basic_auth_for_scripts_and_login_page_for_browsers(serve):
+    served = serve(password=PASSWORD)
     assert requests.get(served.url + "/api/status", auth=("anyone", PASSWORD), timeout=5).status_code == 200
     denied = requests.get(served.url + "/api/status", auth=("anyone", "wrong"), timeout=5)
     assert denied.status_code == 401 and denied.headers["WWW-Authenticate"].startswith("Basic")
@@ -249,8 +190,8 @@ def test_password_mode_basic_auth_for_scripts_and_login_page_for_browsers(start_
     assert browser.get(served.url + "/api/status", timeout=5).status_code == 200
 
 
-def test_login_never_redirects_off_this_server(start_server):
-    served = start_server(password=PASSWORD)
+def test_login_never_redirects_off_this_server(serve):
+    served = serve(password=PASSWORD)
     for target in ("//evil.example/", "http://evil.example/", "/\\evil.example", "javascript:alert(1)"):
         response = requests.post(
             served.url + "/login", data={"password": PASSWORD, "next": target}, allow_redirects=False, timeout=5
@@ -258,8 +199,8 @@ def test_login_never_redirects_off_this_server(start_server):
         assert response.headers["Location"] == "/", target
 
 
-def test_failed_logins_are_rate_limited_per_client(start_server):
-    served = start_server(password=PASSWORD)
+def test_failed_logins_are_rate_limited_per_client(serve):
+    served = serve(password=PASSWORD)
     for _ in range(auth.MAX_FAILURES):
         assert requests.get(served.url + "/api/status", auth=("u", "guess"), timeout=5).status_code == 401
     limited = requests.get(served.url + "/api/status", auth=("u", PASSWORD), timeout=5)  # even the right one
@@ -289,9 +230,9 @@ def test_failure_limiter_table_is_bounded():
 
 
 @pytest.fixture
-def with_video(start_server, make_video):
+def with_video(serve, make_video):
     """A token-mode server with a video uploaded, and a signed-in session."""
-    served = start_server(token=True)
+    served = serve(token=True)
     session = served.session()
     assert upload(served.url, "/upload/video", make_video(), session=session).status_code == 201
     return served, session
@@ -316,16 +257,16 @@ def test_cross_origin_form_post_to_reset_is_refused_and_deletes_nothing(with_vid
     assert same.status_code == 200 and stored(served.uploads) == []
 
 
-def test_cross_origin_upload_is_refused_and_keeps_nothing(start_server, make_video):
-    served = start_server()  # auth off (loopback): the guard holds on its own
+def test_cross_origin_upload_is_refused_and_keeps_nothing(serve, make_video):
+    served = serve()  # auth off (loopback): the guard holds on its own
     forged = upload(served.url, "/upload/video", make_video(), headers={"Origin": FOREIGN})
     assert forged.status_code == 403
     assert stored(served.uploads) == []
     assert not list(served.uploads.glob(".upload-*"))
 
 
-def test_unknown_host_is_refused_as_dns_rebinding(start_server):
-    served = start_server(allowed_hosts="edge.example,.home.arpa")
+def test_unknown_host_is_refused_as_dns_rebinding(serve):
+    served = serve(allowed_hosts="edge.example,.home.arpa")
     for host, expected in [
         ("evil.example", 400),
         (f"evil.example:{served.port}", 400),
@@ -346,8 +287,8 @@ def test_unknown_host_is_refused_as_dns_rebinding(start_server):
 
 
 @pytest.mark.parametrize("path", ["/", "/api/status", "/static/js/main.js", "/no/such/page", "/login"])
-def test_security_headers_on_every_response(start_server, path):
-    served = start_server(token=True)
+def test_security_headers_on_every_response(serve, path):
+    served = serve(token=True)
     for session in (requests, served.session()):
         headers = session.get(served.url + path, timeout=5).headers
         assert "default-src 'self'" in headers["Content-Security-Policy"]
@@ -383,8 +324,8 @@ def test_page_has_no_inline_script_or_handler():
 
     ],
 )
-def test_any_filename_is_stored_safely_and_shown_as_text(start_server, make_video, name):
-    served = start_server()
+def test_any_filename_is_stored_safely_and_shown_as_text(serve, make_video, name):
+    served = serve()
     response = upload(served.url, "/upload/video", make_video(), name=name)
     assert response.status_code == 201, response.text
     shown = response.json()["video"]["name"]
@@ -398,8 +339,8 @@ def test_any_filename_is_stored_safely_and_shown_as_text(start_server, make_vide
     assert status.status_code == 200 and status.json()["video"]["name"] == shown
 
 
-def test_a_rejected_upload_leaves_the_current_video_in_place(start_server, make_video, tmp_path):
-    served = start_server()
+def test_a_rejected_upload_leaves_the_current_video_in_place(serve, make_video, tmp_path):
+    served = serve()
     assert upload(served.url, "/upload/video", make_video("good.mp4")).status_code == 201
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video" * 1000)
@@ -410,8 +351,8 @@ def test_a_rejected_upload_leaves_the_current_video_in_place(start_server, make_
     assert status["video"]["name"] == "good.mp4" and status["video"]["size"] > 0
 
 
-def test_content_length_over_the_route_limit_is_refused_before_the_body(start_server):
-    served = start_server(max_video_mb=1, max_model_mb=64)
+def test_content_length_over_the_route_limit_is_refused_before_the_body(serve):
+    served = serve(max_video_mb=1, max_model_mb=64)
     head = (
         "POST /upload/video HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 700000000\r\n\r\n"
@@ -425,8 +366,8 @@ def test_content_length_over_the_route_limit_is_refused_before_the_body(start_se
 
 
 @pytest.mark.parametrize("route,limit_mb", [("/upload/video", 1), ("/upload/model", 2), ("/api/settings", 1)])
-def test_chunked_body_is_cut_at_the_route_limit(start_server, route, limit_mb):
-    served = start_server(max_video_mb=1, max_model_mb=2)  # before: waitress read up to 2x the largest limit
+def test_chunked_body_is_cut_at_the_route_limit(serve, route, limit_mb):
+    served = serve(max_video_mb=1, max_model_mb=2)  # before: waitress read up to 2x the largest limit
     sent = 0
     chunk = b"x" * 65536
     framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
@@ -457,8 +398,8 @@ def test_chunked_body_is_cut_at_the_route_limit(start_server, route, limit_mb):
     assert sent < limit_mb * 1024 * 1024 + 12 * 1024 * 1024, sent
 
 
-def test_body_over_the_limit_with_requests_gets_json_413_and_keeps_nothing(start_server, tmp_path):
-    served = start_server(max_video_mb=1, max_model_mb=1)
+def test_body_over_the_limit_with_requests_gets_json_413_and_keeps_nothing(serve, tmp_path):
+    served = serve(max_video_mb=1, max_model_mb=1)
     big = tmp_path / "big.mp4"
     big.write_bytes(os.urandom(1024) * 1500)
     try:
@@ -470,8 +411,8 @@ def test_body_over_the_limit_with_requests_gets_json_413_and_keeps_nothing(start
     assert stored(served.uploads) == [] and not list(served.uploads.glob(".upload-*"))
 
 
-def test_waitress_errors_are_json_too(start_server):
-    served = start_server()
+def test_waitress_errors_are_json_too(serve):
+    served = serve()
     raw = raw_exchange(served.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n")
     assert raw.split(b"\r\n")[0].endswith(b"400 Bad Request") and "error" in json_body(raw)
     raw = raw_exchange(served.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
@@ -491,8 +432,8 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_only_one_file_part_per_request(start_server, make_video):
-    served = start_server()
+def test_only_one_file_part_per_request(serve, make_video):
+    served = serve()
     fds = _open_fds()
     body = _multipart([("file", f"f{i}.mp4", b"x" * 100) for i in range(999)])
     response = requests.post(
@@ -508,8 +449,8 @@ def test_only_one_file_part_per_request(start_server, make_video):
     assert response.status_code == 400 and stored(served.uploads) == []
 
 
-def test_deeply_nested_settings_json_is_400(start_server):
-    served = start_server()
+def test_deeply_nested_settings_json_is_400(serve):
+    served = serve()
     deep = "[" * 100_000 + "]" * 100_000
     response = requests.post(
         served.url + "/api/settings", data=deep, headers={"Content-Type": "application/json"}, timeout=10
@@ -520,8 +461,8 @@ def test_deeply_nested_settings_json_is_400(start_server):
     assert response.status_code == 400
 
 
-def test_error_messages_never_echo_huge_input(start_server):
-    served = start_server()
+def test_error_messages_never_echo_huge_input(serve):
+    served = serve()
     response = requests.post(served.url + "/api/settings", json={"classes": ["x" * 10] * 50_000}, timeout=10)
     assert response.status_code == 400 and len(response.content) < 2000
     response = requests.post(served.url + "/api/settings", json={"k" * 500_000: 1}, timeout=10)
@@ -556,11 +497,9 @@ def test_run_py_on_all_interfaces_logs_the_token_url(tmp_path):
 # -- 5. connection hygiene -------------------------------------------------------------------------
 
 
-def _timed_get(url: str) -> float:
-    started = time.monotonic()
-    response = requests.get(url, timeout=10)
-    assert response.status_code == 200
-    return time.monotonic() - started
+def _answers(url: str) -> None:
+    """The request is answered: a server whose workers were all held would leave it to its timeout."""
+    assert requests.get(url, timeout=10).status_code == 200
 
 
 def _slowloris(port: int, count: int) -> list[socket.socket]:
@@ -573,35 +512,31 @@ def _slowloris(port: int, count: int) -> list[socket.socket]:
 
 
 @pytest.mark.slow
-def test_page_answers_while_120_slowloris_connections_drip_headers(start_server):
-    served = start_server()
+def test_page_answers_while_120_slowloris_connections_drip_headers(serve):
+    served = serve()
     sockets = _slowloris(served.port, 120)
     try:
-        worst = 0.0
         for round_ in range(4):
             for sock in sockets:
                 sock.sendall(f"X-Drip-{round_}: 1\r\n".encode())
-            worst = max(worst, _timed_get(served.url + "/"), _timed_get(served.url + "/api/status"))
-            assert worst < 2.0
+            _answers(served.url + "/")
+            _answers(served.url + "/api/status")
             time.sleep(0.5)
-        print(f"120 slowloris connections: slowest GET {worst * 1000:.0f} ms")
     finally:
         for sock in sockets:
             sock.close()
 
 
 @pytest.mark.slow
-def test_idle_connections_are_closed_after_the_channel_timeout(start_server):
-    served = start_server(server_options={"channel_timeout": 1})
+def test_idle_connections_are_closed_after_the_channel_timeout(serve):
+    served = serve(channel_timeout=1)
     sock = socket.create_connection(("127.0.0.1", served.port), timeout=15)
     sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never finishes
-    started = time.monotonic()
-    assert sock.recv(1) == b""  # closed by the server
-    assert time.monotonic() - started < 12
+    assert sock.recv(1) == b""  # closed by the server (the socket's own 15 s timeout would raise first)
     sock.close()
 
 
-def _streaming(served: Served, make_video, width: int = 320, height: int = 240, **settings) -> None:
+def _streaming(served: LiveServer, make_video, width: int = 320, height: int = 240, **settings) -> None:
     demo = Path(__file__).resolve().parents[1] / "server/demo/model/shapes-yolov8n.onnx"
     video = make_video("loop.mp4", width=width, height=height, frames=60)
     assert upload(served.url, "/upload/video", video).status_code == 201
@@ -622,23 +557,23 @@ def _viewer_socket(port: int, read_buffer: int | None = None) -> socket.socket:
 
 
 @pytest.mark.slow
-def test_page_answers_while_40_viewers_never_read(start_server, make_video):
-    served = start_server(threads=32)
+def test_page_answers_while_40_viewers_never_read(serve, make_video):
+    served = serve(http_threads=32)
     _streaming(served, make_video)
     sockets = [_viewer_socket(served.port, read_buffer=4096) for _ in range(40)]
     try:
         time.sleep(2)  # let their buffers fill
-        worst = max(max(_timed_get(served.url + "/"), _timed_get(served.url + "/api/status")) for _ in range(3))
-        assert worst < 2.0
-        print(f"40 viewers that never read: slowest GET {worst * 1000:.0f} ms")
+        for _ in range(3):
+            _answers(served.url + "/")
+            _answers(served.url + "/api/status")
     finally:
         for sock in sockets:
             sock.close()
 
 
 @pytest.mark.slow
-def test_viewer_that_never_reads_is_dropped_after_the_send_timeout(start_server, make_video):
-    served = start_server(threads=8, server_options={"send_timeout": 2})
+def test_viewer_that_never_reads_is_dropped_after_the_send_timeout(serve, make_video):
+    served = serve(http_threads=8, send_timeout=2)
     # Big frames, flat out: the kernel's socket buffers (a few MB) fill in seconds, then waitress' own.
     _streaming(served, make_video, width=1280, height=720, jpeg_quality=95, realtime=False, detect_every=10)
     hub = served.app.extensions["detection"].stream.runner.hub
@@ -657,8 +592,8 @@ def _thread_count() -> int:
 
 
 @pytest.mark.slow
-def test_200_viewers_dropping_abruptly_leave_no_threads_or_fds_behind(start_server, make_video):
-    served = start_server(threads=32)
+def test_200_viewers_dropping_abruptly_leave_no_threads_or_fds_behind(serve, make_video):
+    served = serve(http_threads=32)
     _streaming(served, make_video)
     hub = served.app.extensions["detection"].stream.runner.hub
     time.sleep(0.5)
@@ -674,4 +609,4 @@ def test_200_viewers_dropping_abruptly_leave_no_threads_or_fds_behind(start_serv
     assert wait_for(lambda: hub.viewers == 0, timeout=20), hub.viewers
     assert wait_for(lambda: _open_fds() <= fds + 2, timeout=20), (_open_fds(), fds)
     assert _thread_count() <= threads + 1
-    assert _timed_get(served.url + "/api/status") < 2.0
+    _answers(served.url + "/api/status")

@@ -8,7 +8,7 @@ import threading
 import requests
 
 from server.vision.settings import Settings
-from tests.test_producer import make_runner
+from tests.helpers import make_runner, upload
 from tests.waiting import wait_for
 
 LOOPING = Settings(imgsz=320, realtime=False, loop=True, threads=1)
@@ -81,8 +81,7 @@ def test_trace_route(live_server, make_video, demo_onnx):
     base = live_server.url
     assert requests.get(f"{base}/api/trace?frames=3", timeout=10).status_code == 409  # not streaming
     for path, kind in ((make_video(frames=30), "video"), (demo_onnx, "model")):
-        with open(path, "rb") as handle:
-            assert requests.post(f"{base}/upload/{kind}", files={"file": (path.name, handle)}, timeout=60).ok
+        assert upload(base, f"/upload/{kind}", path).ok
     requests.post(f"{base}/api/settings", json={"imgsz": 320, "realtime": False}, timeout=5)
     assert requests.post(f"{base}/stream/start", timeout=30).ok
     for bad in ("0", "abc", "100000", "3&onnx=maybe"):

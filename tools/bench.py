@@ -7,7 +7,7 @@
 Rows: Ultralytics on the .pt (PyTorch) and on its default ONNX export, streamed as a user of
 Ultralytics would (predict(stream=True) -> results.plot() -> JPEG); then this project's
 FramePipeline, FrameSource, Detector and Tracker (the code the server runs) for each variant
-precision x imgsz x detect_every; then the real server over HTTP (waitress in a child process,
+precision x imgsz x detect_every; then the real server over HTTP (run.py in a child process,
 realtime off) read by 1 and 8 concurrent /video_feed viewers. Agreement is mAP50 of each row's
 per-frame detections against this project's fp32 at 640 on every frame.
 """
@@ -21,7 +21,6 @@ import logging
 import os
 import platform
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from server.vision.settings import Settings
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
 from server.vision.sources import CALIBRATION_FRAMES, Frame, FrameSource, probe_video
+from tools.server_process import ServerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -460,41 +460,6 @@ def run_interleaved(runs: list, peer, warmup: int, segment: int) -> list[Row]:
 
 # -- the server over HTTP ----------------------------------------------------------------------
 
-SERVE_SCRIPT = """
-import logging, sys
-from server import create_app
-from server.config import Config
-from server.web.wsgi import make_server
-logging.basicConfig(level=logging.WARNING)
-app = create_app(Config(uploads=sys.argv[1], threads=32))
-server = make_server(app, "127.0.0.1", 0, threads=32)  # exactly as run.py serves
-print(server.effective_port, flush=True)
-server.run()
-"""
-
-
-class ServerProcess:
-    """The real server (create_app + waitress) in a child process on an ephemeral 127.0.0.1 port."""
-
-    def __init__(self, uploads: Path):
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVE_SCRIPT, str(uploads)], cwd=REPO_ROOT,
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        )
-        port = self.process.stdout.readline().strip()
-        if not port.isdigit():
-            self.close()
-            raise RuntimeError("the server did not start")
-        self.url = f"http://127.0.0.1:{port}"
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
 class Viewer(threading.Thread):
     """Read /video_feed over a plain HTTP/1.0 socket and count the JPEG parts that arrive.
 
@@ -631,50 +596,6 @@ def _count_viewers(url: str, name: str, count: int, seconds: float) -> HttpRow:
     return HttpRow(name, count, fps, round(server_fps, 2), error=errors[0] if errors else None)
 
 
-# -- decode ------------------------------------------------------------------------------------
-
-
-def decode_transposed(output: np.ndarray, conf: float) -> tuple:
-    """processing.decode as it was: transpose every anchor, then pick each one's best class."""
-    predictions = output[0].T
-    class_scores = predictions[:, 4:]
-    class_ids = class_scores.argmax(axis=1)
-    scores = class_scores[np.arange(len(class_ids)), class_ids]
-    keep = scores > conf
-    xywh = predictions[keep, :4]
-    return np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1), scores[keep]
-
-
-def decode_timing(repeats: int = 200) -> list[dict]:
-    """Median ms of decoding an 80-class YOLOv8 output (60 confident anchors among low scores), before and after."""
-    from server.vision import processing  # noqa: PLC0415
-
-    rng, results = np.random.default_rng(0), []
-    for label, anchors in (("640x640", 8400), ("480x640", 6300), ("320x320", 2100)):
-        scores = rng.uniform(0, 0.05, (80, anchors))  # a trained model scores almost every anchor near 0
-        scores[rng.integers(0, 80, 60), rng.choice(anchors, 60, replace=False)] = rng.uniform(0.3, 1.0, 60)
-        output = np.concatenate([rng.uniform(0, 640, (4, anchors)), scores])[None].astype(np.float32)
-        row = {"input": label, "anchors": anchors}
-        for name, decode in (("before_ms", decode_transposed), ("after_ms", processing.decode)):
-            times = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                decode(output, 0.25)
-                times.append((time.perf_counter() - started) * 1000)
-            row[name] = round(float(np.median(times)), 3)
-        results.append(row)
-    return results
-
-
-def format_decode(rows: list[dict], machine: dict) -> str:
-    lines = [f"decode of an 80-class output (median ms; before: transpose first, after: best class first) on "
-             f"{machine_line(machine)}"]
-    for row in rows:
-        lines.append(f"  {row['input']:<8} {row['anchors']:>5} anchors  {row['before_ms']:>7.3f} -> "
-                     f"{row['after_ms']:>7.3f} ms  ({row['before_ms'] / max(row['after_ms'], 1e-6):.1f}x)")
-    return "\n".join(lines)
-
-
 # -- results -----------------------------------------------------------------------------------
 
 
@@ -764,8 +685,8 @@ def format_table(rows: list[Row], http: list[HttpRow], targets: list[Target], ma
         lines.append(f"{row.name:<22}{cells}{row.fps:>8.1f}{latency:>9}{peer:>10}{ratio:>12}{agreement:>8}")
     if http:
         cap = next((item.viewer_cap for item in http if item.viewer_cap is not None), None)
-        lines += ["", "the real server over HTTP (waitress via make_server, realtime off); producer fps by its own "
-                  "frame counter" + (f"; viewers capped at {cap:g} fps" if cap else ""),
+        lines += ["", "the real server over HTTP (run.py, as production starts it; realtime off); producer fps by "
+                  "its own frame counter" + (f"; viewers capped at {cap:g} fps" if cap else ""),
                   f"{'variant':<24}{'viewers':>8}{'fps/viewer':>12}{'producer fps':>14}{'no viewer':>11}"]
         for item in http:
             idle = f"{item.idle_fps:.1f}" if item.idle_fps else "-"
@@ -929,9 +850,7 @@ def main(argv: list[str] | None = None) -> dict:
     targets = evaluate_targets(rows, http)
 
     machine = machine_summary(args.threads)
-    decode = decode_timing()
     print(format_table(rows, http, targets, machine))
-    print(format_decode(decode, machine))
     results = {
         "machine": machine,
         "video": {"name": args.video.name, **asdict(video_info), "frames_per_row": frames},
@@ -942,7 +861,6 @@ def main(argv: list[str] | None = None) -> dict:
         "http": [item.as_dict() for item in http],
         "targets": [target.as_dict() for target in targets],
         "int8_tuning": tuning,
-        "decode": decode,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

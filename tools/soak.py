@@ -2,7 +2,7 @@
 
     python -m tools.soak [--minutes 20] [--viewers 4] [--json soak.json]
 
-It starts the server as production does (create_app + make_server, in a child process on 127.0.0.1),
+It starts the server as production does (run.py, in a child process on 127.0.0.1: tools.server_process),
 uploads the generated demo video and the demo model over HTTP, starts a looping realtime stream, connects
 viewers that read every part, and samples the server's resident memory, threads and open files every
 --every seconds. The baseline is taken after --warmup seconds (sessions loaded, buffers grown), so the growth
@@ -25,7 +25,8 @@ import requests
 
 from server.demo import DEMO_ONNX
 from server.demo.video import write_demo_video
-from tools.bench import ServerProcess, Viewer
+from tools.bench import Viewer
+from tools.server_process import ServerProcess
 
 logger = logging.getLogger("soak")
 

@@ -8,7 +8,6 @@ is cached by the .pt's SHA-256, so uploading the same weights again costs one ha
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import onnx
 
 from server.models.checkpoint import attrs, open_checkpoint
-from server.models.files import sha256_of
+from server.files import sha256_of, write_bytes
 from server.models.identify import inspect_checkpoint, model_object
 from server.models.info import ModelRejected
 from server.models.torch_zip import TensorReader, byteorder_of
@@ -78,7 +77,7 @@ def convert_to_onnx(
         report("checking", 0.8, "checking the ONNX graph")
         serialized = proto.SerializeToString()  # once: the checker and the file share it (270 MB for a YOLOv8x)
         onnx.checker.check_model(serialized)
-        write_model(serialized, Path(onnx_path))
+        write_bytes(onnx_path, serialized)
     except ModelRejected:
         raise
     except Exception as exc:  # a checkpoint shaped in a way the converter did not foresee: a 400, not a 500
@@ -102,13 +101,3 @@ class Progress:
         if self.callback:
             self.callback(stage, progress, message)
 
-
-def write_model(serialized: bytes, target: Path) -> None:
-    """Write a serialized ONNX model under a temporary name in target's folder, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        partial.write_bytes(serialized)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -41,6 +41,9 @@ from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
 
 logger = logging.getLogger(__name__)
 
+MODEL_EXTENSIONS = (".pt", ".onnx")  # what inspect_model identifies
+
+
 def inspect_model(path: str | Path, trial: TrialBudget | None = DEFAULT_BUDGET) -> ModelInfo:
     """Identify a .pt or .onnx file, raising ModelRejected unless it is a usable YOLOv8 detect model.
 
@@ -51,7 +54,8 @@ def inspect_model(path: str | Path, trial: TrialBudget | None = DEFAULT_BUDGET) 
         return inspect_checkpoint(path)
     if suffix == ".onnx":
         return inspect_onnx(path, trial)
-    raise ModelRejected(f"Not a model file: expected a .pt or .onnx file, got {suffix or 'no extension'}")
+    expected = " or ".join(MODEL_EXTENSIONS)
+    raise ModelRejected(f"Not a model file: expected a {expected} file, got {suffix or 'no extension'}")
 
 
 def inspect_checkpoint(path: str | Path) -> ModelInfo:

@@ -47,10 +47,6 @@ class MapResult:
     targets: int = 0
     predictions: int = 0
 
-    def class_ap(self) -> dict[int, tuple[float, float]]:
-        """Return {class id: (AP50, AP50-95)}."""
-        return {int(c): (float(row[0]), float(row.mean())) for c, row in zip(self.classes, self.ap)}
-
 
 def match_detections(
     predicted: ScoredBoxes, truth: Boxes, thresholds: np.ndarray = IOU_THRESHOLDS

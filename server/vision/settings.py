@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 
+from server.vision.detector import default_threads
+
 IMGSZ_CHOICES = (320, 416, 512, 640)
 PRECISIONS = ("fp32", "int8")
 DETECT_EVERY_RANGE = (1, 10)
@@ -34,7 +36,7 @@ class Settings:
     precision: str = "fp32"
     detect_every: int = 1
     classes: tuple[int, ...] | None = None
-    threads: int = min(max_threads(), 4)
+    threads: int = default_threads()  # ONNX Runtime intra-op threads (HTTP workers: Config.http_threads)
     jpeg_quality: int = 80
     output_width: int | None = None
     min_agreement: float = 0.90

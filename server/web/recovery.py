@@ -14,16 +14,18 @@ import logging
 import shutil
 from pathlib import Path
 
-from server.models.files import sha256_of
-from server.models.identify import inspect_model
+from server.files import TEMPORARY_PATTERN, sha256_of
+from server.models.identify import MODEL_EXTENSIONS, inspect_model
+from server.models.int8.tuning import WORK_PREFIX
 from server.models.info import ModelRejected
 from server.vision.sources.file import VIDEO_EXTENSIONS, VideoUnreadable, probe_video
 
 logger = logging.getLogger(__name__)
 
-# Uploads in flight (UploadStore), partial copies (files.write_atomically) and int8 tuning work folders (tuning).
-TEMPORARY = (".upload-*", "*.partial", ".int8-tune-*")
-MODEL_EXTENSIONS = (".pt", ".onnx")
+INCOMING_PREFIX = ".upload-"  # uploads in flight and being put in place (UploadStore)
+# Every temporary name the server writes under: uploads, files being written (server.files.atomic_write) and
+# int8 tuning work folders.
+TEMPORARY = (f"{INCOMING_PREFIX}*", TEMPORARY_PATTERN, f"{WORK_PREFIX}*")
 
 
 def clean_leftovers(folders: list[Path]) -> list[str]:

@@ -32,7 +32,7 @@ class StreamControl:
     def __init__(self, config: Config):
         self.max_viewer_fps = config.viewer_max_fps
         # Each viewer holds an HTTP worker thread; keep some for the page's API calls.
-        self.max_viewers = max(1, config.threads - RESERVED_THREADS)
+        self.max_viewers = max(1, config.http_threads - RESERVED_THREADS)
         self.runner: StreamRunner | None = None
         self.last_error: str | None = None
 

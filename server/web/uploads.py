@@ -15,7 +15,7 @@ from typing import IO, Callable
 
 from werkzeug.utils import secure_filename
 
-from server.models.identify import inspect_model
+from server.models.identify import MODEL_EXTENSIONS, inspect_model
 from server.models.info import ModelInfo, ModelRejected
 from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
 from server.vision.sources.file import (
@@ -25,12 +25,10 @@ from server.vision.sources.file import (
     probe_video,
 )
 from server.web import recovery
+from server.web.recovery import INCOMING_PREFIX
 
 logger = logging.getLogger(__name__)
 
-MODEL_EXTENSIONS = (".pt", ".onnx")
-INCOMING_PREFIX = ".upload-"
-KEEP = {".gitkeep"}
 STORED_STEM_CHARS = 64  # file names stay far below the 255-byte limit of every filesystem
 SHOWN_NAME_CHARS = 100
 

@@ -26,6 +26,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
 from waitress.utilities import RequestEntityTooLarge
 
+from server.config import Config
 from server.web.guards import SECURITY_HEADERS
 
 logger = logging.getLogger(__name__)
@@ -77,16 +78,21 @@ class JsonErrorTask(ErrorTask):
         self.write(body)
 
 
+# The waitress release GuardedChannel's override was written for: requirements.txt pins it, and
+# tests/test_waitress_pin.py fails when the installed waitress' method differs from the one copied.
+WAITRESS_VERSION = "3.0.2"
+
+
 class GuardedChannel(HTTPChannel):
     """A channel that gives up on a client whose socket takes no data for send_timeout seconds."""
 
     parser_class = RouteLimitParser
     error_task_class = JsonErrorTask
-    send_timeout = 30.0
+    send_timeout: float  # from Config, set by make_server
 
     def _flush_outbufs_below_high_watermark(self):
-        # Waitress' version waits without a deadline, so a viewer that stops reading held a worker
-        # thread forever. Same logic, with a deadline.
+        # Waitress' version (WAITRESS_VERSION) waits without a deadline, so a viewer that stops reading
+        # held a worker thread forever. Same logic, with a deadline. Waitress has no public hook for it.
         if self.total_outbufs_len <= self.adj.outbuf_high_watermark:
             return
         deadline = time.monotonic() + self.send_timeout
@@ -119,37 +125,29 @@ def raise_fd_limit(connections: int, threads: int) -> None:
         logger.debug("file descriptor limit %d -> %d", soft, new)
 
 
-def make_server(
-    app,
-    host: str,
-    port: int,
-    threads: int,
-    connection_limit: int = 1000,
-    channel_timeout: float = 30,
-    send_timeout: float = 30,
-):
-    """Return a waitress server bound to host:port (0 picks a free port: see .effective_port)."""
-    raise_fd_limit(connection_limit, threads)
+def make_server(app, config: Config):
+    """Return a waitress server for app bound to config.host:config.port (0 picks a free port: .effective_port)."""
+    raise_fd_limit(config.connection_limit, config.http_threads)
     server = create_server(
         app,
-        host=host,
-        port=port,
-        threads=threads,
+        host=config.host,
+        port=config.port,
+        threads=config.http_threads,
         ident="edge-detect",
         outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
         outbuf_overflow=OUTBUF_OVERFLOW,
-        connection_limit=connection_limit,
-        channel_timeout=channel_timeout,
+        connection_limit=config.connection_limit,
+        channel_timeout=config.channel_timeout,
         cleanup_interval=CLEANUP_INTERVAL_S,
         max_request_header_size=MAX_HEADER_BYTES,
         asyncore_use_poll=True,  # select() fails past 1024 descriptors
     )
     parser = type("AppRouteLimitParser", (RouteLimitParser,), {"body_limits": body_limits(app)})
     server.channel_class = type(
-        "AppChannel", (GuardedChannel,), {"parser_class": parser, "send_timeout": float(send_timeout)}
+        "AppChannel", (GuardedChannel,), {"parser_class": parser, "send_timeout": float(config.send_timeout)}
     )
     if "access" in app.extensions:
         from server.web.auth import set_listen_host
 
-        set_listen_host(app, host)
+        set_listen_host(app, config.host)
     return server

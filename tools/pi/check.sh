@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The aarch64 check (issue 9): does the runtime install work on a Raspberry Pi 5 and stream what x86 streams?
+# The aarch64 check: does the runtime install work on a Raspberry Pi 5 and stream what x86 streams?
 #
 #   tools/pi/check.sh        (as root; .ci/run runs it after the tests)
 #

@@ -11,17 +11,20 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import (
     CalibrationDataReader,
+    CalibrationMethod,
     create_calibrator,
     quantize_static,
 )
 
-from server.models.int8.recipes import CALIBRATION_METHODS
 from server.vision.sources.base import CALIBRATION_FRAMES
 
 logger = logging.getLogger(__name__)
 
-
-
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
 # Of the CALIBRATION_FRAMES a source gives, every other one is held back; a quarter calibrate.
 MAX_CALIBRATION_FRAMES = CALIBRATION_FRAMES // 4
 MAX_HELD_BACK_FRAMES = CALIBRATION_FRAMES // 2  # a pool: fp32 runs on them until it has enough boxes (judging)

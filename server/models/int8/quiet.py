@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 import threading
 
 LOGGER_NAME = "onnxruntime.quantization"
@@ -65,8 +64,3 @@ def quiet_quantizer() -> logging.Logger:
         _done = True
     return logger
 
-
-def installed_in(module_name: str) -> bool:
-    """Return whether a chatty module was quietened (for tests)."""
-    module = sys.modules.get(module_name)
-    return module is not None and isinstance(getattr(module, "logging", None), _OwnLogger)

@@ -9,31 +9,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import onnx
 from onnxruntime.quantization import (
-    CalibrationMethod,
     QuantFormat,
     QuantType,
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-if TYPE_CHECKING:  # calibration imports this module's method table
-    from server.models.int8.calibration import Calibration
+from server.models.int8.calibration import CALIBRATION_METHODS, Calibration
 
 logger = logging.getLogger(__name__)
 
-
-
 HEAD_TAIL_START_OPS = ("Softmax",)  # a Conv fed by one of these belongs to the box decoding (DFL)
 SHAPE_ONLY_OPS = ("Shape", "Size")  # read only a tensor's shape: the walk back does not pass them
-CALIBRATION_METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "percentile": CalibrationMethod.Percentile,
-    "entropy": CalibrationMethod.Entropy,
-}
 QUANT_TYPES = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
 FORMATS = {"qdq": QuantFormat.QDQ, "qop": QuantFormat.QOperator}
 
@@ -62,20 +52,12 @@ DEFAULT_RECIPES = (
 RECIPES_BY_NAME = {recipe.name: recipe for recipe in DEFAULT_RECIPES}
 
 
-def head_tail_nodes(model: onnx.ModelProto) -> list[str]:
-    """Return the nodes that decode boxes after the Detect head's last convolutions (DFL, concat, sigmoid...)."""
-    return _walk_head(model)[0]
+def walk_head(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """Return the head's tail (the nodes that decode boxes: DFL, concat, sigmoid...) and its last convolutions.
 
-
-def head_output_convs(model: onnx.ModelProto) -> list[str]:
-    """Return the Detect head's last convolutions: those whose outputs the box decoding reads."""
-    return _walk_head(model)[1]
-
-
-def _walk_head(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """Walk back from the outputs, stopping at every Conv except the DFL one (fed by a Softmax).
-
-    This finds the head tail by topology, whatever the head's module index or node names.
+    Walks back from the outputs, stopping at every Conv except the DFL one (fed by a Softmax), so the tail is
+    found by topology, whatever the head's module index or node names; the convolutions it stops at are those
+    whose outputs the box decoding reads.
     """
     producers = {output: node for node in model.graph.node for output in node.output}
     tail: set[str] = set()

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from server.models.files import write_atomically
+from server.files import copy_file, write_text
 from server.models.int8.calibration import (
     CACHE_SUPPORTED,
     Calibration,
@@ -49,17 +49,16 @@ from server.models.int8.recipes import (
     DEFAULT_RECIPES,
     RECIPES_BY_NAME,
     Recipe,
-    _walk_head,
     preprocess_model,
     quantize_with,
+    walk_head,
 )
 from server.vision import processing
 from server.vision.detector import Detector
 
 logger = logging.getLogger(__name__)
 
-
-
+WORK_PREFIX = ".int8-tune-"  # the hidden work folder beside the result, which start-up cleanup knows
 Progress = Callable[[str, float, str], None]
 
 
@@ -89,10 +88,6 @@ class TuneReport:
     def as_dict(self) -> dict:
         """Return the report as JSON-serialisable data."""
         return asdict(self)
-
-    def chosen_row(self) -> TuneRow:
-        """Return the row of the recipe that was kept."""
-        return next(row for row in self.rows if row.chosen)
 
 
 def load_report(path: str | Path) -> TuneReport:
@@ -170,9 +165,7 @@ def machine_info() -> dict:
 
 def write_report(report: TuneReport, path: Path) -> None:
     """Write a report as JSON, atomically."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(report.as_dict(), indent=2))
-    os.replace(partial, path)
+    write_text(path, json.dumps(report.as_dict(), indent=2))
 
 
 class TuningCancelled(Exception):
@@ -225,11 +218,11 @@ def tune_int8(
     calibration_frames, held_frames = split_frames(frames)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The work folder sits next to the result, hidden, so that a crash leaves it where start-up cleaning finds it.
-    with tempfile.TemporaryDirectory(prefix=".int8-tune-", dir=out_path.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_path.parent) as work:
         work_dir = Path(work)
         steps.report("preparing", "pre-processing the fp32 model")
         prepared = preprocess_model(fp32_onnx, work_dir / "prepared.onnx")
-        tail, head_convs = _walk_head(onnx.load(str(prepared)))
+        tail, head_convs = walk_head(onnx.load(str(prepared)))
         steps.done += 1
 
         steps.report("measuring", "running fp32 on held-back frames until it has enough boxes")
@@ -255,7 +248,7 @@ def tune_int8(
         best.chosen = True
         steps.report("saving", f"keeping {best.recipe}")
         for name, detector in candidates.items():
-            write_atomically(detector.path, candidate_path_for(out_path, name))
+            copy_file(detector.path, candidate_path_for(out_path, name))
     report = TuneReport(
         chosen=best.recipe,
         path=str(candidate_path_for(out_path, best.recipe)),
