@@ -17,6 +17,7 @@ from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, optio
 from server.vision.stats import StreamStats
 from server.vision.stream import StreamRunner, TraceBusy
 from server.vision.tracker import Tracker
+from server.web.exports import ExportRunning, Exports
 from server.web.live import CALIBRATION_CLIP, LiveChoice
 from server.web.uploads import StoredModel, UploadStore
 
@@ -53,7 +54,8 @@ class DetectionService:
         self._runner: StreamRunner | None = None
         self._runtime: ModelRuntime | None = None
         self._live: LiveChoice | None = LiveChoice.camera(config) if config.camera else None
-        self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r])
+        self.exports = Exports(store.root / "export", self.jobs, store.space)
+        self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
         if store.model is not None:  # re-adopted from a previous run (see UploadStore)
             self._runtime = self._runtime_for(store.model)
             self.settings = self._settings_for_model(store.model)
@@ -69,6 +71,8 @@ class DetectionService:
         """Raise Busy while a stream runs or an upload or reset is under way."""
         if self.streaming:
             raise Busy(f"cannot {action} while streaming: stop the stream first")
+        if self.exports.running():
+            raise Busy(f"cannot {action} while the video is being exported: wait for it or cancel it")
         pending = sorted(self._pending)
         if pending:
             what = {"video": "a video upload", "model": "a model upload", "reset": "a reset",
@@ -114,6 +118,7 @@ class DetectionService:
             "precision": self._precision_status(model),
             "restored": self.store.restored,
             "source": self._live.status() if self._live else None,
+            "storage": self.store.space.status(),
             "lan_urls": self.lan_urls,
             "demo": self.demo,
         }
@@ -166,6 +171,7 @@ class DetectionService:
             imgsz=imgsz,
             timeout=self.config.convert_timeout,
             on_progress=lambda stage, progress, message: self.jobs.update("convert", stage, progress, message),
+            space=self.store.space,
         )
 
     def _settings_for_model(self, model: StoredModel) -> Settings:
@@ -175,7 +181,9 @@ class DetectionService:
         return apply_changes(self.settings, {"imgsz": imgsz, "classes": None}, choices, len(model.info.classes))
 
     def reset(self) -> list[str]:
-        """Cancel and join int8 tuning, then delete every upload and derived file; precision goes back to fp32."""
+        """Cancel and join int8 tuning and an export, then delete every upload, derived file and export."""
+        if not self.exports.cancel():
+            raise Busy("the export is still stopping; try again in a moment")
         self._begin("reset", "reset")
         try:
             self._cancel_int8("reset")
@@ -187,7 +195,7 @@ class DetectionService:
                 self._runner = None  # a finished stream's numbers go with its files
                 self.int8.forget()
                 self._live = None
-                return self.store.reset()
+                return self.store.reset() + self.exports.delete()
         finally:
             self._end("reset")
 
@@ -243,6 +251,20 @@ class DetectionService:
                                             max_viewer_fps=self.config.viewer_max_fps)
             self._runner.start()
             logger.info("stream started: %s with %s", live.spec.label if live else video.path.name, model.path.name)
+
+    def start_export(self) -> dict:
+        """Start exporting the uploaded video with the current settings (a job); raise Busy when it cannot run now."""
+        with self._lock:
+            self.refuse_while_busy("export")
+            video, model = self.store.video, self.store.model
+            if video is None or model is None:
+                missing = " and ".join(n for n, v in (("a video", video), ("a model", model)) if v is None)
+                raise Busy(f"upload {missing} before exporting (a live source cannot be exported)")
+            pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
+            try:
+                return self.exports.start(video.path, video.info, pipeline, self.settings, video.path.stem)
+            except ExportRunning as exc:
+                raise Busy(str(exc)) from None
 
     # -- live sources ------------------------------------------------------------------------
     def select_source(self, url: str) -> dict:
