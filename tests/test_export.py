@@ -194,3 +194,17 @@ def test_export_on_a_disk_without_room_is_507_and_a_disk_filling_mid_export_fail
         assert failed["error"].startswith("export failed: not enough free space"), failed["error"]
         assert export_files(server) == []  # the partial video and detections file are gone
         assert requests.get(server.url + "/api/status", timeout=10).json()["video"]["name"] == "clip.mp4"
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/api/export"), ("GET", "/api/export"), ("DELETE", "/api/export"),
+                                         ("POST", "/api/export/cancel"), ("GET", "/api/export/video"),
+                                         ("GET", "/api/export/detections")])
+def test_export_routes_need_the_credential_and_refuse_cross_site_requests(serve, method, path):
+    server = serve(password="export-pw")
+    assert requests.request(method, server.url + path, timeout=10).status_code == 401
+    signed_in = requests.request(method, server.url + path, auth=("any", "export-pw"), timeout=10)
+    assert signed_in.status_code in (200, 404, 409)  # 409: nothing uploaded; 404: nothing exported yet
+    if method != "GET":
+        forged = requests.request(method, server.url + path, auth=("any", "export-pw"), timeout=10,
+                                  headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"})
+        assert forged.status_code == 403 and "cross-site" in forged.json()["error"]

@@ -44,6 +44,7 @@ PARTIAL_PREFIX = ".partial-"
 EXPORT_JPEG_QUALITY = 95  # the stream's JPEG is the frame that gets encoded again: keep the first loss small
 CHECK_EVERY_FRAMES = 25
 READ_TIMEOUT_S = 0.5
+SINK_QUEUE_FRAMES = 4  # frames waiting for the encoder: enough to ride out a slow one, little memory
 # For the check before starting: OpenCV's VP8 averaged 0.008 bytes per pixel and frame on the generated
 # test video and 0.095 on the demo video (29 KB a 640x480 frame); twice the larger, plus about ten boxes of
 # 80 bytes per frame.
@@ -127,7 +128,7 @@ def _run(video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settin
     settings = dataclasses.replace(settings, jpeg_quality=EXPORT_JPEG_QUALITY, realtime=False, loop=False)
     fps = info.fps
     source = FrameSource(video, loop=False)
-    writer = None
+    sink = VideoSink(partials[0], fps)
     done = rows = 0
     started = time.perf_counter()
     try:
@@ -136,9 +137,7 @@ def _run(video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settin
             table.writerow(DETECTIONS_HEADER)
             while (frame := _next_frame(source, cancel)) is not None:
                 result = pipeline.process(frame, settings)
-                image = cv2.imdecode(np.frombuffer(result.jpeg, np.uint8), cv2.IMREAD_COLOR)
-                writer = writer or _open_writer(partials[0], fps, image)
-                writer.write(image)
+                sink.put(result.jpeg)
                 found = detection_rows(frame.position, frame.position / fps, result.detections, pipeline.class_names)
                 table.writerows(found)
                 done, rows = done + 1, rows + len(found)
@@ -146,14 +145,71 @@ def _run(video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settin
                     handle.flush()
                     _check_headroom(space, partials, done)
                     on_progress(done, max(info.frames, done), time.perf_counter() - started)
+        sink.finish()
     finally:
         source.close()
-        if writer is not None:
-            writer.release()
+        sink.close()
     if done == 0:
         raise ExportFailed("the video has no frame this server can decode")
     seconds = time.perf_counter() - started
     return ExportResult(done, rows, round(seconds, 2), round(done / seconds, 2) if seconds > 0 else 0.0)
+
+
+class VideoSink:
+    """Decode the annotated JPEGs and VP8-encode them on a thread of its own, so encoding overlaps detection."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=SINK_QUEUE_FRAMES)
+        self._writer: cv2.VideoWriter | None = None
+        self._thread = threading.Thread(target=self._write_all, name="export-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, jpeg: bytes | None) -> None:
+        """Queue one frame (None: the end); raise what the writer failed with, if it did."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(jpeg, timeout=READ_TIMEOUT_S)
+                break
+            except queue.Full:
+                continue
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> None:
+        """Write what is queued and close the file; raise what the writer failed with, if it did."""
+        self.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Stop the writer, whatever it was doing (a cancel, a failure), and wait for it."""
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()  # make room for the end marker
+            except queue.Empty:
+                pass
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                continue
+            self._thread.join(READ_TIMEOUT_S)
+
+    def _write_all(self) -> None:
+        try:
+            while (jpeg := self._queue.get()) is not None:
+                image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+                if image is None:
+                    raise ExportFailed("an annotated frame could not be decoded")
+                self._writer = self._writer or _open_writer(self.path, self.fps, image)
+                self._writer.write(image)
+        except BaseException as exc:  # handed to the export's thread, which stops and reports it
+            self.error = exc
+        finally:
+            if self._writer is not None:
+                self._writer.release()
 
 
 def _next_frame(source: FrameSource, cancel: threading.Event):
