@@ -69,6 +69,7 @@ def stream_detections(video: Path, model: Path, settings: Settings, classes: lis
     return seen
 
 
+@pytest.mark.slow  # exports a video
 def test_export_writes_a_video_and_the_streams_detections(serve, demo_onnx, tmp_path):
     server = serve()
     video = write_video(tmp_path / "clip.mp4", width=320, height=240, fps=15, frames=40)
@@ -117,6 +118,7 @@ def test_export_writes_a_video_and_the_streams_detections(serve, demo_onnx, tmp_
             assert float(row["time_s"]) == pytest.approx(frame / 15, abs=1e-3)
 
 
+@pytest.mark.slow  # exports a video
 def test_cancel_keeps_nothing_and_a_second_export_or_a_stream_is_409_meanwhile(serve, demo_onnx, tmp_path):
     server = serve()
     loaded(server, write_video(tmp_path / "long.mp4", width=320, height=240, frames=600), demo_onnx)
@@ -175,6 +177,7 @@ def disk(tmp_path):
         yield mounted
 
 
+@pytest.mark.slow  # exports a video
 def test_export_on_a_disk_without_room_is_507_and_a_disk_filling_mid_export_fails_it_cleanly(disk, tmp_path,
                                                                                               demo_onnx):
     app = create_app(config_for(tmp_path, uploads=disk / "uploads", disk_reserve_mb=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import socket
@@ -97,7 +98,7 @@ def test_content_length_over_the_free_space_is_507_before_a_body_byte(server, di
         raw = read_all(sock)
     head, body = raw.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 507") and b"application/json" in head, raw[:300]
-    message = requests.models.complexjson.loads(body)["error"]
+    message = json.loads(body)["error"]
     free_mb, needed_mb = map(float, FULL.search(message).groups()[:2])
     assert free_mb == pytest.approx(free_bytes(disk) / MB, abs=0.2) and needed_mb >= 50 + RESERVE_MB
     assert every_file(disk) == []
@@ -246,6 +247,7 @@ def test_int8_build_without_room_does_not_start_and_says_why(model_disk, demo_on
     assert every_file(disk) == ["filler.bin", "model.onnx"]
 
 
+@pytest.mark.slow  # a real int8 tuning, cut short
 def test_int8_build_that_fills_the_disk_fails_cleanly(model_disk, demo_onnx, tmp_path):
     disk = model_disk
     fp32 = disk / "model.onnx"
