@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import tempfile
 import threading
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from server.models.int8 import tuning
 from server.models.int8.builds import Int8Models
 from server.storage import DiskSpace, InsufficientStorage
 from server.vision import mjpeg
+from server.web.wsgi import upload_footprint
 from tests.conftest import config_for, serving, write_video
 from tests.small_disk import MB, every_file, fill, free_bytes, mounted_tmpfs
 from tests.waiting import wait_for
@@ -271,3 +273,10 @@ def test_int8_build_that_fills_the_disk_fails_cleanly(model_disk, demo_onnx, tmp
     assert int8.ready(fp32) is None and jobs.current() is None
     assert every_file(disk) == ["filler.bin", "model.onnx"]  # no candidate, report or work folder
     assert tuning.cached_tuning(fp32) is None
+
+
+def test_an_upload_spooled_on_the_same_disk_counts_twice(disk):
+    spool_disk = DiskSpace(Path(tempfile.gettempdir()), 0)  # waitress spools big bodies here, then the app copies
+    assert upload_footprint(spool_disk, 10 * MB, 512 * 1024) == 20 * MB
+    assert upload_footprint(spool_disk, 100 * 1024, 512 * 1024) == 100 * 1024  # kept in memory by waitress
+    assert upload_footprint(DiskSpace(disk, 0), 10 * MB, 512 * 1024) == 10 * MB  # another disk: the copy only
