@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask, Request, current_app
 from werkzeug.exceptions import BadRequest
 
@@ -46,10 +48,12 @@ class UploadRequest(Request):
         try:
             super()._load_form_data()
         except BaseException as exc:
-            if self._incoming is not None:
+            written = 0
+            if self._incoming is not None and not self._incoming.closed:
+                written = os.fstat(self._incoming.fileno()).st_size  # what a chunked body reached
                 self._incoming.close()  # a NamedTemporaryFile: closing it deletes it
             if is_disk_full(exc):
-                raise current_app.extensions["uploads"].space.full(self.content_length or 0) from None
+                raise current_app.extensions["uploads"].space.full(self.content_length or written) from None
             raise
 
 
