@@ -19,8 +19,7 @@ def serve(app, config: Config) -> None:
     service = app.extensions["detection"]
     try:
         if config.dev:
-            service.lan_urls = lan_urls(config.host, config.port)
-            _log_urls(app, service.lan_urls)
+            _log_urls(app, lan_urls(config.host, config.port))
             app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
             return
         server = make_server(
@@ -32,9 +31,8 @@ def serve(app, config: Config) -> None:
             channel_timeout=config.channel_timeout,
             send_timeout=config.send_timeout,
         )
-        service.lan_urls = lan_urls(config.host, server.effective_port)
         logger.info("serving on %s:%s with %d threads", config.host, server.effective_port, config.threads)
-        _log_urls(app, service.lan_urls)
+        _log_urls(app, lan_urls(config.host, server.effective_port))
         server.run()  # returns on Ctrl-C or SIGTERM
     except KeyboardInterrupt:
         pass

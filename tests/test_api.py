@@ -132,6 +132,28 @@ def test_status_shape(client):
     assert stages <= set(stats["latency_ms"])
 
 
+def test_status_names_the_stages_the_latencies_are_kept_for(client):
+    """The page draws its latency bar from status["stages"]: every stage has a latency and nothing else does."""
+    status = client.get("/api/status").get_json()
+    assert status["stages"] and set(status["stages"]) == set(status["stats"]["latency_ms"]) - {"total"}
+
+
+def test_options_ranges_are_exactly_what_settings_accept(client):
+    """The page's sliders span options' ranges: both ends are accepted (low excluded where above_low says so)."""
+    options = client.get("/api/status").get_json()["options"]
+    assert set(options["above_low"]) == {"conf", "iou", "min_agreement"}
+    for key in ("conf", "iou", "min_agreement", "detect_every", "threads", "jpeg_quality", "output_width"):
+        low, high = options[key]
+        if key in options["above_low"]:
+            inside, outside = [low + 0.001, high], [low, high + 0.001]
+        else:
+            inside, outside = [low, high], [low - 1, high + 1]
+        for value in inside:
+            assert client.post("/api/settings", json={key: value}).status_code == 200, (key, value)
+        for value in outside:
+            assert client.post("/api/settings", json={key: value}).status_code == 400, (key, value)
+
+
 def test_settings_accepts_a_subset_and_returns_all(client):
     response = client.post("/api/settings", json={"conf": 0.4, "loop": False})
     assert response.status_code == 200

@@ -51,7 +51,7 @@ def test_token_link_signs_in_and_the_page_runs_under_the_csp(browser, serve_page
     assert page.url == url + "/", "the token must leave the address bar"
     assert "Content-Security-Policy" in {k.title(): v for k, v in response.headers.items()} or \
         "content-security-policy" in response.headers
-    expect(page.get_by_test_id("status-pill")).not_to_have_text("Connecting…", timeout=10_000)  # app.js ran
+    expect(page.get_by_test_id("status-pill")).not_to_have_text("Connecting…", timeout=10_000)  # the page's modules ran
     expect(page.locator("#settings select, #settings input").first).to_be_visible(timeout=10_000)
     cookies = tab.context.cookies()
     assert [(c["httpOnly"], c["sameSite"]) for c in cookies] == [(True, "Strict")]

@@ -15,9 +15,9 @@ from server import create_app
 from server.models.runtime import ModelRuntime
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
+from server.vision.sources import FileChoice
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from server.vision.video import probe_video
 from tests.conftest import config_for, serving, write_video
 from tests.small_disk import MB, every_file, fill, mounted_tmpfs
 from tests.waiting import wait_for
@@ -62,7 +62,7 @@ def stream_detections(video: Path, model: Path, settings: Settings, classes: lis
              None if d.track_ids is None else int(d.track_ids[i])) for i in range(len(d))]
 
     flat_out = dataclasses.replace(settings, realtime=False, loop=False)
-    runner = StreamRunner(str(video), probe_video(video), pipeline, lambda: flat_out, ended.append, on_publish=tap)
+    runner = StreamRunner(FileChoice(video).open, pipeline, lambda: flat_out, ended.append, on_publish=tap)
     runner.start()
     assert wait_for(lambda: ended, timeout=600)
     assert ended == [None]

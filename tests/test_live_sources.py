@@ -21,8 +21,9 @@ from server.config import config_from_args
 from server.vision import mjpeg
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
-from server.vision.sources import CaptureConnection, parse_source
-from server.web.live import LiveChoice
+from server.vision.sources import CaptureConnection, LiveSource, SourceInfo, parse_source
+from server.vision.stream import StreamRunner
+from server.vision.tracker import Tracker
 from tests.live_servers import (
     ffmpeg_missing,
     free_port,
@@ -279,10 +280,34 @@ def test_the_camera_command_comes_from_the_flag_or_the_environment_only():
     assert config_from_args([], environ={}).camera == ""
 
 
-def test_a_live_source_is_never_paced_against_a_nominal_fps():
+class SteadyCamera:
+    """A connection that sends a frame every 20 ms, like a camera would (declared fps aside)."""
+
+    fps = 0.0
+
+    def __init__(self):
+        self.image = np.full((120, 160, 3), 90, np.uint8)
+
+    def read(self):
+        time.sleep(0.02)
+        return self.image
+
+    def close(self):
+        pass
+
+
+def test_a_live_source_is_never_paced_against_a_nominal_fps(demo_detector):
     # The camera sets the pace; pacing its frames against the fps it declares would add lag or drop frames.
-    settings = LiveChoice.settings_for(lambda: Settings(realtime=True))
-    assert settings().realtime is False
+    # Declared: one frame per 1000 s. Paced against that, the producer would publish one frame and wait.
+    info = SourceInfo(160, 120, fps=0.001)
+    pipeline = FramePipeline(lambda s: demo_detector, [f"c{i}" for i in range(5)], tracker_factory=Tracker)
+    runner = StreamRunner(lambda loop: LiveSource(parse_source("rtsp://cam/x"), info, opener=lambda s, t: SteadyCamera()),
+                          pipeline, lambda: Settings(imgsz=320, realtime=True, threads=1), lambda error: None)
+    runner.start()
+    try:
+        assert wait_for(lambda: runner.hub.published >= 5, timeout=60)
+    finally:
+        runner.stop()
 
 
 @pytest.mark.slow

@@ -46,7 +46,7 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_on
     client.post("/stream/start")
     feed = client.get("/video_feed", buffered=False)
     next(feed.response)
-    runner = app.extensions["detection"]._runner
+    runner = app.extensions["detection"].stream.runner
     assert runner.pipeline.precision == "int8"
     client.post("/stream/stop")
     feed.close()

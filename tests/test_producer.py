@@ -14,7 +14,7 @@ from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
 from server.vision.stream import Handoff, StreamRunner
 from server.vision.tracker import Tracker
-from server.vision.video import FrameSource, VideoInfo, probe_video
+from server.vision.sources import FileChoice, FrameSource
 from tests.waiting import wait_for
 
 FLAT_OUT = Settings(imgsz=320, realtime=False, loop=False, threads=1)
@@ -24,8 +24,8 @@ def make_runner(video, detector, settings: Settings, **kwargs) -> tuple[StreamRu
     """A runner over a real video and the demo model; the list collects the errors it ended with."""
     ended: list = []
     pipeline = FramePipeline(lambda s: detector, [f"c{i}" for i in range(5)], tracker_factory=Tracker)
-    info = kwargs.pop("info", None) or probe_video(video)
-    runner = StreamRunner(str(video), info, pipeline, lambda: settings, ended.append, **kwargs)
+    open_source = kwargs.pop("open_source", None) or FileChoice(video).open
+    runner = StreamRunner(open_source, pipeline, lambda: settings, ended.append, **kwargs)
     return runner, ended
 
 
@@ -81,9 +81,8 @@ def test_stop_is_prompt_and_leaves_no_thread_and_clears_the_stats(make_video, de
 
 
 def test_realtime_drops_late_frames_when_detection_is_slower_than_the_video(make_video, demo_detector):
-    video = make_video(frames=40)
-    fast = VideoInfo(640, 480, fps=500.0, frames=40)  # due every 2 ms: detection cannot keep up
-    runner, ended = make_runner(video, demo_detector, replace(FLAT_OUT, realtime=True), info=fast)
+    video = make_video(frames=40, fps=500)  # due every 2 ms: detection cannot keep up
+    runner, ended = make_runner(video, demo_detector, replace(FLAT_OUT, realtime=True))
     runner.start()
     assert wait_for(lambda: ended, timeout=60)
     snapshot = runner.stats.snapshot(0)
@@ -96,6 +95,7 @@ class SlowSource:
 
     def __init__(self, path, seconds: float, loop: bool = False):
         self.inner, self.seconds, self.loop = FrameSource(path, loop=loop), seconds, loop
+        self.fps, self.paces_itself, self.published = self.inner.fps, False, self.inner.published
 
     def read(self, timeout: float):
         if timeout < self.seconds:

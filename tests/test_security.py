@@ -205,7 +205,7 @@ def test_token_survives_a_restart(tmp_path, start_server):
         ("GET", "/api/status"),
         ("GET", "/video_feed"),
         ("GET", "/api/trace"),
-        ("GET", "/static/app.js"),
+        ("GET", "/static/js/main.js"),
         ("GET", "/static/style.css"),
         ("GET", "/no/such/page"),
         ("POST", "/api/settings"),
@@ -345,7 +345,7 @@ def test_unknown_host_is_refused_as_dns_rebinding(start_server):
             assert "Host" in response.json()["error"]
 
 
-@pytest.mark.parametrize("path", ["/", "/api/status", "/static/app.js", "/no/such/page", "/login"])
+@pytest.mark.parametrize("path", ["/", "/api/status", "/static/js/main.js", "/no/such/page", "/login"])
 def test_security_headers_on_every_response(start_server, path):
     served = start_server(token=True)
     for session in (requests, served.session()):
@@ -641,7 +641,7 @@ def test_viewer_that_never_reads_is_dropped_after_the_send_timeout(start_server,
     served = start_server(threads=8, server_options={"send_timeout": 2})
     # Big frames, flat out: the kernel's socket buffers (a few MB) fill in seconds, then waitress' own.
     _streaming(served, make_video, width=1280, height=720, jpeg_quality=95, realtime=False, detect_every=10)
-    hub = served.app.extensions["detection"]._runner.hub
+    hub = served.app.extensions["detection"].stream.runner.hub
     sock = _viewer_socket(served.port, read_buffer=4096)
     try:
         assert wait_for(lambda: hub.viewers == 1, timeout=10)
@@ -660,7 +660,7 @@ def _thread_count() -> int:
 def test_200_viewers_dropping_abruptly_leave_no_threads_or_fds_behind(start_server, make_video):
     served = start_server(threads=32)
     _streaming(served, make_video)
-    hub = served.app.extensions["detection"]._runner.hub
+    hub = served.app.extensions["detection"].stream.runner.hub
     time.sleep(0.5)
     threads, fds = _thread_count(), _open_fds()
     for wave in range(5):

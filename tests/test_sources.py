@@ -127,6 +127,43 @@ def test_a_slow_consumer_gets_the_newest_frame_and_the_rest_count_as_drops():
     assert connection.closed
 
 
+def test_calibration_frames_are_the_sampled_images_themselves_and_ready_is_said_once(monkeypatch):
+    monkeypatch.setattr(sources.live, "CALIBRATION_EVERY_S", 0.0)  # sample every frame instead of ten a second
+    count = sources.CALIBRATION_FRAMES
+    ready = []
+    connection = FakeConnection(count + 10)
+    source = LiveSource(parse_source("rtsp://cam/x"), opener=lambda spec, timeout: connection, backoff=Backoff(5, 5),
+                        on_calibration_ready=lambda: ready.append(connection.sent))
+    try:
+        assert wait_for(lambda: source.received >= count + 10, timeout=10)
+        assert ready == [count] and source.calibration_ready
+        frames = source.calibration_frames(count)
+        # BGR images as decoded, the newest last: no video written and read back in between.
+        assert [int(f[0, 0, 0]) for f in frames] == list(range(11, count + 11))
+        assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 for f in frames)
+    finally:
+        source.close()
+
+
+def test_calibration_samples_of_a_large_camera_are_kept_shrunk(monkeypatch):
+    monkeypatch.setattr(sources.live, "CALIBRATION_EVERY_S", 0.0)
+    big = np.zeros((2160, 3840, 3), np.uint8)  # a 4K frame: 96 kept as they are would take 2.4 GB
+
+    class FourK(FakeConnection):
+        def read(self):
+            return None if super().read() is None else big
+
+    source = LiveSource(parse_source("rtsp://cam/x"), opener=lambda spec, timeout: FourK(3), backoff=Backoff(5, 5))
+    try:
+        assert wait_for(lambda: source.received >= 3, timeout=10)
+        frame = source.read(timeout=1)
+        assert frame.image.shape == (2160, 3840, 3)  # the stream itself is untouched
+        samples = source.calibration_frames(sources.CALIBRATION_FRAMES)
+        assert samples and all(s.shape == (720, 1280, 3) for s in samples)
+    finally:
+        source.close()
+
+
 def test_a_failed_source_reconnects_and_shows_a_placeholder_meanwhile():
     opened = []
 

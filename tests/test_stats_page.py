@@ -1,4 +1,4 @@
-"""The stats panel tells the truth: dashes while idle, latency and drops while streaming, and a trace download."""
+"""The stats panel tells the truth: dashes while idle, the server's stages while streaming, and a trace download."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from server.demo.loader import start_demo
 from tests.browser_fixtures import DESKTOP, api_status, screenshot
+from tests.waiting import wait_for
 
 IDLE_TILES = ("fps", "frames", "detections", "viewers", "latency", "dropped")
 
@@ -22,6 +23,17 @@ def test_stats_show_dashes_while_idle_and_record_trace_downloads_a_trace(live_se
     expect(page.locator("#stat-latency")).not_to_have_text("–", timeout=30_000)
     expect(page.locator("#stat-dropped")).not_to_have_text("–")
     expect(page.locator("#latency-legend")).to_contain_text("track")
+    status = api_status(live_server)
+    legend = page.locator("#latency-legend li").all_inner_texts()
+    assert [entry.split()[0] for entry in legend] == status["stages"]  # the server's stages, in its order
+
+    # The confidence slider spans what the server accepts, up to its top end.
+    low, high = status["options"]["conf"]
+    slider = page.locator("#setting-conf")
+    assert float(slider.get_attribute("min")) > low and float(slider.get_attribute("max")) == high
+    slider.fill(str(high))
+    expect(page.locator("#value-conf")).to_have_text(f"{high:.2f}")
+    assert wait_for(lambda: api_status(live_server)["settings"]["conf"] == high)
 
     with page.expect_download(timeout=60_000) as download:
         page.click("#trace-btn")

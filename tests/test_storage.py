@@ -22,6 +22,7 @@ from server.models.int8 import tuning
 from server.models.int8.builds import Int8Models
 from server.storage import DiskSpace, InsufficientStorage
 from server.vision import mjpeg
+from server.vision.sources import sample_frames
 from server.web.wsgi import upload_footprint
 from tests.conftest import config_for, serving, write_video
 from tests.small_disk import MB, every_file, fill, free_bytes, mounted_tmpfs
@@ -243,7 +244,7 @@ def test_int8_build_without_room_does_not_start_and_says_why(model_disk, demo_on
     jobs = JobBoard()
     int8 = Int8Models(jobs, ["u8s8-pc"], space=DiskSpace(disk, RESERVE_MB * MB))
     video = write_video(tmp_path / "calib.mp4", width=320, height=240, frames=10)
-    int8.build(fp32, video, 320, 0.9, 1)
+    int8.build(fp32, lambda count: sample_frames(video, count), 320, 0.9, 1)
     assert not int8.building() and jobs.current() is None
     assert int8.error.startswith("int8 tuning did not start: not enough free space")
     assert every_file(disk) == ["filler.bin", "model.onnx"]
@@ -266,7 +267,7 @@ def test_int8_build_that_fills_the_disk_fails_cleanly(model_disk, demo_onnx, tmp
     jobs = FillingJobs()
     int8 = Int8Models(jobs, ["u8s8-pc"], space=DiskSpace(disk, 0))
     video = write_video(tmp_path / "calib.mp4", width=320, height=240, frames=100)
-    int8.build(fp32, video, 320, 0.9, 1)
+    int8.build(fp32, lambda count: sample_frames(video, count), 320, 0.9, 1)
     assert wait_for(lambda: not int8.building(), timeout=600)
     assert filled.is_set()
     assert int8.error and int8.error.startswith("int8 tuning failed: not enough free space"), int8.error

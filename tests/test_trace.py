@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import requests
 
@@ -94,3 +95,16 @@ def test_trace_route(live_server, make_video, demo_onnx):
     assert trace["otherData"]["frames"] == 5
     check_frame_order(trace)
     requests.post(f"{base}/stream/stop", timeout=10)
+
+
+def test_a_trace_waiting_on_a_stream_that_ends_returns_what_it_has(make_video, demo_detector):
+    runner, ended = make_runner(make_video(frames=12), demo_detector, Settings(imgsz=320, realtime=False, loop=False))
+    traces: list[dict] = []
+    waiting = threading.Thread(target=lambda: traces.append(runner.tracing.record(600, timeout=3600)), daemon=True)
+    waiting.start()
+    assert wait_for(lambda: runner.trace is not None, timeout=10)
+    runner.start()
+    assert wait_for(lambda: ended, timeout=60)
+    waiting.join(timeout=60)  # the stream's end, not the hour-long deadline, ends the wait
+    assert not waiting.is_alive()
+    assert traces[0]["otherData"] == {"frames": 12, "requested": 600}

@@ -41,7 +41,7 @@ from server.vision.processing import Detections
 from server.vision.settings import Settings
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from server.vision.video import Frame, FrameSource, probe_video
+from server.vision.sources import CALIBRATION_FRAMES, Frame, FrameSource, probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -210,14 +210,14 @@ def ultralytics_onnx(model: Path, cache: Path) -> Path:
 def int8_model(onnx_path: Path, video: Path, threads: int, retune: bool) -> tuple[Path, dict]:
     """Tune int8 on frames of the video (or reuse a tuning of this very model on this CPU)."""
     from server.models.int8 import tuning as quantize  # noqa: PLC0415
-    from server.models.int8.calibration import sample_frames  # noqa: PLC0415
+    from server.vision.sources import sample_frames  # noqa: PLC0415
 
     out = quantize.int8_path_for(onnx_path)
     report = None if retune else quantize.cached_tuning(onnx_path, out)
     if report is None:
         progress = ProgressLine("int8 tuning", 100)
         report = quantize.tune_int8(
-            onnx_path, sample_frames(video), 640, out, threads=threads,
+            onnx_path, sample_frames(video, CALIBRATION_FRAMES), 640, out, threads=threads,
             on_progress=lambda stage, done, message: progress.update(round(done * 100), message[:40]),
         )
         progress.close(report.note)
@@ -267,8 +267,10 @@ class SegmentSource:
     frame waited in the decode-ahead queue between segments.
     """
 
+    paces_itself = False  # realtime is off in every row anyway
+
     def __init__(self, inner: FrameSource, frames: int):
-        self.inner, self.left, self.loop = inner, frames, True
+        self.inner, self.left, self.loop, self.fps = inner, frames, True, inner.fps
 
     def read(self, timeout: float) -> Frame | None:
         if self.left <= 0:
@@ -278,6 +280,15 @@ class SegmentSource:
             return None
         self.left -= 1
         return replace(frame, decoded_at=time.perf_counter())
+
+    def published(self, frame: Frame, published_at: float) -> None:
+        self.inner.published(frame, published_at)
+
+    def status(self) -> dict:
+        return self.inner.status()
+
+    def calibration_frames(self, count: int) -> list[np.ndarray]:
+        return self.inner.calibration_frames(count)
 
     def close(self) -> None:
         """The inner source lives on for the next segment."""
@@ -292,7 +303,6 @@ class ProducerRun:
                  base: Settings, pipelined: bool = True):
         self.name = variant.name + ("" if pipelined else " serial")
         self.variant, self.frames, self.video, self.pipelined = variant, frames, video, pipelined
-        self.info = probe_video(video)
         self.settings = pipeline_settings(variant, base)
         runtime.detector_for(self.settings)  # the server loads and warms the session before streaming
         self.pipeline = FramePipeline(runtime.detector_for, names, tracker_factory=Tracker)
@@ -314,9 +324,8 @@ class ProducerRun:
         if frames <= 0:
             return False
         self._published = []
-        runner = StreamRunner(str(self.video), self.info, self.pipeline, lambda: self.settings, lambda error: None,
-                              pipelined=self.pipelined, open_source=lambda loop: SegmentSource(self.source, frames),
-                              on_publish=self._tap)
+        runner = StreamRunner(lambda loop: SegmentSource(self.source, frames), self.pipeline, lambda: self.settings,
+                              lambda error: None, pipelined=self.pipelined, on_publish=self._tap)
         started = time.perf_counter()
         runner.start()
         runner.thread.join()

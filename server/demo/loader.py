@@ -6,17 +6,18 @@ import logging
 import shutil
 from pathlib import Path
 
-from server.demo import DEMO_ONNX
+from server.demo import DEMO_ONNX, DEMO_VIDEO_NAME
 from server.demo.video import write_demo_video
 from server.web.service import DetectionService
 
 logger = logging.getLogger(__name__)
 
-DEMO_VIDEO_NAME = "demo-shapes.mp4"
-
 
 def start_demo(service: DetectionService) -> None:
-    """Upload the generated demo video and the bundled demo ONNX through the service, then start."""
+    """Upload the generated demo video and the bundled demo ONNX through the service, then start.
+
+    Status says "demo" while these two are the stored uploads (server.demo.is_demo).
+    """
     store = service.store
     with store.incoming_file(".mp4") as video:
         write_demo_video(video.name)
@@ -25,6 +26,5 @@ def start_demo(service: DetectionService) -> None:
         shutil.copyfileobj(source, model)
         model.flush()
         service.add_model(Path(model.name), DEMO_ONNX.name)
-    service.demo = True
     service.start()
     logger.info("demo running: %s with %s", DEMO_VIDEO_NAME, DEMO_ONNX.name)

@@ -32,7 +32,7 @@ from server.storage import DiskSpace
 from server.vision.pipeline import FramePipeline
 from server.vision.processing import Detections
 from server.vision.settings import Settings
-from server.vision.video import FrameSource, VideoInfo
+from server.vision.sources import FrameSource, VideoInfo
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
@@ -19,7 +19,10 @@ from server.vision import annotate
 from server.vision.detector import Detector
 from server.vision.processing import Detections
 from server.vision.settings import Settings
-from server.vision.video import Frame
+from server.vision.sources.base import Frame
+
+if TYPE_CHECKING:
+    from server.vision.trace import TraceRecorder
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "draw", "encode")
 
@@ -58,26 +61,18 @@ class Stopwatch:
         self._last = now
 
 
-@dataclass
+@dataclass(frozen=True)
 class Detected:
-    """A frame after the detect half: its boxes and what finding them cost."""
+    """One frame on its way through the stages: the detect half fills in its boxes and costs, render its JPEG."""
 
     frame: Frame
     detections: Detections
-    detected: bool
-    timings_ms: dict[str, float]
+    detected: bool  # False: the tracker moved the boxes, the network did not run
+    timings_ms: dict[str, float]  # per stage; after render every stage of STAGES is there
     spans: list[Span]
     nonfinite: int = 0  # detector candidates dropped for NaN/infinite boxes or scores (before tracking)
-
-
-@dataclass
-class FrameResult:
-    jpeg: bytes
-    detections: Detections
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    detected: bool = True
-    spans: list[Span] = field(default_factory=list)
-    nonfinite: int = 0
+    jpeg: bytes = b""  # the annotated frame, once rendered
+    trace: TraceRecorder | None = None  # the trace that was recording when its detection began
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -130,7 +125,7 @@ class FramePipeline:
         classes = list(settings.classes) if settings.classes is not None else None
         return detector.detect(image, settings.imgsz, settings.conf, settings.iou, classes, lap=watch.lap)
 
-    def detect(self, frame: Frame, settings: Settings) -> Detected:
+    def detect(self, frame: Frame, settings: Settings, trace: TraceRecorder | None = None) -> Detected:
         """The detect half: run the network (or only the tracker, between detections) on one frame."""
         watch = Stopwatch()
         detected = self._should_detect(frame.index, settings.detect_every)
@@ -144,9 +139,9 @@ class FramePipeline:
         else:
             detections = self.tracker.propagate(frame.image)
         watch.lap("track")
-        return Detected(frame, detections, detected, watch.timings, watch.spans, nonfinite)
+        return Detected(frame, detections, detected, watch.timings, watch.spans, nonfinite, trace=trace)
 
-    def render(self, item: Detected, settings: Settings, fps: float | None = None) -> FrameResult:
+    def render(self, item: Detected, settings: Settings, fps: float | None = None) -> Detected:
         """The render half: draw the boxes (and status line) and JPEG-encode the frame."""
         watch = Stopwatch()
         frame = item.frame
@@ -164,8 +159,8 @@ class FramePipeline:
         timings = {"decode": frame.decode_ms, **item.timings_ms, **watch.timings}
         for stage in STAGES:
             timings.setdefault(stage, 0.0)
-        return FrameResult(jpeg, item.detections, timings, item.detected, [*item.spans, *watch.spans], item.nonfinite)
+        return replace(item, jpeg=jpeg, timings_ms=timings, spans=[*item.spans, *watch.spans])
 
-    def process(self, frame: Frame, settings: Settings, fps: float | None = None) -> FrameResult:
+    def process(self, frame: Frame, settings: Settings, fps: float | None = None) -> Detected:
         """Detect (or track), draw and JPEG-encode one frame, timing each stage; fps (when given) goes on the overlay."""
         return self.render(self.detect(frame, settings), settings, fps)

@@ -10,6 +10,8 @@ PRECISIONS = ("fp32", "int8")
 DETECT_EVERY_RANGE = (1, 10)
 JPEG_QUALITY_RANGE = (30, 95)
 OUTPUT_WIDTH_RANGE = (160, 1920)
+FRACTION_RANGE = (0, 1)  # conf, iou and min_agreement: greater than 0, at most 1
+FRACTIONS = ("conf", "iou", "min_agreement")
 
 
 class SettingsError(ValueError):
@@ -44,8 +46,13 @@ class Settings:
 
 
 def options_for(imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES) -> dict:
-    """Describe the allowed values, for the page to build its controls."""
+    """Describe the allowed values, for the page to build its controls.
+
+    A range is [low, high], both allowed, except for the keys in "above_low", which must be greater than low.
+    """
     return {
+        **{name: list(FRACTION_RANGE) for name in FRACTIONS},
+        "above_low": list(FRACTIONS),
         "imgsz": list(imgsz_choices),
         "precision": list(PRECISIONS),
         "detect_every": list(DETECT_EVERY_RANGE),
@@ -56,8 +63,9 @@ def options_for(imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES) -> dict:
 
 
 def _fraction(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise SettingsError(f"{name} must be a number greater than 0 and at most 1, got {value!r}")
+    low, high = FRACTION_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+        raise SettingsError(f"{name} must be a number greater than {low} and at most {high}, got {value!r}")
     return float(value)
 
 

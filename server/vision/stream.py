@@ -15,21 +15,16 @@ from __future__ import annotations
 
 import logging
 import queue
-import tempfile
 import threading
 import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
-from server.vision.detector import Detector
 from server.vision.hub import FrameHub
-from server.vision.pipeline import STAGES, Detected, FramePipeline, FrameResult, Span
+from server.vision.pipeline import STAGES, Detected, FramePipeline, Span
 from server.vision.settings import Settings
+from server.vision.sources.base import Frame, Source
 from server.vision.stats import StreamStats
-from server.vision.trace import TraceRecorder
-from server.vision.video import Frame, FrameSource, VideoInfo
+from server.vision.trace import StreamTracing
 
 logger = logging.getLogger(__name__)
 
@@ -37,22 +32,6 @@ JOIN_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 0.5
 HANDOFF_POLL_S = 0.1
 PEEK_TIMEOUT_S = 0.005  # a decoded frame waiting to be queued is handed over well within this
-TRACE_TIMEOUT_S = 60.0
-
-
-class Source(Protocol):
-    """Where frames come from: a video file (FrameSource) or a live camera; decoding runs on its own thread."""
-
-    loop: bool
-
-    def read(self, timeout: float) -> Frame | None:
-        """Return the next frame, None at the end; raise queue.Empty when none came within timeout."""
-
-    def close(self) -> None: ...
-
-
-class TraceBusy(RuntimeError):
-    """A trace is already being recorded."""
 
 
 class Pacer:
@@ -73,14 +52,6 @@ class Pacer:
             self.first_index = index
         due = self.started + (index - self.first_index) * self.interval
         return due - time.monotonic()
-
-
-@dataclass
-class Traced:
-    """A detected frame on its way to the render stage, with the trace recording it (if any)."""
-
-    item: Detected
-    recorder: TraceRecorder | None
 
 
 class Handoff:
@@ -130,40 +101,36 @@ def decode_span(frame: Frame) -> Span:
 
 
 class StreamRunner:
-    """A running stream: its stage threads, its hub, its stats."""
+    """A running stream: its stage threads, its hub, its stats, its trace.
+
+    open_source(loop) is called on the detect thread; the source it returns says how fast it plays (fps) and
+    whether it paces itself (a live camera: then realtime pacing never applies).
+    """
 
     def __init__(
         self,
-        video_path: str,
-        video: VideoInfo,
+        open_source: Callable[[bool], Source],
         pipeline: FramePipeline,
         settings: Callable[[], Settings],
         on_end: Callable[[str | None], None],
         pipelined: bool = True,
         max_viewer_fps: float = 0.0,
-        open_source: Callable[[bool], Source] | None = None,
-        on_publish: Callable[[Detected, FrameResult, float], None] | None = None,
+        on_publish: Callable[[Detected, Detected, float], None] | None = None,
     ):
-        self.video_path = video_path
-        self.video = video
+        self.open_source = open_source
         self.pipeline = pipeline
         self.settings = settings
         self.on_end = on_end
         self.pipelined = pipelined
-        # One frame decoded ahead is enough to hide decoding (it is faster than detection); more would only
-        # make each frame older by the time it is shown.
-        self.open_source = open_source or (lambda loop: FrameSource(self.video_path, loop=loop, ahead=1))
         self.on_publish = on_publish  # (detected, result, published perf_counter): the benchmark's tap
         self.hub = FrameHub(max_viewer_fps)
         self.stats = StreamStats(STAGES)
         self.stop_event = threading.Event()
-        self.trace: TraceRecorder | None = None
-        self._trace_lock = threading.Lock()
+        self.tracing = StreamTracing(pipeline)
+        self._source: Source | None = None
         self._handoff = Handoff()
         self._source_ended = False
         self._render_error: str | None = None
-        self._profiled = 0  # frames detected with the profiling session of a running trace
-        self._profile_since = 0.0  # when its warm-up ended (perf_counter)
         self.thread = threading.Thread(target=self._run, name="stream-detect", daemon=True)
         self._render_thread = threading.Thread(target=self._render_loop, name="stream-render", daemon=True)
 
@@ -193,55 +160,21 @@ class StreamRunner:
         """The stage threads this runner started (the source's decoder thread is the source's own)."""
         return [self.thread, self._render_thread] if self.pipelined else [self.thread]
 
-    # -- trace -------------------------------------------------------------------------------
-    def record_trace(self, frames: int, onnx_profile: bool = False, timeout: float = TRACE_TIMEOUT_S) -> dict:
+    def record_trace(self, frames: int, onnx_profile: bool = False) -> dict:
         """Record the next `frames` published frames' stage spans; return them as a Chrome trace."""
-        recorder = TraceRecorder(frames, onnx_profile)
-        with self._trace_lock:
-            if self.trace is not None:
-                raise TraceBusy("a trace is already being recorded; wait for it to finish")
-            self.trace = recorder
-        try:
-            deadline = time.monotonic() + timeout
-            while not recorder.done.wait(0.1) and self.running and time.monotonic() < deadline:
-                pass
-            if onnx_profile:  # the detect thread hands the operator profile over after its last frame
-                recorder.onnx_done.wait(max(0.0, min(5.0, deadline - time.monotonic())))
-        finally:
-            self.trace = None
-        return recorder.chrome_trace()
+        return self.tracing.record(frames, onnx_profile)
 
-    def _start_onnx_profile(self, settings: Settings) -> None:
-        """Run the traced frames through a profiling copy of the current session."""
-        detector = self.pipeline.detector_for(settings)
-        prefix = Path(tempfile.gettempdir()) / f"edge-trace-{uuid.uuid4().hex}"
-        profiling = Detector(detector.path, threads=detector.threads, profile_prefix=str(prefix))
-        profiling.warm_up(profiling.fixed_hw or (settings.imgsz, settings.imgsz))
-        self.pipeline.profiling, self._profiled, self._profile_since = profiling, 0, time.perf_counter()
-
-    def _finish_onnx_profile(self, recorder: TraceRecorder | None) -> None:
-        profiling, self.pipeline.profiling = self.pipeline.profiling, None
-        session = profiling.session
-        path = session.end_profiling()
-        if recorder is not None:
-            recorder.add_onnx_profile(path, session.get_profiling_start_time_ns(), self._profile_since)
-        else:
-            Path(path).unlink(missing_ok=True)
-
-    def _profile_step(self, recorder: TraceRecorder | None, settings: Settings) -> None:
-        """Before each detection: start or finish an operator profile the running trace asked for."""
-        wanted = recorder is not None and recorder.onnx_profile and not recorder.onnx_done.is_set()
-        if self.pipeline.profiling is None and wanted:
-            self._start_onnx_profile(settings)
-        elif self.pipeline.profiling is not None and (not wanted or self._profiled >= recorder.frames):
-            self._finish_onnx_profile(recorder if wanted else None)
+    @property
+    def trace(self):
+        """The trace being recorded, if any."""
+        return self.tracing.recorder
 
     # -- stages ------------------------------------------------------------------------------
     def _run(self) -> None:
         error = None
         source = None
         try:
-            source = self.open_source(self.settings().loop)
+            source = self._source = self.open_source(self.settings().loop)
             self._detect_loop(source)
         except Exception as exc:  # the stream must end visibly, not die silently
             logger.exception("stream failed")
@@ -250,8 +183,7 @@ class StreamRunner:
             self._handoff.close()  # the render thread renders what is left, then ends
             if self.pipelined and self._render_thread.is_alive():
                 self._render_thread.join(timeout=JOIN_TIMEOUT_S)
-            if self.pipeline.profiling is not None:
-                self._finish_onnx_profile(None)
+            self.tracing.close()
             if source is not None:
                 source.close()
             self.stop_event.set()
@@ -270,30 +202,29 @@ class StreamRunner:
         return frame
 
     def _detect_loop(self, source: Source) -> None:
-        pacer = Pacer(self.video.fps)
+        pacer = Pacer(source.fps)
         while not self.stop_event.is_set() and not self._source_ended:
             settings = self.settings()
             source.loop = settings.loop
+            realtime = settings.realtime and not source.paces_itself
             frame = self._read(source, READ_TIMEOUT_S)
             if frame is False:
                 continue
             if frame is None:
                 logger.info("video ended")
                 return
-            if settings.realtime:
+            if realtime:
                 frame = self._pace(pacer, frame, source)
             else:
                 pacer.restart(None)
             if frame is None or self.stop_event.is_set():
                 continue
             # A trace takes frames detected after it began, so its spans and any operator profile match.
-            recorder = self.trace
-            self._profile_step(recorder, settings)
-            item = Traced(self.pipeline.detect(frame, settings), recorder)
-            self._profiled += 1
+            recorder = self.tracing.before_detect(settings)
+            item = self.pipeline.detect(frame, settings, recorder)
             if not self.pipelined:
                 self._render(item, settings)
-            elif self._handoff.put(item, replace=settings.realtime):
+            elif self._handoff.put(item, replace=realtime):
                 self.stats.drop()
 
     def _pace(self, pacer: Pacer, frame: Frame, source: Source) -> Frame | None:
@@ -329,16 +260,14 @@ class StreamRunner:
             self.stop_event.set()
             self._handoff.close()  # a detect thread waiting for the slot must not wait forever
 
-    def _render(self, traced: Traced, settings: Settings) -> None:
-        item = traced.item
+    def _render(self, item: Detected, settings: Settings) -> None:
         result = self.pipeline.render(item, settings, fps=self.stats.fps())
         self.hub.publish(result.jpeg)
         published = time.perf_counter()
-        frame = item.frame
+        frame = result.frame
         latency_ms = (published - frame.decoded_at) * 1000 + frame.decode_ms
         self.stats.record(result.timings_ms, len(result.detections), latency_ms, nonfinite=result.nonfinite)
+        self._source.published(frame, published)  # a live source measures its lag from this
         if self.on_publish is not None:
             self.on_publish(item, result, published)
-        recorder = traced.recorder
-        if recorder is not None and recorder is self.trace:
-            recorder.add_frame(frame.index, [decode_span(frame), *result.spans], published)
+        self.tracing.published(result.trace, frame.index, [decode_span(frame), *result.spans], published)

@@ -27,7 +27,7 @@ from server.vision.export import (
 )
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
-from server.vision.video import VideoInfo
+from server.vision.sources import VideoInfo
 
 logger = logging.getLogger(__name__)
 

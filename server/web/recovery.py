@@ -17,7 +17,7 @@ from pathlib import Path
 from server.models.files import sha256_of
 from server.models.identify import inspect_model
 from server.models.info import ModelRejected
-from server.vision.video import VIDEO_EXTENSIONS, VideoUnreadable, probe_video
+from server.vision.sources.file import VIDEO_EXTENSIONS, VideoUnreadable, probe_video
 
 logger = logging.getLogger(__name__)
 

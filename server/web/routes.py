@@ -11,8 +11,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from server.storage import InsufficientStorage
 from server.vision import mjpeg
 from server.vision.settings import SettingsError
-from server.vision.sources import SourceRejected
+from server.vision.sources.spec import SourceRejected
 from server.vision.trace import TraceRequestInvalid, parse_trace_request
+from server.web.lan import lan_urls
 from server.web.service import Busy, DetectionService, TooManyViewers
 from server.web.uploads import UploadRejected
 
@@ -64,7 +65,9 @@ def upload_model():
 
 @bp.get("/api/status")
 def status():
-    return jsonify(service().status())
+    # The addresses to open the page at: the host it was told to listen on, the port this request reached.
+    port = int(request.environ.get("SERVER_PORT") or 0)
+    return jsonify({**service().status(), "lan_urls": lan_urls(service().config.host, port)})
 
 
 @bp.post("/api/settings")

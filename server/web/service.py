@@ -1,4 +1,4 @@
-"""The detection service: current uploads, settings, model sessions and the running stream, behind one lock."""
+"""The detection service: what the routes talk to, orchestrating the uploads, the model, the source and the stream."""
 
 from __future__ import annotations
 
@@ -7,80 +7,66 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from server.demo import is_demo
 from server.config import Config
 from server.jobs import JobBoard
 from server.models import convert
 from server.models.int8.builds import Int8Models
-from server.models.runtime import ModelRuntime
-from server.vision.pipeline import FramePipeline
-from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
-from server.vision.stats import StreamStats
-from server.vision.stream import StreamRunner, TraceBusy
+from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.tracker import Tracker
+from server.web.current_model import CurrentModel
 from server.web.exports import ExportRunning, Exports
-from server.web.live import CALIBRATION_CLIP, LiveChoice
-from server.web.uploads import StoredModel, UploadStore
+from server.web.selection import SourceSelection
+from server.web.streaming import Busy, StreamControl, TooManyViewers
+from server.web.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Busy", "DetectionService", "TooManyViewers", "described"]
 
-class Busy(RuntimeError):
-    """The request conflicts with what the server is doing (HTTP 409)."""
-
-
-class TooManyViewers(RuntimeError):
-    """Every viewer slot is taken (HTTP 503)."""
+PENDING = {"video": "a video upload", "model": "a model upload", "reset": "a reset", "source": "a source change"}
 
 
 class DetectionService:
     """What the routes talk to; every public method is safe to call from any request thread.
 
-    The lock guards the current state (uploads, settings, runtime, runner) and is only held to check and swap it:
-    probing a video, checking and converting a model, stopping a stream and joining int8 tuning all run outside
-    it. While an upload or a reset is under way its kind is in _pending, and whatever would conflict with it
-    (start, another upload, reset) is refused with Busy instead of waiting.
+    Its collaborators, all made here: the store of uploads, the current model and settings, the source
+    selection, the stream and the int8 builds. The lock guards swapping them and is only held to check and
+    swap: probing a video or a source, checking and converting a model, stopping a stream and joining int8
+    tuning all run outside it. While an upload, a source change or a reset is under way its kind is in
+    _pending, and whatever would conflict with it (start, another of them) is refused with Busy instead of waiting.
     """
 
     def __init__(self, config: Config, store: UploadStore, jobs: JobBoard | None = None):
         self.config = config
         self.store = store
         self.jobs = jobs or JobBoard()
-        self.settings = Settings()
-        self.demo = False
-        self.lan_urls: list[str] = []
-        self.last_error: str | None = None
-        self._lock = threading.RLock()
-        self._pending: set[str] = set()  # "video", "model" or "reset" while one is under way
-        self._runner: StreamRunner | None = None
-        self._runtime: ModelRuntime | None = None
-        self._live: LiveChoice | None = LiveChoice.camera(config) if config.camera else None
-        self.exports = Exports(store.root / "export", self.jobs, store.space)
         self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
-        if store.model is not None:  # re-adopted from a previous run (see UploadStore)
-            self._runtime = self._runtime_for(store.model)
-            self.settings = self._settings_for_model(store.model)
+        self.exports = Exports(store.root / "export", self.jobs, store.space)
+        self.model = CurrentModel(store, self.int8)
+        self.sources = SourceSelection(config, self._calibration_ready)
+        self.stream = StreamControl(config)
+        self._lock = threading.RLock()
+        self._pending: set[str] = set()  # kinds of PENDING under way
 
     # -- state -------------------------------------------------------------------------------
     @property
     def streaming(self) -> bool:
         """True while any of the producer's threads is alive, also while it is still stopping."""
-        runner = self._runner
-        return runner is not None and any(thread.is_alive() for thread in runner.threads())
+        return self.stream.streaming
 
     def refuse_while_busy(self, action: str) -> None:
-        """Raise Busy while a stream runs or an upload or reset is under way."""
+        """Raise Busy while a stream runs or an upload, source change or reset is under way."""
         if self.streaming:
             raise Busy(f"cannot {action} while streaming: stop the stream first")
         if self.exports.running():
             raise Busy(f"cannot {action} while the video is being exported: wait for it or cancel it")
         pending = sorted(self._pending)
         if pending:
-            what = {"video": "a video upload", "model": "a model upload", "reset": "a reset",
-                    "source": "a source change"}[pending[0]]
-            raise Busy(f"cannot {action} while {what} is being processed; try again when it is done")
+            raise Busy(f"cannot {action} while {PENDING[pending[0]]} is being processed; try again when it is done")
 
     def _begin(self, kind: str, action: str) -> None:
-        """Check that nothing conflicts with this upload or reset and mark it under way (under the lock)."""
+        """Check that nothing conflicts with this change and mark it under way (under the lock)."""
         with self._lock:
             self.refuse_while_busy(action)
             self._pending.add(kind)
@@ -89,46 +75,25 @@ class DetectionService:
         with self._lock:
             self._pending.discard(kind)
 
-    def _cancel_int8(self, why: str) -> None:
-        """Cancel int8 tuning and wait for it: it reads the files about to change."""
-        if self.int8.building():
-            logger.info("cancelling int8 tuning: %s", why)
-        if not self.int8.cancel():
-            raise Busy("int8 tuning is still stopping; try again in a moment")
-
-    def imgsz_choices(self) -> tuple[int, ...]:
-        model = self.store.model
-        if model is not None and model.info.input_hw is not None:
-            return (model.info.imgsz,)
-        return IMGSZ_CHOICES
-
     def status(self) -> dict:
         """Everything the page shows, as JSON-ready data; files vanishing meanwhile (a reset) are shown as gone."""
-        runner, video, model = self._runner, self.store.video, self.store.model
-        stats = runner.stats.snapshot(runner.hub.viewers) if runner else StreamStats().snapshot(0)
+        video, model, settings = self.store.video, self.store.model, self.model.settings
         return {
             "streaming": self.streaming,
             "video": described(video),
             "model": described(model),
-            "settings": self.settings.as_dict(),
-            "options": options_for(self.imgsz_choices()),
-            "stats": stats,
+            "settings": settings.as_dict(),
+            "options": self.model.options(),
+            "stats": self.stream.stats(),
+            "stages": list(STAGES),  # the stages of stats.latency_ms, in the order a frame passes them
             "job": self.jobs.current(),
-            "error": self.last_error or self.int8.error,
-            "precision": self._precision_status(model),
+            "error": self.stream.last_error or self.int8.error,
+            "precision": self.int8.status(model.onnx_path if model else None, settings.precision),
             "restored": self.store.restored,
-            "source": self._live.status() if self._live else None,
+            "source": self.sources.status(),
             "storage": self.store.space.status(),
-            "lan_urls": self.lan_urls,
-            "demo": self.demo,
+            "demo": is_demo(video, model),
         }
-
-    def _precision_status(self, model: StoredModel | None) -> dict:
-        """What runs now, and the int8 tuning table when there is one."""
-        int8_path = self.int8.ready(model.onnx_path) if model else None
-        active = "int8" if self.settings.precision == "int8" and int8_path else "fp32"
-        report = self.int8.report(model.onnx_path) if int8_path else None
-        return {"active": active, "building": self.int8.building(), "int8": report}
 
     # -- uploads -----------------------------------------------------------------------------
     def add_video(self, upload: Path, filename: str) -> dict:
@@ -138,7 +103,7 @@ class DetectionService:
             self._cancel_int8("a new video was uploaded")
             video = self.store.add_video(upload, filename).as_dict()
             with self._lock:
-                self._live = None  # an uploaded video replaces the live source
+                self.sources.live = None  # an uploaded video replaces the live source
             return video
         finally:
             self._end("video")
@@ -154,15 +119,11 @@ class DetectionService:
             model = self.store.add_model(upload, filename, self._to_onnx)
             with self._lock:
                 self.int8.forget()
-                self._runtime = self._runtime_for(model)
-                self.settings = self._settings_for_model(model)
+                self.model.adopt(model)
             return model.as_dict()
         finally:
             self.jobs.end("convert")
             self._end("model")
-
-    def _runtime_for(self, model: StoredModel) -> ModelRuntime:
-        return ModelRuntime(model.onnx_path, lambda: self.int8.ready(model.onnx_path))
 
     def _to_onnx(self, pt_path: Path, imgsz: int) -> Path:
         return convert.convert_cached(
@@ -174,12 +135,6 @@ class DetectionService:
             space=self.store.space,
         )
 
-    def _settings_for_model(self, model: StoredModel) -> Settings:
-        """Start a new model at the size it was trained or exported for, when that is offered."""
-        choices = self.imgsz_choices()
-        imgsz = model.info.imgsz if model.info.imgsz in choices else choices[-1]
-        return apply_changes(self.settings, {"imgsz": imgsz, "classes": None}, choices, len(model.info.classes))
-
     def reset(self) -> list[str]:
         """Cancel and join int8 tuning and an export, then delete every upload, derived file and export."""
         if not self.exports.cancel():
@@ -188,69 +143,53 @@ class DetectionService:
         try:
             self._cancel_int8("reset")
             with self._lock:
-                self._runtime = None
-                self.last_error = None
-                self.demo = False
-                self.settings = apply_changes(self.settings, {"precision": Settings.precision})
-                self._runner = None  # a finished stream's numbers go with its files
+                self.model.forget()
+                self.stream.forget()  # a finished stream's numbers go with its files
                 self.int8.forget()
-                self._live = None
+                self.sources.live = None
                 return self.store.reset() + self.exports.delete()
         finally:
             self._end("reset")
 
-    # -- settings ----------------------------------------------------------------------------
+    # -- settings and int8 -------------------------------------------------------------------
     def update_settings(self, changes: dict) -> dict:
         """Validate and apply a settings change; the producer picks it up on its next frame.
 
         A new min_agreement re-judges the int8 recipes already measured (no retuning).
         """
         with self._lock:
-            model = self.store.model
-            class_count = len(model.info.classes) if model else 0
-            old = self.settings
-            self.settings = apply_changes(self.settings, changes, self.imgsz_choices(), class_count)
-            if model is not None and self.settings.min_agreement != old.min_agreement:
-                self.int8.rejudge(model.onnx_path, self.settings.min_agreement)
-            if self.settings.precision == "int8":
+            old = self.model.update(changes)
+            settings, model = self.model.settings, self.store.model
+            if model is not None and settings.min_agreement != old.min_agreement:
+                self.int8.rejudge(model.onnx_path, settings.min_agreement)
+            if settings.precision == "int8":
                 self._build_int8()
-            return self.settings.as_dict()
+            return settings.as_dict()
 
     def _build_int8(self) -> None:
-        video, model = self.store.video, self.store.model
-        frames_from = video.path if video is not None else self._live_calibration_clip()
-        if frames_from is not None and model is not None and not self._pending:
-            settings = self.settings
-            self.int8.build(model.onnx_path, frames_from, settings.imgsz, settings.min_agreement, settings.threads)
+        """Tune int8 on frames from the source Start reads, once it has them (a live one after sampling a while)."""
+        model, choice = self.store.model, self.sources.for_stream(self.store.video)
+        if model is None or choice is None or not choice.calibration_ready or self._pending:
+            return
+        settings = self.model.settings
+        self.int8.build(model.onnx_path, choice.calibration_frames, settings.imgsz, settings.min_agreement,
+                        settings.threads)
 
-    def current_settings(self) -> Settings:
-        return self.settings
+    def _calibration_ready(self) -> None:
+        """A live stream sampled enough frames: tune int8 now if it was asked for before they came.
 
-    # -- stream ------------------------------------------------------------------------------
-    def start(self) -> None:
-        with self._lock:
-            runner = self._runner
-            if self.streaming and runner.stop_event.is_set():
-                raise Busy("the previous stream is still stopping; try again in a moment")
-            if self.streaming:
-                return
-            self.refuse_while_busy("start the stream")
-            video, model, live = self.store.video, self.store.model, self._live
-            if (video is None and live is None) or model is None:
-                needed = (("a video (or choose a live source)", video or live), ("a model", model))
-                missing = " and ".join(n for n, v in needed if v is None)
-                raise Busy(f"upload {missing} before starting the stream")
-            if self.settings.precision == "int8":
-                self._build_int8()
-            pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
-            self.last_error = None
-            if live is not None:
-                self._runner = self._live_runner(live, pipeline)
-            else:
-                self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end,
-                                            max_viewer_fps=self.config.viewer_max_fps)
-            self._runner.start()
-            logger.info("stream started: %s with %s", live.spec.label if live else video.path.name, model.path.name)
+        Called on the live reader's thread, which a stopping stream waits for: so no service lock here; the
+        build itself runs on Int8Models' own thread, which stop, reset and uploads cancel and join.
+        """
+        if self.model.settings.precision == "int8" and self.streaming:
+            self._build_int8()
+
+    def _cancel_int8(self, why: str) -> None:
+        """Cancel int8 tuning and wait for it: it reads the files about to change."""
+        if self.int8.building():
+            logger.info("cancelling int8 tuning: %s", why)
+        if not self.int8.cancel():
+            raise Busy("int8 tuning is still stopping; try again in a moment")
 
     def start_export(self) -> dict:
         """Start exporting the uploaded video with the current settings (a job); raise Busy when it cannot run now."""
@@ -260,86 +199,57 @@ class DetectionService:
             if video is None or model is None:
                 missing = " and ".join(n for n, v in (("a video", video), ("a model", model)) if v is None)
                 raise Busy(f"upload {missing} before exporting (a live source cannot be exported)")
-            pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
+            pipeline = FramePipeline(self.model.runtime.detector_for, model.info.classes, tracker_factory=Tracker)
             try:
-                return self.exports.start(video.path, video.info, pipeline, self.settings, video.path.stem)
+                return self.exports.start(video.path, video.info, pipeline, self.model.settings, video.path.stem)
             except ExportRunning as exc:
                 raise Busy(str(exc)) from None
 
-    # -- live sources ------------------------------------------------------------------------
+    # -- source and stream -------------------------------------------------------------------
     def select_source(self, url: str) -> dict:
         """Check and probe a live source, then make it the one Start reads (replacing an uploaded video)."""
         self._begin("source", "change the source")  # before probing: a webcam in use cannot be opened twice
         try:
-            choice = LiveChoice.check(url, self.config)  # outside the lock: probing takes up to source_timeout
+            choice = self.sources.probe(url)  # outside the lock: probing takes up to source_timeout
             self._cancel_int8("a live source replaces the video")
             with self._lock:
                 self.store.drop_video()
-                self._live = choice
+                self.sources.live = choice
         finally:
             self._end("source")
-        logger.info("live source selected: %s", choice.spec.label)
+        logger.info("live source selected: %s", choice.label)
         return choice.status()
 
-    def _live_calibration_clip(self) -> Path | None:
-        """Frames of the running live source for int8 tuning (None until it has streamed a few seconds)."""
-        live = self._live
-        return live.calibration_clip(self.store.cache_folder() / CALIBRATION_CLIP) if live else None
-
-    def _live_samples_ready(self) -> None:
-        """The live stream has sampled enough frames: tune int8 now if it was asked for before they came."""
-
-        def build() -> None:
-            with self._lock:
-                if self.settings.precision == "int8" and self.streaming:
-                    self._build_int8()
-
-        # Not on the reader's thread: a stop holding the lock would wait for that thread to end.
-        threading.Thread(target=build, name="live-int8", daemon=True).start()
-
-    def _live_runner(self, live: LiveChoice, pipeline: FramePipeline) -> StreamRunner:
-        live.on_samples = self._live_samples_ready
-        settings = LiveChoice.settings_for(self.current_settings)
-        return StreamRunner(
-            live.spec.label, live.video_info(), pipeline, settings, self._on_end,
-            open_source=live.open, on_publish=live.published, max_viewer_fps=self.config.viewer_max_fps,
-        )
-
-    def _on_end(self, error: str | None) -> None:
-        if error:
-            self.last_error = error
+    def start(self) -> None:
+        with self._lock:
+            if self.stream.stopping:
+                raise Busy("the previous stream is still stopping; try again in a moment")
+            if self.streaming:
+                return
+            self.refuse_while_busy("start the stream")
+            model, choice = self.store.model, self.sources.for_stream(self.store.video)
+            if choice is None or model is None:
+                needed = (("a video (or choose a live source)", choice), ("a model", model))
+                missing = " and ".join(n for n, v in needed if v is None)
+                raise Busy(f"upload {missing} before starting the stream")
+            if self.model.settings.precision == "int8":
+                self._build_int8()
+            pipeline = FramePipeline(self.model.runtime.detector_for, model.info.classes, tracker_factory=Tracker)
+            self.stream.start(choice, pipeline, self.model.current)
+            logger.info("stream started: %s with %s", choice.label, model.path.name)
 
     def stop(self) -> None:
         """Stop the stream (the producer is joined with a timeout) and cancel int8 tuning."""
-        runner = self._runner
-        if runner is not None and self.streaming:
-            runner.stop()
-            logger.info("stream stopped after %d frames", runner.hub.published)  # stop cleared the stats
+        self.stream.stop()
         self.int8.cancel()
 
     def trace(self, frames: int, onnx_profile: bool = False) -> dict:
         """Record the next frames' stage spans as a Chrome trace; raise Busy when not streaming."""
-        runner = self._runner
-        if runner is None or not self.streaming:
-            raise Busy("the stream is not running: start it, then record a trace")
-        try:
-            return runner.record_trace(frames, onnx_profile)
-        except TraceBusy as exc:
-            raise Busy(str(exc)) from None
+        return self.stream.trace(frames, onnx_profile)
 
     def viewer_frames(self) -> Iterator[bytes]:
         """Return a multipart generator for one viewer; raise Busy when not streaming or full."""
-        runner = self._runner
-        if runner is None or not self.streaming or runner.stop_event.is_set():
-            raise Busy("the stream is not running: POST /stream/start first")
-        if runner.hub.viewers >= self.max_viewers:
-            raise TooManyViewers(f"too many viewers ({runner.hub.viewers}); close a tab or raise --threads")
-        return runner.hub.frames()
-
-    @property
-    def max_viewers(self) -> int:
-        # Each viewer holds an HTTP worker thread; keep some for the page's API calls.
-        return max(1, self.config.threads - 4)
+        return self.stream.viewer_frames()
 
 
 def described(stored) -> dict | None:

@@ -19,7 +19,7 @@ from server.models.identify import inspect_model
 from server.models.info import ModelInfo, ModelRejected
 from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
 from server.storage import DiskSpace
-from server.vision.video import (
+from server.vision.sources.file import (
     VIDEO_EXTENSIONS,
     VideoInfo,
     VideoUnreadable,

@@ -9,17 +9,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from server.jobs import JobBoard
 from server.models.int8 import tuning as quantize
-from server.models.int8.calibration import sample_frames
 from server.models.int8.recipes import DEFAULT_RECIPES, RECIPES_BY_NAME
 from server.storage import DiskSpace, InsufficientStorage, is_disk_full
+from server.vision.sources.base import CALIBRATION_FRAMES
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_FRAMES = 96  # half calibrate (at most 24 are used), half are the held-back pool
 CANCEL_JOIN_S = 120.0  # one quantize_static call cannot be interrupted; a large model's takes this long at worst
 # At its peak the tuning's work folder holds the pre-processed model and one calibration-augmented copy per
 # calibration method (each about the fp32 model's size) and every recipe's int8 model (about 0.3 of it),
@@ -87,8 +89,18 @@ class Int8Models:
     def building(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int) -> None:
-        """Start tuning in the background unless it is cached or already running."""
+    def status(self, fp32: Path | None, precision: str) -> dict:
+        """What runs now under the precision setting (int8 once tuned), and the tuning table when there is one."""
+        int8_path = self.ready(fp32) if fp32 else None
+        active = "int8" if precision == "int8" and int8_path else "fp32"
+        return {"active": active, "building": self.building(), "int8": self.report(fp32) if int8_path else None}
+
+    def build(self, fp32: Path, frames: Callable[[int], list[np.ndarray]], imgsz: int, min_agreement: float,
+              threads: int) -> None:
+        """Start tuning in the background unless it is cached or already running.
+
+        frames(count) gives the calibration images (a source's; called on the tuning thread: a file decodes).
+        """
         with self._lock:
             if self.ready(fp32) or self.building() or not self._room_for(fp32):
                 return
@@ -97,7 +109,7 @@ class Int8Models:
             self.error = None
             self._cancel = threading.Event()
             self._thread = threading.Thread(
-                target=self._build, args=(fp32, video, imgsz, min_agreement, threads, self._cancel),
+                target=self._build, args=(fp32, frames, imgsz, min_agreement, threads, self._cancel),
                 name="int8-tuning", daemon=True,
             )  # fmt: skip
             self._thread.start()
@@ -148,13 +160,12 @@ class Int8Models:
         if report is not None and abs(report.min_agreement - min_agreement) > 1e-9:
             self._known[fp32] = quantize.rejudge(report, quantize.int8_path_for(fp32), min_agreement)
 
-    def _build(self, fp32: Path, video: Path, imgsz: int, min_agreement: float, threads: int,
-               cancel: threading.Event) -> None:
+    def _build(self, fp32: Path, frames: Callable[[int], list[np.ndarray]], imgsz: int, min_agreement: float,
+               threads: int, cancel: threading.Event) -> None:
         try:
-            frames = sample_frames(video, CALIBRATION_FRAMES)
             report = quantize.tune_int8(
                 fp32,
-                frames,
+                frames(CALIBRATION_FRAMES),
                 imgsz,
                 quantize.int8_path_for(fp32),
                 min_agreement=min_agreement,

@@ -1,4 +1,4 @@
-"""Calibration frames from the user's video, and activation ranges collected once per method for every recipe."""
+"""Calibration frames split for tuning, and activation ranges collected once per method for every recipe."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -17,36 +16,18 @@ from onnxruntime.quantization import (
 )
 
 from server.models.int8.recipes import CALIBRATION_METHODS
+from server.vision.sources.base import CALIBRATION_FRAMES
 
 logger = logging.getLogger(__name__)
 
 
 
-MAX_CALIBRATION_FRAMES = 24
-MAX_HELD_BACK_FRAMES = 48  # a pool: fp32 runs on them until it has enough boxes (judging)
+# Of the CALIBRATION_FRAMES a source gives, every other one is held back; a quarter calibrate.
+MAX_CALIBRATION_FRAMES = CALIBRATION_FRAMES // 4
+MAX_HELD_BACK_FRAMES = CALIBRATION_FRAMES // 2  # a pool: fp32 runs on them until it has enough boxes (judging)
 CALIBRATION_CHUNK = 2  # frames per collect call: histogram calibrators hold every activation of a chunk
 # Recent onnxruntime (1.32 has it) reuses calibration ranges across recipes; older ones calibrate per recipe.
 CACHE_SUPPORTED = "calibration_cache_path" in inspect.signature(quantize_static).parameters
-
-
-def sample_frames(video_path: str | Path, count: int = 36) -> list[np.ndarray]:
-    """Decode up to count frames spread evenly over a video."""
-    capture = cv2.VideoCapture(str(video_path))
-    try:
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        wanted = set(np.linspace(0, max(total - 1, 0), count).round().astype(int)) if total > 0 else None
-        frames, index = [], 0
-        while len(frames) < count:
-            if not capture.grab():
-                break
-            if wanted is None or index in wanted:
-                ok, frame = capture.retrieve()
-                if ok:
-                    frames.append(frame)
-            index += 1
-        return frames
-    finally:
-        capture.release()
 
 
 def split_frames(frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -1,4 +1,4 @@
-"""Video files: probing an upload, and a frame source that decodes ahead on its own thread."""
+"""Video files: probing an upload, sampling it for calibration, and a source that decodes ahead on its own thread."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from server.vision.sources.base import Frame, sane_fps
+
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-DEFAULT_FPS = 25.0
+PUT_POLL_S = 0.1
+CLOSE_JOIN_S = 2.0
 
 
 class VideoUnreadable(ValueError):
@@ -28,21 +31,6 @@ class VideoInfo:
     height: int
     fps: float
     frames: int
-
-
-@dataclass(frozen=True)
-class Frame:
-    """A decoded frame, its place in the stream and in the file, and what decoding it cost."""
-
-    index: int
-    image: np.ndarray
-    decode_ms: float
-    position: int = 0
-    decoded_at: float = field(default_factory=time.perf_counter)  # when decoding ended (perf_counter)
-
-
-def _sane_fps(fps: float) -> float:
-    return float(fps) if 0 < fps <= 1000 else DEFAULT_FPS
 
 
 def _count_frames(capture: cv2.VideoCapture) -> int:
@@ -60,7 +48,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         if not ok or frame is None:
             raise VideoUnreadable("the file is not a video this server can decode")
         height, width = frame.shape[:2]
-        fps = _sane_fps(capture.get(cv2.CAP_PROP_FPS))
+        fps = sane_fps(capture.get(cv2.CAP_PROP_FPS))
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         if frames <= 0:  # some containers do not store a count: count by demuxing
             frames = 1 + _count_frames(capture)
@@ -69,19 +57,42 @@ def probe_video(path: str | Path) -> VideoInfo:
         capture.release()
 
 
+def sample_frames(video_path: str | Path, count: int) -> list[np.ndarray]:
+    """Decode up to count frames spread evenly over a video."""
+    capture = cv2.VideoCapture(str(video_path))
+    try:
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        wanted = set(np.linspace(0, max(total - 1, 0), count).round().astype(int)) if total > 0 else None
+        frames, index = [], 0
+        while len(frames) < count:
+            if not capture.grab():
+                break
+            if wanted is None or index in wanted:
+                ok, frame = capture.retrieve()
+                if ok:
+                    frames.append(frame)
+            index += 1
+        return frames
+    finally:
+        capture.release()
+
+
 class FrameSource:
-    """Decode a video on a background thread, keeping a few frames ready for the consumer."""
+    """Decode a video on a background thread, keeping a few frames ready for the consumer; paced by its fps."""
+
+    paces_itself = False  # a file plays as fast as it decodes unless the producer paces it
 
     def __init__(self, path: str | Path, loop: bool = True, ahead: int = 3):
         self.path = str(path)
         self.loop = loop
+        capture = cv2.VideoCapture(self.path)
+        self.fps = sane_fps(capture.get(cv2.CAP_PROP_FPS))
         self._frames: queue.Queue[Frame | None] = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._decode_all, name="frame-source", daemon=True)
+        self._thread = threading.Thread(target=self._decode_all, args=(capture,), name="frame-source", daemon=True)
         self._thread.start()
 
-    def _decode_all(self) -> None:
-        capture = cv2.VideoCapture(self.path)
+    def _decode_all(self, capture: cv2.VideoCapture) -> None:
         index = position = 0
         try:
             while not self._stop.is_set():
@@ -106,7 +117,7 @@ class FrameSource:
     def _put(self, item: Frame | None) -> None:
         while not self._stop.is_set():
             try:
-                self._frames.put(item, timeout=0.1)
+                self._frames.put(item, timeout=PUT_POLL_S)
                 return
             except queue.Full:
                 continue
@@ -117,7 +128,17 @@ class FrameSource:
             return None
         return self._frames.get(timeout=timeout)
 
+    def published(self, frame: Frame, published_at: float) -> None:
+        """A file has no lag to measure."""
+
+    def status(self) -> dict:
+        return {"kind": "file", "url": Path(self.path).name, "fps": self.fps}
+
+    def calibration_frames(self, count: int) -> list[np.ndarray]:
+        """Frames spread across the whole video (decoded apart from the stream)."""
+        return sample_frames(self.path, count)
+
     def close(self) -> None:
         """Stop decoding and wait for the decoder thread."""
         self._stop.set()
-        self._thread.join(timeout=2)
+        self._thread.join(timeout=CLOSE_JOIN_S)
