@@ -1,4 +1,6 @@
 // The Export card: start an export of the uploaded video, show its progress and time left, offer its files.
+import { getJSON, postJSON } from "./api.js";
+
 const POLL_RUNNING_MS = 1000;
 const POLL_IDLE_MS = 5000; // a reset or an export started elsewhere shows up within this
 
@@ -16,14 +18,6 @@ const ui = {
 };
 let shownVideo = null; // the finished export whose video the preview holds
 let timer = null;
-
-async function call(method, url) {
-  const response = await fetch(url, { method, cache: "no-store" });
-  if (response.status === 401) window.location.reload();
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-  return body.export;
-}
 
 function megabytes(bytes) {
   return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
@@ -79,7 +73,7 @@ function showError(error) {
 
 async function refresh() {
   try {
-    render(await call("GET", "/api/export"));
+    render((await getJSON("/api/export")).export);
   } catch (error) {
     showError(error);
     schedule(POLL_IDLE_MS);
@@ -91,14 +85,14 @@ function schedule(delay) {
   timer = setTimeout(refresh, delay);
 }
 
-async function act(method, url) {
+async function act(url) {
   try {
-    render(await call(method, url));
+    render((await postJSON(url)).export);
   } catch (error) {
     showError(error);
   }
 }
 
-ui.start.addEventListener("click", () => act("POST", "/api/export"));
-ui.cancel.addEventListener("click", () => act("POST", "/api/export/cancel"));
+ui.start.addEventListener("click", () => act("/api/export"));
+ui.cancel.addEventListener("click", () => act("/api/export/cancel"));
 refresh();
