@@ -27,6 +27,11 @@ class Config:
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     max_video_mb: int = field(default=2048, metadata={"help": "largest video upload in MB"})
     max_model_mb: int = field(default=512, metadata={"help": "largest weights upload in MB"})
+    disk_reserve_mb: int = field(
+        default=256,
+        metadata={"help": "MB of free space every write (upload, conversion, int8, export) leaves on the uploads "
+                  "disk; a write that would eat into it is refused with 507"},
+    )
     convert_timeout: float = field(
         default=600.0, metadata={"help": "seconds a .pt to ONNX conversion may take"}
     )
@@ -89,6 +94,10 @@ class Config:
     @property
     def max_model_bytes(self) -> int:
         return self.max_model_mb * MB
+
+    @property
+    def disk_reserve_bytes(self) -> int:
+        return self.disk_reserve_mb * MB
 
 
 def _option_name(item) -> str:

@@ -25,10 +25,20 @@ from server.models.yolov8_onnx import (
     detect_strides_of,
     export_metadata,
 )
+from server.storage import DiskSpace, is_disk_full
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, float, str], None]
+# A YOLOv8 .pt holds its weights in fp16 (ultralytics saves them halved) and the ONNX in fp32: twice the
+# .pt's size, measured 6.2 MB -> 12.3 MB on the demo model; a margin covers the graph and metadata.
+ONNX_BYTES_PER_PT_BYTE = 2
+ONNX_MARGIN_BYTES = 1024 * 1024
+
+
+def onnx_bytes_for(pt_path: str | Path) -> int:
+    """Bytes the ONNX conversion of a .pt will take at most, for the free-space check before converting."""
+    return ONNX_BYTES_PER_PT_BYTE * os.path.getsize(pt_path) + ONNX_MARGIN_BYTES
 
 
 class ConversionFailed(ModelRejected):
@@ -41,15 +51,26 @@ def convert_cached(
     imgsz: int = 640,
     timeout: float = 300,
     on_progress: ProgressCallback | None = None,
+    space: DiskSpace | None = None,
 ) -> Path:
-    """Return cache_dir/<sha256 of the .pt>.onnx, converting only when it is not there yet."""
+    """Return cache_dir/<sha256 of the .pt>.onnx, converting only when it is not there yet.
+
+    With space, the conversion is refused (InsufficientStorage) before it starts when the disk has no room
+    for it, and a disk that fills meanwhile is the same error with nothing written.
+    """
     target = Path(cache_dir) / f"{sha256_of(pt_path)}.onnx"
     if target.is_file():
         logger.info("using cached conversion %s", target.name)
         if on_progress:
             on_progress("done", 1.0, "using the cached ONNX conversion")
         return target
-    convert_to_onnx(pt_path, target, imgsz=imgsz, timeout=timeout, on_progress=on_progress)
+    if space is None:
+        convert_to_onnx(pt_path, target, imgsz=imgsz, timeout=timeout, on_progress=on_progress)
+        return target
+    needed = onnx_bytes_for(pt_path)
+    space.require(needed)
+    with space.guard(needed):
+        convert_to_onnx(pt_path, target, imgsz=imgsz, timeout=timeout, on_progress=on_progress)
     return target
 
 
@@ -81,6 +102,8 @@ def convert_to_onnx(
     except ModelRejected:
         raise
     except Exception as exc:  # a checkpoint shaped in a way the converter did not foresee: a 400, not a 500
+        if is_disk_full(exc):  # not the checkpoint's fault: the caller's DiskSpace.guard makes it a 507
+            raise
         logger.exception("converting %s failed", Path(pt_path).name)
         raise ConversionFailed(f"Converting the .pt to ONNX failed ({type(exc).__name__}); {EXPORT_HINT}") from None
     seconds = time.monotonic() - started

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask, Request, current_app
 from werkzeug.exceptions import BadRequest
 
 from server.config import REPO_ROOT, Config
 from server.jobs import JobBoard
 from server.models.trial_run import TrialBudget
+from server.storage import is_disk_full
 from server.web import auth, guards
+from server.web.export_routes import bp as export_bp
 from server.web.routes import bp
 from server.web.service import DetectionService
 from server.web.uploads import UploadStore, upload_suffix
@@ -21,14 +25,36 @@ class TooManyFiles(BadRequest):
 
 
 class UploadRequest(Request):
-    """Write the one uploaded file straight into the uploads folder under a hidden temporary name."""
+    """Write the one uploaded file straight into the uploads folder under a hidden temporary name.
+
+    The file is opened only when the disk has room for the body (507 otherwise; waitress checked it before
+    spooling, this covers every other server and chunked bodies), and it is removed when writing it fails: a
+    full disk (ENOSPC) is a 507 with nothing left behind.
+    """
+
+    _incoming = None
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         # Refused as the second part starts: 999 parts never become 999 open temporary files.
         self._file_parts = getattr(self, "_file_parts", 0) + 1
         if self._file_parts > 1:
             raise TooManyFiles()
-        return current_app.extensions["uploads"].incoming_file(upload_suffix(filename))
+        store = current_app.extensions["uploads"]
+        store.space.require(total_content_length or 0)
+        self._incoming = store.incoming_file(upload_suffix(filename))
+        return self._incoming
+
+    def _load_form_data(self):
+        try:
+            super()._load_form_data()
+        except BaseException as exc:
+            written = 0
+            if self._incoming is not None and not self._incoming.closed:
+                written = os.fstat(self._incoming.fileno()).st_size  # what a chunked body reached
+                self._incoming.close()  # a NamedTemporaryFile: closing it deletes it
+            if is_disk_full(exc):
+                raise current_app.extensions["uploads"].space.full(self.content_length or written) from None
+            raise
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -42,10 +68,12 @@ def create_app(config: Config | None = None) -> Flask:
         MAX_MODEL_BYTES=config.max_model_bytes,
         MAX_FORM_MEMORY_SIZE=1024 * 1024,  # form fields are small; files go to disk via UploadRequest
     )
-    store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout))
+    store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
+                        reserve_bytes=config.disk_reserve_bytes)
     app.extensions["uploads"] = store
     app.extensions["detection"] = DetectionService(config, store, JobBoard())
     app.register_blueprint(bp)
+    app.register_blueprint(export_bp)
     guards.install(app, config.allowed_hosts)
     auth.install(app, config)
     return app

@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from server.storage import InsufficientStorage
 from server.vision import mjpeg
 from server.vision.settings import SettingsError
 from server.vision.sources.spec import SourceRejected
@@ -138,6 +139,11 @@ def conflict(exc):
 @bp.app_errorhandler(TooManyViewers)
 def too_many_viewers(exc):
     return error(str(exc), 503)
+
+
+@bp.app_errorhandler(InsufficientStorage)
+def insufficient_storage(exc):
+    return error(str(exc), 507)
 
 
 @bp.app_errorhandler(RequestEntityTooLarge)

@@ -15,6 +15,7 @@ from server.models.int8.builds import Int8Models
 from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.tracker import Tracker
 from server.web.current_model import CurrentModel
+from server.web.exports import ExportRunning, Exports
 from server.web.selection import SourceSelection
 from server.web.streaming import Busy, StreamControl, TooManyViewers
 from server.web.uploads import UploadStore
@@ -40,7 +41,8 @@ class DetectionService:
         self.config = config
         self.store = store
         self.jobs = jobs or JobBoard()
-        self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r])
+        self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
+        self.exports = Exports(store.root / "export", self.jobs, store.space)
         self.model = CurrentModel(store, self.int8)
         self.sources = SourceSelection(config, self._calibration_ready)
         self.stream = StreamControl(config)
@@ -57,6 +59,8 @@ class DetectionService:
         """Raise Busy while a stream runs or an upload, source change or reset is under way."""
         if self.streaming:
             raise Busy(f"cannot {action} while streaming: stop the stream first")
+        if self.exports.running():
+            raise Busy(f"cannot {action} while the video is being exported: wait for it or cancel it")
         pending = sorted(self._pending)
         if pending:
             raise Busy(f"cannot {action} while {PENDING[pending[0]]} is being processed; try again when it is done")
@@ -87,6 +91,7 @@ class DetectionService:
             "precision": self.int8.status(model.onnx_path if model else None, settings.precision),
             "restored": self.store.restored,
             "source": self.sources.status(),
+            "storage": self.store.space.status(),
             "demo": is_demo(video, model),
         }
 
@@ -127,10 +132,13 @@ class DetectionService:
             imgsz=imgsz,
             timeout=self.config.convert_timeout,
             on_progress=lambda stage, progress, message: self.jobs.update("convert", stage, progress, message),
+            space=self.store.space,
         )
 
     def reset(self) -> list[str]:
-        """Cancel and join int8 tuning, then delete every upload and derived file; precision goes back to fp32."""
+        """Cancel and join int8 tuning and an export, then delete every upload, derived file and export."""
+        if not self.exports.cancel():
+            raise Busy("the export is still stopping; try again in a moment")
         self._begin("reset", "reset")
         try:
             self._cancel_int8("reset")
@@ -139,7 +147,7 @@ class DetectionService:
                 self.stream.forget()  # a finished stream's numbers go with its files
                 self.int8.forget()
                 self.sources.live = None
-                return self.store.reset()
+                return self.store.reset() + self.exports.delete()
         finally:
             self._end("reset")
 
@@ -182,6 +190,20 @@ class DetectionService:
             logger.info("cancelling int8 tuning: %s", why)
         if not self.int8.cancel():
             raise Busy("int8 tuning is still stopping; try again in a moment")
+
+    def start_export(self) -> dict:
+        """Start exporting the uploaded video with the current settings (a job); raise Busy when it cannot run now."""
+        with self._lock:
+            self.refuse_while_busy("export")
+            video, model = self.store.video, self.store.model
+            if video is None or model is None:
+                missing = " and ".join(n for n, v in (("a video", video), ("a model", model)) if v is None)
+                raise Busy(f"upload {missing} before exporting (a live source cannot be exported)")
+            pipeline = FramePipeline(self.model.runtime.detector_for, model.info.classes, tracker_factory=Tracker)
+            try:
+                return self.exports.start(video.path, video.info, pipeline, self.model.settings, video.path.stem)
+            except ExportRunning as exc:
+                raise Busy(str(exc)) from None
 
     # -- source and stream -------------------------------------------------------------------
     def select_source(self, url: str) -> dict:

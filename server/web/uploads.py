@@ -18,6 +18,7 @@ from werkzeug.utils import secure_filename
 from server.models.identify import MODEL_EXTENSIONS, inspect_model
 from server.models.info import ModelInfo, ModelRejected
 from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
+from server.storage import DiskSpace
 from server.vision.sources.file import (
     VIDEO_EXTENSIONS,
     VideoInfo,
@@ -96,9 +97,10 @@ def display_name(filename: str, fallback: str) -> str:
 class UploadStore:
     """Own the uploads folder: video/, model/ and cache/ (derived models), each made when first needed."""
 
-    def __init__(self, root: str | Path, trial: TrialBudget = DEFAULT_BUDGET):
+    def __init__(self, root: str | Path, trial: TrialBudget = DEFAULT_BUDGET, reserve_bytes: int = 0):
         self.root = Path(root)
         self.trial = trial  # what an uploaded (or converted) ONNX's trial run may take
+        self.space = DiskSpace(self.root, reserve_bytes)  # every write into root checks it first
         self.root.mkdir(parents=True, exist_ok=True)
         self.video_dir, self.model_dir, self.cache_dir = (self.root / n for n in ("video", "model", "cache"))
         self._lock = threading.Lock()

@@ -4,6 +4,8 @@ Threats answered here, below the app (waitress reads a whole request before the 
 - Huge bodies: each route's own limit is applied while the body arrives (a Content-Length over it is
   refused before one body byte is read; a chunked body is cut at the limit), with a JSON 413, so
   nothing is spooled to /tmp beyond the limit.
+- A full disk: an upload whose Content-Length does not fit the uploads disk's free space (less the reserve,
+  server.storage) is refused with a JSON 507 before one body byte is read or spooled.
 - Slowloris (connections that drip headers forever): they cost a socket, not a thread, so the
   connection limit is set well above what a home LAN needs and the file-descriptor limit raised to fit;
   idle connections are closed after channel_timeout.
@@ -18,15 +20,17 @@ import copy
 import json
 import logging
 import resource
+import tempfile
 import time
 
 from waitress import create_server
 from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
-from waitress.utilities import RequestEntityTooLarge
+from waitress.utilities import Error, RequestEntityTooLarge
 
 from server.config import Config
+from server.storage import DiskSpace, InsufficientStorage, same_disk
 from server.web.guards import SECURITY_HEADERS
 
 logger = logging.getLogger(__name__)
@@ -43,19 +47,48 @@ FDS_PER_CONNECTION = 2  # the socket and, for an upload in flight, its file
 MB = 1024 * 1024
 
 
+class NoRoomForBody(Error):
+    """Waitress' error for an upload the disk has no room for (its message is InsufficientStorage's)."""
+
+    code = 507
+    reason = "Insufficient Storage"
+
+
 class RouteLimitParser(HTTPRequestParser):
-    """Apply the route's body limit (body_limits, by path) the moment the request line is known."""
+    """Apply the route's body limit (body_limits, by path) the moment the request line is known.
+
+    An upload (a path in body_limits) whose Content-Length the uploads disk (space) cannot take is refused
+    at the same moment, before waitress spools its body.
+    """
 
     body_limits: dict[str, int] = {}
+    space: DiskSpace | None = None
 
     def parse_header(self, header_plus):
         super().parse_header(header_plus)
-        limit = self.body_limits.get(self.path.rstrip("/") or "/", DEFAULT_BODY_LIMIT)
+        route = self.path.rstrip("/") or "/"
+        limit = self.body_limits.get(route, DEFAULT_BODY_LIMIT)
         # Waitress compares Content-Length (before reading) and a chunked body's running total (while
         # reading) with adj.max_request_body_size, refusing at >=; give this request its own copy.
         self.adj = copy.copy(self.adj)
         self.adj.max_request_body_size = limit + 1
         self.body_limit = limit
+        if self.space is not None and route in self.body_limits and 0 < self.content_length <= limit:
+            try:
+                self.space.require(upload_footprint(self.space, self.content_length, self.adj.inbuf_overflow))
+            except InsufficientStorage as exc:
+                self.error = NoRoomForBody(str(exc))
+                self.completed = True
+
+
+def upload_footprint(space: DiskSpace, content_length: int, inbuf_overflow: int) -> int:
+    """Bytes an upload takes on the uploads disk at its peak.
+
+    Waitress spools a body over inbuf_overflow to a file in the system's temporary folder, and the app then
+    copies it into the uploads folder: when both folders are on one disk (a Pi's SD card) both copies exist.
+    """
+    spooled = content_length > inbuf_overflow and same_disk(tempfile.gettempdir(), space.folder)
+    return content_length * (2 if spooled else 1)
 
 
 class JsonErrorTask(ErrorTask):
@@ -67,6 +100,8 @@ class JsonErrorTask(ErrorTask):
             limit = getattr(self.request, "body_limit", DEFAULT_BODY_LIMIT)
             what = "the file" if self.request.path.startswith("/upload/") else "the request body"
             message = f"{what} is too large: the limit is {max(1, limit // MB)} MB"
+        elif isinstance(error, NoRoomForBody):
+            message = str(error.body)
         else:
             message = f"{error.reason}: {str(error.body)[:200]}"
         body = json.dumps({"error": message}).encode()
@@ -142,7 +177,8 @@ def make_server(app, config: Config):
         max_request_header_size=MAX_HEADER_BYTES,
         asyncore_use_poll=True,  # select() fails past 1024 descriptors
     )
-    parser = type("AppRouteLimitParser", (RouteLimitParser,), {"body_limits": body_limits(app)})
+    space = app.extensions["uploads"].space if "uploads" in app.extensions else None
+    parser = type("AppRouteLimitParser", (RouteLimitParser,), {"body_limits": body_limits(app), "space": space})
     server.channel_class = type(
         "AppChannel", (GuardedChannel,), {"parser_class": parser, "send_timeout": float(config.send_timeout)}
     )

@@ -6,6 +6,7 @@ reads files that are being replaced or deleted. A new min_agreement re-judges th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -15,24 +16,50 @@ import numpy as np
 
 from server.jobs import JobBoard
 from server.models.int8 import tuning as quantize
-from server.models.int8.recipes import RECIPES_BY_NAME
+from server.models.int8.recipes import DEFAULT_RECIPES, RECIPES_BY_NAME
+from server.storage import DiskSpace, InsufficientStorage, is_disk_full
 from server.vision.sources.base import CALIBRATION_FRAMES
 
 logger = logging.getLogger(__name__)
 
 CANCEL_JOIN_S = 120.0  # one quantize_static call cannot be interrupted; a large model's takes this long at worst
+# At its peak the tuning's work folder holds the pre-processed model and one calibration-augmented copy per
+# calibration method (each about the fp32 model's size) and every recipe's int8 model (about 0.3 of it),
+# while those are copied out beside the fp32 model.
+INT8_BYTES_PER_RECIPE = 2 * 0.3
+
+
+def tuning_bytes_for(fp32: Path, recipes: list[str] | None) -> int:
+    """Bytes an int8 tuning of fp32 takes on disk at its peak, for the free-space check before it starts."""
+    chosen = [RECIPES_BY_NAME[name] for name in recipes] if recipes else list(DEFAULT_RECIPES)
+    methods = {recipe.calibration for recipe in chosen}
+    factor = 1 + len(methods) + INT8_BYTES_PER_RECIPE * len(chosen)
+    return int(fp32.stat().st_size * factor)
+
+
+def remove_partial_tuning(out_path: Path) -> list[str]:
+    """Delete what a tuning that failed half-way kept beside the fp32 model (candidates, a partial report)."""
+    report = quantize.report_path_for(out_path)
+    doomed = [*out_path.parent.glob(f"{out_path.stem}.*.onnx"), report, report.with_name(report.name + ".partial")]
+    removed = []
+    for path in doomed:
+        if path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 class Int8Models:
     """Find or build the tuned int8 model of an fp32 ONNX, one build at a time."""
 
-    def __init__(self, jobs: JobBoard, recipes: list[str] | None = None):
+    def __init__(self, jobs: JobBoard, recipes: list[str] | None = None, space: DiskSpace | None = None):
         unknown = sorted(set(recipes or ()) - set(RECIPES_BY_NAME))
         if unknown:
             known = ", ".join(RECIPES_BY_NAME)
             raise ValueError(f"unknown int8 recipe(s) {', '.join(unknown)}; choose from {known}")
         self.jobs = jobs
         self.recipes = recipes or None
+        self.space = space  # checked before a build starts; a disk that fills during one fails it cleanly
         self.error: str | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -75,7 +102,9 @@ class Int8Models:
         frames(count) gives the calibration images (a source's; called on the tuning thread: a file decodes).
         """
         with self._lock:
-            if self.ready(fp32) or self.building() or not self.jobs.begin("quantize", "tuning int8 on this CPU"):
+            if self.ready(fp32) or self.building() or not self._room_for(fp32):
+                return
+            if not self.jobs.begin("quantize", "tuning int8 on this CPU"):
                 return
             self.error = None
             self._cancel = threading.Event()
@@ -84,6 +113,29 @@ class Int8Models:
                 name="int8-tuning", daemon=True,
             )  # fmt: skip
             self._thread.start()
+
+    def _room_for(self, fp32: Path) -> bool:
+        """Check the disk before a build; without room the build does not start and error says why."""
+        if self.space is None:
+            return True
+        try:
+            self.space.require(tuning_bytes_for(fp32, self.recipes))
+        except InsufficientStorage as exc:
+            self.error = f"int8 tuning did not start: {exc}"
+            return False
+        return True
+
+    def _progress(self, fp32: Path, stage: str, progress: float, message: str) -> None:
+        """Show progress, first checking that the next step's files (about one model each) still fit."""
+        if self.space is not None:  # between steps too: another program may be filling the disk
+            self.space.require(fp32.stat().st_size)
+        self.jobs.update("quantize", stage, progress, message)
+
+    def _disk_guard(self, fp32: Path):
+        """What the tuning's work runs under: a failure on a disk left with less than a model's size is a full disk."""
+        if self.space is None:
+            return contextlib.nullcontext()
+        return self.space.guard(tuning_bytes_for(fp32, self.recipes), low_bytes=fp32.stat().st_size)
 
     def cancel(self, timeout: float = CANCEL_JOIN_S) -> bool:
         """Ask a running build to stop and wait for it; return False if it is still running after timeout."""
@@ -119,8 +171,9 @@ class Int8Models:
                 min_agreement=min_agreement,
                 threads=threads,
                 recipes=self.recipes,
-                on_progress=lambda stage, progress, message: self.jobs.update("quantize", stage, progress, message),
+                on_progress=lambda stage, progress, message: self._progress(fp32, stage, progress, message),
                 cancel=cancel,
+                disk_guard=self._disk_guard(fp32),
             )
             wanted = self._wanted_agreement.pop(fp32, min_agreement)
             if abs(wanted - min_agreement) > 1e-9:
@@ -130,6 +183,11 @@ class Int8Models:
         except quantize.TuningCancelled:
             logger.info("int8 tuning cancelled")
         except Exception as exc:  # shown in status; the stream keeps running in fp32
+            if self.space is not None and (is_disk_full(exc) or isinstance(exc, InsufficientStorage)):
+                removed = remove_partial_tuning(quantize.int8_path_for(fp32))
+                logger.warning("int8 tuning ran out of disk space; removed %s", removed or "nothing")
+                self.error = f"int8 tuning failed: {self.space.full(tuning_bytes_for(fp32, self.recipes))}"
+                return
             logger.exception("int8 tuning failed")
             self.error = f"int8 tuning failed: {exc}"
         finally:

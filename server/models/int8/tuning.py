@@ -9,6 +9,7 @@ agrees well enough is kept, with a report, next to the fp32 model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -202,12 +203,14 @@ def tune_int8(
     recipes: Sequence[Recipe | str] | None = None,
     threads: int | None = None,
     cancel: threading.Event | None = None,
+    disk_guard: contextlib.AbstractContextManager | None = None,
 ) -> TuneReport:
     """Build int8 models with a few recipes, keep the fastest that agrees with fp32, next to out_path.
 
     Every candidate that could be built is kept (candidate_path_for) with a report at report_path_for(out_path);
     report.path is the chosen one. Setting cancel stops the work at the next step or frame (TuningCancelled)
-    and nothing is written.
+    and nothing is written. disk_guard (server.storage.DiskSpace.guard) wraps the work, so that a disk that
+    fills is judged before the work folder is removed.
     """
     started = time.perf_counter()
     quiet_quantizer()
@@ -218,7 +221,8 @@ def tune_int8(
     calibration_frames, held_frames = split_frames(frames)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The work folder sits next to the result, hidden, so that a crash leaves it where start-up cleaning finds it.
-    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_path.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_path.parent) as work, \
+            disk_guard or contextlib.nullcontext():
         work_dir = Path(work)
         steps.report("preparing", "pre-processing the fp32 model")
         prepared = preprocess_model(fp32_onnx, work_dir / "prepared.onnx")

@@ -1,0 +1,50 @@
+"""HTTP routes of the export: start, watch, cancel, download. Input checks only; the service does the work."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, send_file
+
+from server.web.service import DetectionService
+
+bp = Blueprint("export", __name__)
+
+
+def service() -> DetectionService:
+    return current_app.extensions["detection"]
+
+
+@bp.post("/api/export")
+def start_export():
+    return jsonify({"export": service().start_export()}), 202
+
+
+@bp.get("/api/export")
+def export_status():
+    return jsonify({"export": service().exports.status()})
+
+
+@bp.delete("/api/export")
+@bp.post("/api/export/cancel")
+def cancel_export():
+    service().exports.cancel()
+    return jsonify({"export": service().exports.status()})
+
+
+@bp.get("/api/export/video")
+def export_video_file():
+    return _download("video", "video/webm")
+
+
+@bp.get("/api/export/detections")
+def export_detections_file():
+    return _download("detections", "text/csv")
+
+
+def _download(kind: str, mimetype: str):
+    found = service().exports.file_for(kind)
+    if found is None:
+        return jsonify({"error": "no finished export: POST /api/export first and wait until it is done"}), 404
+    path, name = found
+    response = send_file(path, mimetype=mimetype, as_attachment=True, download_name=name, conditional=True)
+    response.headers["Cache-Control"] = "no-store"
+    return response

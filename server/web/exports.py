@@ -1,0 +1,189 @@
+"""The export job: one export of the uploaded video at a time, on a thread that cancel (and reset) stops and joins.
+
+It owns uploads/export/: the annotated video, the detections file and a small summary (so a restart still offers
+the last export's files for download). The frame loop itself is server.vision.export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from server.jobs import JobBoard, eta_seconds
+from server.storage import DiskSpace, InsufficientStorage
+from server.vision.export import (
+    CODEC,
+    PARTIAL_PREFIX,
+    VIDEO_SUFFIX,
+    ExportCancelled,
+    ExportFailed,
+    ExportResult,
+    estimated_bytes,
+    export_video,
+)
+from server.vision.pipeline import FramePipeline
+from server.vision.settings import Settings
+from server.vision.sources import VideoInfo
+
+logger = logging.getLogger(__name__)
+
+VIDEO_NAME = "annotated" + VIDEO_SUFFIX
+DETECTIONS_NAME = "detections.csv"
+SUMMARY_NAME = "export.json"
+JOB = "export"
+CANCEL_JOIN_S = 30.0  # one frame's detection at most, plus closing the writer
+
+
+class ExportRunning(RuntimeError):
+    """An export is already running (HTTP 409)."""
+
+
+class Exports:
+    """Start, watch, cancel and delete the export; every public method is safe from any request thread."""
+
+    def __init__(self, folder: Path, jobs: JobBoard, space: DiskSpace):
+        self.folder, self.jobs, self.space = Path(folder), jobs, space
+        self.video_path, self.detections_path = self.folder / VIDEO_NAME, self.folder / DETECTIONS_NAME
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._state = self._readopt()
+
+    def _readopt(self) -> dict:
+        """Remove what an interrupted export left; keep a finished one's files and summary."""
+        if self.folder.is_dir():
+            for leftover in self.folder.glob(PARTIAL_PREFIX + "*"):
+                leftover.unlink(missing_ok=True)
+        try:
+            summary = json.loads((self.folder / SUMMARY_NAME).read_text())
+        except (OSError, ValueError):
+            summary = None
+        if isinstance(summary, dict) and self.video_path.is_file() and self.detections_path.is_file():
+            return {**summary, "state": "done"}
+        self.delete()
+        return idle()
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settings, stem: str) -> dict:
+        """Start exporting video in the background; raise ExportRunning or InsufficientStorage (nothing started)."""
+        with self._lock:
+            if self.running():
+                raise ExportRunning("an export is already running: wait for it or cancel it")
+            self.delete()  # a new export replaces the last one; its room is counted without them
+            self.space.require(estimated_bytes(info))  # a 507 now rather than a failed job in a moment
+            if not self.jobs.begin(JOB, "exporting the video"):
+                raise ExportRunning("an export is already running: wait for it or cancel it")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._cancel = threading.Event()
+            self._state = {**idle(), "state": "running", "frames": info.frames, "stem": stem,
+                           "settings": settings.as_dict(), "started_at": time.time()}
+            self._thread = threading.Thread(target=self._export, name="export", daemon=True,
+                                            args=(video, info, pipeline, settings, self._cancel))
+            self._thread.start()
+            return self.status()
+
+    def _export(self, video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settings,
+                cancel: threading.Event) -> None:
+        try:
+            result = export_video(video, info, pipeline, settings, self.video_path, self.detections_path,
+                                  self.space, cancel, self._progress)
+            try:
+                self._finish(result)
+            except BaseException:
+                self.delete()  # files without their summary are not a finished export
+                raise
+        except ExportCancelled:
+            self._set(state="cancelled")
+            logger.info("export cancelled")
+        except (InsufficientStorage, ExportFailed) as exc:
+            self._set(state="failed", error=f"export failed: {exc}")
+            logger.warning("export failed: %s", exc)
+        except Exception as exc:  # shown in the export's status; the server goes on
+            logger.exception("export failed")
+            self._set(state="failed", error=f"export failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.jobs.end(JOB)
+
+    def _progress(self, done: int, total: int, seconds: float) -> None:
+        fps = done / seconds if seconds > 0 else 0.0
+        self._set(frames_done=done, frames=total, fps=round(fps, 2))
+        self.jobs.update(JOB, "exporting", done / total, f"frame {done}/{total} at {fps:.1f} fps")
+
+    def _finish(self, result: ExportResult) -> None:
+        with self._lock:
+            state = {**self._state, "state": "done", "frames_done": result.frames, "frames": result.frames,
+                     "rows": result.rows, "seconds": result.seconds, "fps": result.fps}
+            summary = json.dumps({k: v for k, v in state.items() if k != "state"})
+            with self.space.guard(len(summary)):
+                (self.folder / SUMMARY_NAME).write_text(summary)
+            self._state = state
+        logger.info("exported %d frames at %.1f fps, %d detections", result.frames, result.fps, result.rows)
+
+    def _set(self, **changes) -> None:
+        with self._lock:
+            self._state = {**self._state, **changes}
+
+    def cancel(self, timeout: float = CANCEL_JOIN_S) -> bool:
+        """Ask a running export to stop and wait for it (its partial files are removed); False if it did not stop."""
+        with self._lock:
+            thread = self._thread
+            self._cancel.set()
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("the export did not stop within %.0f s", timeout)
+            return False
+        return True
+
+    def status(self) -> dict:
+        """The export's state, progress, fps and its files (with their download URLs) once done."""
+        state = dict(self._state)
+        done, running = state["state"] == "done", state["state"] == "running"
+        progress = 1.0 if done else min(1.0, state["frames_done"] / state["frames"]) if state["frames"] else 0.0
+        elapsed = time.time() - state.get("started_at", time.time())
+        state["progress"] = round(progress, 4)
+        state["eta_s"] = eta_seconds(elapsed, progress) if running else None
+        state["codec"] = CODEC
+        state["video"] = self._file("video", self.video_path, VIDEO_SUFFIX) if done else None
+        state["detections"] = self._file("detections", self.detections_path, ".csv") if done else None
+        return state
+
+    def _file(self, kind: str, path: Path, suffix: str) -> dict | None:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None
+        return {"url": f"/api/export/{kind}", "bytes": size, "name": self.download_name(kind, suffix)}
+
+    def download_name(self, kind: str, suffix: str) -> str:
+        label = "annotated" if kind == "video" else "detections"
+        return f"{self._state.get('stem') or 'export'}-{label}{suffix}"
+
+    def file_for(self, kind: str) -> tuple[Path, str] | None:
+        """The finished export's file of this kind ("video" or "detections") and its download name, or None."""
+        if self._state["state"] != "done":
+            return None
+        path, suffix = (self.video_path, VIDEO_SUFFIX) if kind == "video" else (self.detections_path, ".csv")
+        return (path, self.download_name(kind, suffix)) if path.is_file() else None
+
+    def delete(self) -> list[str]:
+        """Delete the export's files (cancel a running export first); return what was deleted, relative to uploads/."""
+        if not self.folder.is_dir():
+            return []
+        deleted = sorted(f"{self.folder.name}/{p.name}" for p in self.folder.iterdir()
+                         if p.is_file() and not p.name.startswith("."))
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self._thread is None or not self.running():
+            self._state = idle()
+        return deleted
+
+
+def idle() -> dict:
+    return {"state": "idle", "frames_done": 0, "frames": 0, "fps": None, "error": None}
