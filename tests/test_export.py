@@ -11,14 +11,13 @@ import cv2
 import pytest
 import requests
 
-from server import create_app
 from server.models.runtime import ModelRuntime
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
 from server.vision.sources import FileChoice
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from tests.conftest import config_for, serving, write_video
+from tests.helpers import config_for, serving, write_video
 from tests.small_disk import MB, every_file, fill, mounted_tmpfs
 from tests.waiting import wait_for
 
@@ -161,11 +160,11 @@ def test_reset_deletes_the_export(serve, demo_onnx, tmp_path):
 
 def test_a_finished_export_survives_a_restart(tmp_path, demo_onnx):
     config = config_for(tmp_path)
-    with serving(create_app(config)) as server:
+    with serving(config) as server:
         loaded(server, write_video(tmp_path / "clip.mp4", width=320, height=240, frames=10), demo_onnx)
         requests.post(server.url + "/api/export", timeout=30)
         first = finished(server)
-    with serving(create_app(config)) as server:
+    with serving(config) as server:
         again = export_status(server)
         assert again["state"] == "done" and again["rows"] == first["rows"]
         assert requests.get(server.url + "/api/export/video", timeout=30).content[:4] == b"\x1a\x45\xdf\xa3"
@@ -180,8 +179,8 @@ def disk(tmp_path):
 @pytest.mark.slow  # exports a video
 def test_export_on_a_disk_without_room_is_507_and_a_disk_filling_mid_export_fails_it_cleanly(disk, tmp_path,
                                                                                               demo_onnx):
-    app = create_app(config_for(tmp_path, uploads=disk / "uploads", disk_reserve_mb=2))
-    with serving(app) as server:
+    config = config_for(tmp_path, uploads=disk / "uploads", disk_reserve_mb=2)
+    with serving(config) as server:
         loaded(server, write_video(tmp_path / "clip.mp4", width=320, height=240, frames=400), demo_onnx)
         filler = fill(disk, leave_bytes=2 * MB + 64 * 1024)
         refused = requests.post(server.url + "/api/export", timeout=30)

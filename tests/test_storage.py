@@ -24,7 +24,7 @@ from server.storage import DiskSpace, InsufficientStorage
 from server.vision import mjpeg
 from server.vision.sources import sample_frames
 from server.web.wsgi import upload_footprint
-from tests.conftest import config_for, serving, write_video
+from tests.helpers import config_for, serving, write_video
 from tests.small_disk import MB, every_file, fill, free_bytes, mounted_tmpfs
 from tests.waiting import wait_for
 
@@ -42,8 +42,8 @@ def disk(tmp_path):
 @pytest.fixture
 def server(disk, tmp_path):
     """A real server whose uploads folder is on the small disk (stopped before the disk is unmounted)."""
-    app = create_app(config_for(tmp_path, uploads=disk / "uploads", disk_reserve_mb=RESERVE_MB))
-    with serving(app) as live:
+    config = config_for(tmp_path, uploads=disk / "uploads", disk_reserve_mb=RESERVE_MB)
+    with serving(config) as live:
         yield live
 
 

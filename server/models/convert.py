@@ -38,7 +38,7 @@ ONNX_MARGIN_BYTES = 1024 * 1024
 
 def onnx_bytes_for(pt_path: str | Path) -> int:
     """Bytes the ONNX conversion of a .pt will take at most, for the free-space check before converting."""
-    return ONNX_BYTES_PER_PT_BYTE * os.path.getsize(pt_path) + ONNX_MARGIN_BYTES
+    return ONNX_BYTES_PER_PT_BYTE * Path(pt_path).stat().st_size + ONNX_MARGIN_BYTES
 
 
 class ConversionFailed(ModelRejected):
