@@ -231,6 +231,9 @@ class StreamRunner:
     def _profile_step(self, recorder: TraceRecorder | None, settings: Settings) -> None:
         """Before each detection: start or finish an operator profile the running trace asked for."""
         wanted = recorder is not None and recorder.onnx_profile and not recorder.onnx_done.is_set()
+        if wanted and self.pipeline.profiling is None and self.pipeline.detector_for(settings).engine_name != "onnxruntime":
+            recorder.onnx_done.set()  # an operator profile is ONNX Runtime's: the trace comes without one
+            wanted = False
         if self.pipeline.profiling is None and wanted:
             self._start_onnx_profile(settings)
         elif self.pipeline.profiling is not None and (not wanted or self._profiled >= recorder.frames):

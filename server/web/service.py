@@ -11,6 +11,7 @@ from server.config import Config
 from server.jobs import JobBoard
 from server.models import convert
 from server.models.int8.builds import Int8Models
+from server.models.ncnn import NcnnBuild, ncnn_model_for
 from server.models.runtime import ModelRuntime
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
@@ -102,12 +103,17 @@ class DetectionService:
         """Everything the page shows, as JSON-ready data; files vanishing meanwhile (a reset) are shown as gone."""
         runner, video, model = self._runner, self.store.video, self.store.model
         stats = runner.stats.snapshot(runner.hub.viewers) if runner else StreamStats().snapshot(0)
+        runtime = self._runtime
+        offered, why_not = runtime.offered() if runtime is not None and model is not None else (None, {})
+        model_status = described(model)
+        if model_status is not None and offered is not None:
+            model_status.update(engines=offered, ncnn_unavailable=why_not.get("ncnn"))
         return {
             "streaming": self.streaming,
             "video": described(video),
-            "model": described(model),
+            "model": model_status,
             "settings": self.settings.as_dict(),
-            "options": options_for(self.imgsz_choices()),
+            "options": options_for(self.imgsz_choices(), offered),
             "stats": stats,
             "job": self.jobs.current(),
             "error": self.last_error or self.int8.error,
@@ -121,9 +127,12 @@ class DetectionService:
     def _precision_status(self, model: StoredModel | None) -> dict:
         """What runs now, and the int8 tuning table when there is one."""
         int8_path = self.int8.ready(model.onnx_path) if model else None
-        active = "int8" if self.settings.precision == "int8" and int8_path else "fp32"
+        runtime = self._runtime
+        key = runtime.key_for(self.settings) if runtime is not None and model is not None else None
+        active = key.precision if key else "fp32"
         report = self.int8.report(model.onnx_path) if int8_path else None
-        return {"active": active, "building": self.int8.building(), "int8": report}
+        return {"active": active, "engine": key.engine if key else self.settings.engine,
+                "building": self.int8.building(), "int8": report}
 
     # -- uploads -----------------------------------------------------------------------------
     def add_video(self, upload: Path, filename: str) -> dict:
@@ -147,17 +156,20 @@ class DetectionService:
         try:
             self._cancel_int8("a new model was uploaded")
             model = self.store.add_model(upload, filename, self._to_onnx)
+            self.jobs.update("convert", "ncnn", 0.95, "writing the NCNN model")
+            ncnn = ncnn_model_for(model.onnx_path)  # at upload: it takes well under a second (docs/engines.md)
             with self._lock:
                 self.int8.forget()
-                self._runtime = self._runtime_for(model)
+                self._runtime = self._runtime_for(model, ncnn)
                 self.settings = self._settings_for_model(model)
             return model.as_dict()
         finally:
             self.jobs.end("convert")
             self._end("model")
 
-    def _runtime_for(self, model: StoredModel) -> ModelRuntime:
-        return ModelRuntime(model.onnx_path, lambda: self.int8.ready(model.onnx_path))
+    def _runtime_for(self, model: StoredModel, ncnn: NcnnBuild | None = None) -> ModelRuntime:
+        """The model's engines; a re-adopted model's NCNN files are checked (or written) when first asked for."""
+        return ModelRuntime(model.onnx_path, lambda: self.int8.ready(model.onnx_path), ncnn=ncnn)
 
     def _to_onnx(self, pt_path: Path, imgsz: int) -> Path:
         return convert.convert_cached(
@@ -172,7 +184,11 @@ class DetectionService:
         """Start a new model at the size it was trained or exported for, when that is offered."""
         choices = self.imgsz_choices()
         imgsz = model.info.imgsz if model.info.imgsz in choices else choices[-1]
-        return apply_changes(self.settings, {"imgsz": imgsz, "classes": None}, choices, len(model.info.classes))
+        changes = {"imgsz": imgsz, "classes": None}
+        offered, why_not = self._runtime.offered()
+        if self.settings.precision not in offered.get(self.settings.engine, ()):  # the new model lacks it
+            changes.update(engine=Settings.engine, precision=Settings.precision)
+        return apply_changes(self.settings, changes, choices, len(model.info.classes), offered, why_not)
 
     def reset(self) -> list[str]:
         """Cancel and join int8 tuning, then delete every upload and derived file; precision goes back to fp32."""
@@ -183,7 +199,7 @@ class DetectionService:
                 self._runtime = None
                 self.last_error = None
                 self.demo = False
-                self.settings = apply_changes(self.settings, {"precision": Settings.precision})
+                self.settings = apply_changes(self.settings, {"engine": Settings.engine, "precision": Settings.precision})
                 self._runner = None  # a finished stream's numbers go with its files
                 self.int8.forget()
                 self._live = None
@@ -201,7 +217,8 @@ class DetectionService:
             model = self.store.model
             class_count = len(model.info.classes) if model else 0
             old = self.settings
-            self.settings = apply_changes(self.settings, changes, self.imgsz_choices(), class_count)
+            offered, why_not = self._runtime.offered() if self._runtime is not None else (None, None)
+            self.settings = apply_changes(self.settings, changes, self.imgsz_choices(), class_count, offered, why_not)
             if model is not None and self.settings.min_agreement != old.min_agreement:
                 self.int8.rejudge(model.onnx_path, self.settings.min_agreement)
             if self.settings.precision == "int8":
