@@ -104,14 +104,11 @@ class DetectionService:
         runner, video, model = self._runner, self.store.video, self.store.model
         stats = runner.stats.snapshot(runner.hub.viewers) if runner else StreamStats().snapshot(0)
         runtime = self._runtime
-        offered, why_not = runtime.offered() if runtime is not None and model is not None else (None, {})
-        model_status = described(model)
-        if model_status is not None and offered is not None:
-            model_status.update(engines=offered, ncnn_unavailable=why_not.get("ncnn"))
+        offered = runtime.offered()[0] if runtime is not None and model is not None else None
         return {
             "streaming": self.streaming,
             "video": described(video),
-            "model": model_status,
+            "model": self._with_engines(described(model), runtime),
             "settings": self.settings.as_dict(),
             "options": options_for(self.imgsz_choices(), offered),
             "stats": stats,
@@ -123,6 +120,14 @@ class DetectionService:
             "lan_urls": self.lan_urls,
             "demo": self.demo,
         }
+
+    @staticmethod
+    def _with_engines(model: dict | None, runtime: ModelRuntime | None) -> dict | None:
+        """Add the engines (and their precisions) the model offers, and why NCNN is not among them if it is not."""
+        if model is not None and runtime is not None:
+            offered, why_not = runtime.offered()
+            model.update(engines=offered, ncnn_unavailable=why_not.get("ncnn"))
+        return model
 
     def _precision_status(self, model: StoredModel | None) -> dict:
         """What runs now, and the int8 tuning table when there is one."""
@@ -162,7 +167,7 @@ class DetectionService:
                 self.int8.forget()
                 self._runtime = self._runtime_for(model, ncnn)
                 self.settings = self._settings_for_model(model)
-            return model.as_dict()
+                return self._with_engines(model.as_dict(), self._runtime)
         finally:
             self.jobs.end("convert")
             self._end("model")
