@@ -16,11 +16,24 @@ import onnx
 import pytest
 
 from server.demo.video import render_frames
+from server.models.convert import convert_to_onnx
 from server.models.ncnn import ncnn_model_for
 from server.vision.engines.ncnn_engine import NcnnFiles
+from tests.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
+    LARGE_LAYOUTS,
+    LAYOUTS,
+    REAL_CHECKPOINTS,
+    ZOO_YOLOV8,
+    cache,
+    layout_checkpoint,
+    photos,
+    real_checkpoints,
+)
 from tests.engine_equality import compare_engines
 
 DEMO_FRAMES = 6
+SIZES = (320, 640)
+ZOO_EXPORTS = ("yolov8n.onnx", "yolov8n-320.onnx")  # ultralytics' own exports: dynamic, and static at 320
 
 
 def demo_frames() -> list[np.ndarray]:
@@ -29,8 +42,53 @@ def demo_frames() -> list[np.ndarray]:
 
 def test_the_demo_model_on_ncnn_gives_onnxruntimes_detections(demo_onnx, tmp_path):
     result = compare_engines(demo_onnx, demo_frames(), (320, 640), tmp_path)
-    assert result.detections > 20  # the shapes are found: real boxes were compared, not empty lists
+    assert result.detections > 20 and result.nms_tied == 0  # the shapes are found: real boxes were compared
     print(f"\ndemo: {result}")
+
+
+def converted_and_compared(pt, tmp_path, sizes=SIZES):
+    """Convert a .pt with the server's converter and compare NCNN with ONNX Runtime on real photos."""
+    onnx_path = tmp_path / "converted.onnx"
+    convert_to_onnx(pt, onnx_path)
+    work = tmp_path / "ncnn"
+    work.mkdir()
+    result = compare_engines(onnx_path, photos(), sizes, work)
+    print(f"\n{pt.name}: {result}")
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO_YOLOV8)
+def test_zoo_checkpoints_converted_run_alike_on_ncnn(model_zoo, tmp_path, name):
+    result = converted_and_compared(model_zoo / name, tmp_path)
+    if "trained" in name:  # random weights tie scores (see tied()); trained ones must be compared after NMS
+        assert result.nms_compared > 0 and result.nms_tied == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO_EXPORTS)
+def test_ultralytics_exports_static_and_dynamic_run_alike_on_ncnn(model_zoo, tmp_path, name):
+    print(f"\n{name}: {compare_engines(model_zoo / name, photos(), SIZES, tmp_path)}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_every_yolov8_detect_layout_runs_alike_on_ncnn(cache, tmp_path, name):
+    converted_and_compared(layout_checkpoint(cache, name), tmp_path, (320,) if name in LARGE_LAYOUTS else SIZES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REAL_CHECKPOINTS))
+def test_real_checkpoints_run_alike_on_ncnn(real_checkpoints, tmp_path, name):
+    result = converted_and_compared(real_checkpoints[name], tmp_path)
+    assert result.nms_compared > 0 and result.nms_tied == 0
+    if name.startswith("fall"):
+        assert result.detections > 0  # people in the photos: real detections compared
+
+
+@pytest.mark.slow
+def test_the_demo_checkpoint_converted_runs_alike_on_ncnn(demo_pt, tmp_path):
+    assert converted_and_compared(demo_pt, tmp_path).nms_compared > 0
 
 
 def test_the_ncnn_files_sit_beside_the_onnx_and_are_reused(demo_onnx, tmp_path):
@@ -115,3 +173,33 @@ def test_reset_deletes_the_ncnn_files(client, demo_onnx, demo_pt, weights, app):
     deleted = client.post("/reset").get_json()["deleted"]
     assert set(written) <= set(deleted)
     assert not list(uploads.rglob("*.ncnn.*"))
+
+
+# --- the aarch64 check's NCNN step, run here on x86 -----------------------------------------------------------------
+def test_the_aarch64_checks_ncnn_step_passes_and_fails_when_ncnn_is_not_offered(demo_onnx, tmp_path):
+    from tools.pi import detections, drive
+
+    model = tmp_path / "model.onnx"
+    shutil.copyfile(demo_onnx, model)
+    assert ncnn_model_for(model).files is not None  # what the server does at upload
+    video = drive.write_video(tmp_path / "check.mkv", frames=3)
+    ncnn_out = tmp_path / "ncnn.json"
+    boxes = tmp_path / "boxes.json"
+    args = ["--model", str(model), "--video", str(video), "--frames", "0,1,2", "--ncnn", str(ncnn_out)]
+    boxes.write_text(json.dumps(detections.detect_frames(detections.parse_args(args))))
+    offered = {"model": {"model": {"engines": {"onnxruntime": ["fp32", "int8"], "ncnn": ["fp32", "fp16"]}}}}
+    stream = tmp_path / "stream.json"
+    stream.write_text(json.dumps(offered))
+    drive.main(["engines", str(stream), str(boxes), str(ncnn_out)])  # passes: raises SystemExit otherwise
+    offered["model"]["model"] = {"engines": {"onnxruntime": ["fp32"]}, "ncnn_unavailable": "no reason"}
+    stream.write_text(json.dumps(offered))
+    with pytest.raises(SystemExit, match="NCNN is not offered"):
+        drive.main(["engines", str(stream), str(boxes), str(ncnn_out)])
+    moved = json.loads(ncnn_out.read_text())
+    first = next(iter(moved["frames"].values()))
+    first["boxes"] = [[x + 5 for x in box] for box in first["boxes"]]  # NCNN boxes 5 px off
+    ncnn_out.write_text(json.dumps(moved))
+    stream.write_text(json.dumps({"model": {"model": {"engines": {"ncnn": ["fp32", "fp16"]}}}}))
+    with pytest.raises(SystemExit, match="NCNN fp16"):
+        drive.main(["engines", str(stream), str(boxes), str(ncnn_out)])
+
