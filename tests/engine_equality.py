@@ -24,7 +24,7 @@ CONF, IOU = 0.25, 0.7
 class Comparison:
     worst_relative: float = 0.0  # of fp32 raw outputs
     detections: int = 0  # ONNX Runtime's boxes after NMS at CONF, summed over frames and sizes
-    nms_compared: int = 0  # (frame, size, conf) cases whose detections after NMS were compared
+    nms_compared: int = 0  # (frame, size, conf) cases with boxes whose detections after NMS were compared
     nms_tied: int = 0  # cases left out: candidates with tied scores, whose NMS order is arbitrary (random weights)
     fp16_worst_px: float = 0.0  # the largest corner move of an fp16 box matched to its fp32 box
     fp16_agreement: dict[int, float] = field(default_factory=dict)  # per size, as the int8 verdict judges
@@ -104,7 +104,7 @@ def compare_engines(onnx_path: Path, frames: list[np.ndarray], sizes, work: Path
                 if tied(expected, conf, score_difference):
                     result.nms_tied += 1
                     continue
-                result.nms_compared += 1
+                result.nms_compared += int(len(theirs) > 0)
                 same_detections(processing.postprocess(ours, box, frame_hw, conf, IOU), theirs,
                                 f"{onnx_path.name} at {imgsz}, conf {conf:.3g}")
                 result.detections += len(theirs) if conf == CONF else 0
