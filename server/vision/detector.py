@@ -94,7 +94,8 @@ class Detector:
         frame_hw = frame.shape[:2]
         tensor, box = processing.preprocess(frame, self.input_hw(frame_hw, imgsz))
         lap("preprocess")
-        output = self.infer(tensor)
+        infer_above = getattr(self.engine, "infer_above", None)  # only the candidates, where an engine can
+        output = infer_above(tensor, conf) if infer_above is not None else self.infer(tensor)
         lap("inference")
         detections = processing.postprocess(output, box, frame_hw, conf, iou, classes)
         lap("postprocess")

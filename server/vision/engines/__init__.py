@@ -41,3 +41,9 @@ class Engine(Protocol):
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Run the network on a 1x3xHxW float32 tensor; return 1 x (4 + nc) x anchors, as the ONNX model's output0."""
         ...
+
+
+# An engine may also have infer_above(tensor, conf) -> 1 x (4 + nc) x candidates: infer's output restricted to the
+# anchors whose best class scores above conf (in anchor order), when it can make that cheaper than the whole output
+# (NCNN: the DFL runs on the candidates only). Detector.detect uses it when present; everything that compares raw
+# outputs (the int8 verdict, the equality tests) uses infer.

@@ -56,3 +56,20 @@ class HeadDecoder:
         class_logits = np.concatenate([scores.reshape(scores.shape[0], -1) for _, scores in levels], axis=1)
         xywh = boxes_xywh(dfl_distances(box_logits, self.reg_max, self.bins), points, strides)
         return np.concatenate([xywh, sigmoid(class_logits)]).astype(np.float32, copy=False)
+
+    def decode_above(self, levels: list[tuple[np.ndarray, np.ndarray]], conf: float) -> np.ndarray:
+        """As decode, for the anchors whose best class scores above conf only: (4 + nc) x candidates.
+
+        The sigmoid is monotonic, so the best class logit is compared with logit(conf) and the DFL softmax,
+        the box decode and the sigmoid run on the few candidates, not on every anchor.
+        """
+        points, strides = self.grid([box.shape[1:] for box, _ in levels])
+        class_logits = np.concatenate([scores.reshape(scores.shape[0], -1) for _, scores in levels], axis=1)
+        threshold = np.log(conf / (1 - conf)) if 0 < conf < 1 else (-np.inf if conf <= 0 else np.inf)
+        keep = np.flatnonzero(class_logits.max(axis=0) > threshold)
+        starts = np.cumsum([0] + [box.shape[1] * box.shape[2] for box, _ in levels])
+        box_logits = np.concatenate([box.reshape(box.shape[0], -1)[:, keep[(keep >= start) & (keep < end)] - start]
+                                     for (box, _), start, end in zip(levels, starts[:-1], starts[1:])], axis=1)
+        distances = dfl_distances(box_logits, self.reg_max, self.bins)
+        xywh = boxes_xywh(distances, points[:, keep], strides[keep])
+        return np.concatenate([xywh, sigmoid(class_logits[:, keep])]).astype(np.float32, copy=False)

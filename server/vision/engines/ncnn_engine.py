@@ -1,8 +1,9 @@
 """The NCNN engine: an ncnn.Net of the .param/.bin server.models.ncnn wrote, cut at the head's raw per-level maps.
 
 The network ends at each level's box map (4 x reg_max channels) and class map (nc channels); the DFL, the anchors
-and the class sigmoid are done here in numpy (server.vision.engines.head), which measured faster than running
-them in NCNN and keeps the shape-dependent anchor ops (Shape, Range, Expand) out of the translated graph.
+and the class sigmoid are done here in numpy (server.vision.engines.head), which keeps the shape-dependent anchor
+ops (Shape, Range, Expand) out of the translated graph. detect() asks for the anchors above conf only
+(infer_above): the DFL then runs on a few dozen anchors instead of all of them (docs/engines.md, "The cut").
 """
 
 from __future__ import annotations
@@ -109,3 +110,7 @@ class NcnnEngine:
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Run the network on a 1x3xHxW tensor and return 1 x (4 + nc) x anchors, as the ONNX model's output0."""
         return self.decoder.decode(self.raw_levels(tensor))[None]
+
+    def infer_above(self, tensor: np.ndarray, conf: float) -> np.ndarray:
+        """As infer, with only the anchors whose best class scores above conf: what detect needs, decoded cheaply."""
+        return self.decoder.decode_above(self.raw_levels(tensor), conf)[None]
