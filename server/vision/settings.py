@@ -6,9 +6,10 @@ import os
 from dataclasses import asdict, dataclass, replace
 
 from server.vision.detector import default_threads
+from server.vision.engines import ENGINE_PRECISIONS, ENGINES, ONNXRUNTIME
 
 IMGSZ_CHOICES = (320, 416, 512, 640)
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "fp16")
 DETECT_EVERY_RANGE = (1, 10)
 JPEG_QUALITY_RANGE = (30, 95)
 OUTPUT_WIDTH_RANGE = (160, 1920)
@@ -33,6 +34,7 @@ class Settings:
     imgsz: int = 640
     realtime: bool = True
     loop: bool = True
+    engine: str = ONNXRUNTIME
     precision: str = "fp32"
     detect_every: int = 1
     classes: tuple[int, ...] | None = None
@@ -47,15 +49,18 @@ class Settings:
         return data
 
 
-def options_for(imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES) -> dict:
-    """Describe the allowed values, for the page to build its controls.
+def options_for(imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES, offered: dict | None = None) -> dict:
+    """Describe the allowed values, for the page to build its controls (engines: the precisions each offers).
 
     A range is [low, high], both allowed, except for the keys in "above_low", which must be greater than low.
     """
+    offered = ENGINE_PRECISIONS if offered is None else offered
     return {
         **{name: list(FRACTION_RANGE) for name in FRACTIONS},
         "above_low": list(FRACTIONS),
         "imgsz": list(imgsz_choices),
+        "engine": list(offered),
+        "engines": {engine: list(precisions) for engine, precisions in offered.items()},
         "precision": list(PRECISIONS),
         "detect_every": list(DETECT_EVERY_RANGE),
         "threads": [1, max_threads()],
@@ -103,10 +108,28 @@ def _classes(value, class_count: int) -> tuple[int, ...] | None:
     return tuple(sorted(set(value)))
 
 
+def _offered(settings: Settings, offered: dict, why_not: dict) -> Settings:
+    """Refuse an engine x precision the model does not offer, saying why and what it does offer."""
+    precisions = offered.get(settings.engine)
+    if precisions is None:
+        reason = f" ({why_not[settings.engine]})" if why_not.get(settings.engine) else ""
+        raise SettingsError(f"engine {settings.engine} is not offered for this model{reason}; "
+                            f"choose {' or '.join(offered)}")
+    if settings.precision not in precisions:
+        raise SettingsError(f"precision {settings.precision} is not offered with engine {settings.engine}; "
+                            f"choose {' or '.join(precisions)}")
+    return settings
+
+
 def apply_changes(
-    current: Settings, changes: dict, imgsz_choices=IMGSZ_CHOICES, class_count: int = 0
+    current: Settings, changes: dict, imgsz_choices=IMGSZ_CHOICES, class_count: int = 0,
+    offered: dict | None = None, why_not: dict | None = None,
 ) -> Settings:
-    """Return current with changes applied, or raise SettingsError naming the bad key or value."""
+    """Return current with changes applied, or raise SettingsError naming the bad key or value.
+
+    offered maps each engine the model can run on to its precisions (ENGINE_PRECISIONS when not given); why_not
+    says, per engine left out, why (shown in the error).
+    """
     if not isinstance(changes, dict):
         raise SettingsError("settings must be a JSON object")
     validators = {
@@ -116,6 +139,7 @@ def apply_changes(
         "imgsz": lambda v: _choice("imgsz", v, imgsz_choices),
         "realtime": lambda v: _boolean("realtime", v),
         "loop": lambda v: _boolean("loop", v),
+        "engine": lambda v: _choice("engine", v, ENGINES),
         "precision": lambda v: _choice("precision", v, PRECISIONS),
         "detect_every": lambda v: _integer("detect_every", v, *DETECT_EVERY_RANGE),
         "classes": lambda v: _classes(v, class_count),
@@ -126,4 +150,5 @@ def apply_changes(
     unknown = sorted(set(changes) - set(validators))
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
-    return replace(current, **{key: validators[key](value) for key, value in changes.items()})
+    changed = replace(current, **{key: validators[key](value) for key, value in changes.items()})
+    return _offered(changed, ENGINE_PRECISIONS if offered is None else offered, why_not or {})

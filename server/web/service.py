@@ -12,6 +12,7 @@ from server.config import Config
 from server.jobs import JobBoard
 from server.models import convert
 from server.models.int8.builds import Int8Models
+from server.models.ncnn import ncnn_model_for
 from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.tracker import Tracker
 from server.web.current_model import CurrentModel
@@ -81,14 +82,14 @@ class DetectionService:
         return {
             "streaming": self.streaming,
             "video": described(video),
-            "model": described(model),
+            "model": self.model.described(described(model)),
             "settings": settings.as_dict(),
             "options": self.model.options(),
             "stats": self.stream.stats(),
             "stages": list(STAGES),  # the stages of stats.latency_ms, in the order a frame passes them
             "job": self.jobs.current(),
             "error": self.stream.last_error or self.int8.error,
-            "precision": self.int8.status(model.onnx_path if model else None, settings.precision),
+            "precision": {**self.int8.status(model.onnx_path if model else None, settings.precision), **self.model.active()},
             "restored": self.store.restored,
             "source": self.sources.status(),
             "storage": self.store.space.status(),
@@ -117,10 +118,12 @@ class DetectionService:
         try:
             self._cancel_int8("a new model was uploaded")
             model = self.store.add_model(upload, filename, self._to_onnx)
+            self.jobs.update("convert", "ncnn", 0.95, "writing the NCNN model")
+            ncnn = ncnn_model_for(model.onnx_path)  # at upload: it takes well under a second (docs/engines.md)
             with self._lock:
                 self.int8.forget()
-                self.model.adopt(model)
-            return model.as_dict()
+                self.model.adopt(model, ncnn)
+            return self.model.described(model.as_dict())
         finally:
             self.jobs.end("convert")
             self._end("model")

@@ -15,7 +15,9 @@
 #      of the same frames, and the boxes the server's detect path finds on
 #      those frames on each side (each with the ONNX its own server made), and the raw network output on one
 #      identical input tensor (tools/pi/drive.py states the tolerances and why);
-#   5. resets both servers and checks that nothing uploaded is left.
+#   5. checks that the aarch64 server offers NCNN for the model and that NCNN agrees with ONNX Runtime there
+#      (fp32 raw outputs on the same input, fp16 boxes on the same frames; tools/pi/drive.py engines);
+#   6. resets both servers and checks that nothing uploaded is left.
 # The host side runs with HOST_PYTHON (default .venv/bin/python: the development venv of README's test
 # command). Emulation is slow (about 15-40 s per inference), so the emulated part is 3 frames at 320.
 set -euo pipefail
@@ -135,17 +137,19 @@ started=$SECONDS
 # The emulated side keeps its first frame's network input and output; the x86 side runs its network on that
 # same input too (no extra inference under emulation).
 in_root "cd '$APP' && '$VENV_PYTHON' -m tools.pi.detections --model '${arm_onnx#"$PI_ROOT"}' \
-  --video '$IN_ROOT_WORK/check.mkv' --frames '$frames' --save-tensors '$IN_ROOT_WORK/arm-tensors.npz'" \
-  > "$WORK/arm-boxes.json" 2> "$WORK/arm-detections.log"
+  --video '$IN_ROOT_WORK/check.mkv' --frames '$frames' --save-tensors '$IN_ROOT_WORK/arm-tensors.npz' \
+  --ncnn '$IN_ROOT_WORK/arm-ncnn.json'" > "$WORK/arm-boxes.json" 2> "$WORK/arm-detections.log"
 "$HOST_PYTHON" -m tools.pi.detections --model "$x86_onnx" --video "$WORK/check.mkv" --frames "$frames" \
   --compare-tensors "$PI_ROOT$IN_ROOT_WORK/arm-tensors.npz" > "$WORK/x86-boxes.json" 2> "$WORK/x86-detections.log"
 detect_s=$((SECONDS - started))
 "$HOST_PYTHON" -m tools.pi.drive boxes "$WORK/x86-boxes.json" "$WORK/arm-boxes.json" --min-frames "$FRAMES" | sed 's/^/    /'
-say "detections on frames $frames compared in ${detect_s}s"
+say "detections on frames $frames compared in ${detect_s}s (NCNN's runs included)"
+"$HOST_PYTHON" -m tools.pi.drive engines "$WORK/arm/stream.json" "$WORK/arm-boxes.json" "$PI_ROOT$IN_ROOT_WORK/arm-ncnn.json" \
+  --min-frames "$FRAMES" | sed 's/^/    /'
 
-# -- 5. reset ---------------------------------------------------------------------------------------
+# -- 6. reset ---------------------------------------------------------------------------------------
 "$HOST_PYTHON" -m tools.pi.drive reset "http://127.0.0.1:$ARM_PORT" | sed 's/^/    /'
 "$HOST_PYTHON" -m tools.pi.drive reset "http://127.0.0.1:$X86_PORT" > "$WORK/x86-reset.log"
-left=$(find "$PI_ROOT$ARM_UPLOADS" -type f \( -name '*.onnx' -o -name '*.pt' -o -name '*.mkv' \) | wc -l)
+left=$(find "$PI_ROOT$ARM_UPLOADS" -type f \( -name '*.onnx' -o -name '*.pt' -o -name '*.mkv' -o -name '*.ncnn.*' \) | wc -l)
 [[ $left == 0 ]] || { echo "reset left $left files in $ARM_UPLOADS" >&2; exit 1; }
 say "passed: root ${setup_s}s, pip ${pip_s}s, stream ${stream_s}s, detections ${detect_s}s, venv ${venv_mb} MB; total $((SECONDS - check_started))s"

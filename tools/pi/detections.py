@@ -3,6 +3,8 @@
     python -m tools.pi.detections --model M.onnx --video V --frames 0,1,2 [--imgsz 320] > boxes.json
         [--save-tensors T.npz]       keep the first frame's network input and raw output (no extra inference)
         [--compare-tensors T.npz]    also run the network on that input and report how far its output is
+        [--ncnn OUT.json]            also run NCNN (the files the server wrote beside the ONNX): fp16 on the
+                                     frames, fp32 on the first frame's input; both against ONNX Runtime's
 
 tools/pi/check.sh runs it on both sides of the aarch64 check, each with the ONNX its own server made from
 the same upload: inside the emulated root with the runtime venv (only requirements.txt installed), and on
@@ -17,12 +19,15 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from server.models.ncnn import cached
 from server.vision import processing
-from server.vision.detector import Detector
+from server.vision.detector import Detector, default_threads
+from server.vision.engines.ncnn_engine import NcnnEngine, NcnnFiles
 
 logger = logging.getLogger("tools.pi.detections")
 
@@ -75,29 +80,53 @@ def compare_tensors(path: str, detector: Detector, index: int, image: np.ndarray
     }
 
 
+def boxes_of(detections: processing.Detections) -> dict:
+    return {
+        "boxes": detections.boxes.astype(float).round(4).tolist(),
+        "scores": detections.scores.astype(float).round(6).tolist(),
+        "classes": detections.class_ids.astype(int).tolist(),
+    }
+
+
+def ncnn_against(args, reference: tuple[np.ndarray, np.ndarray], images: dict[int, np.ndarray]) -> dict:
+    """NCNN on the same CPU: fp16 boxes on the frames, fp32 raw output on ONNX Runtime's first input tensor."""
+    files = NcnnFiles.beside(args.model)
+    if not cached(Path(args.model), files):
+        raise SystemExit(f"no NCNN model beside {args.model}: the server did not write one")
+    tensor, expected = reference
+    fp32 = NcnnEngine(files, default_threads(), "fp32").infer(tensor)
+    relative = np.abs(fp32 - expected) / (np.abs(expected) + 1)
+    fp16 = Detector(NcnnEngine(files, default_threads(), "fp16"))
+    found = {str(index): boxes_of(fp16.detect(image, args.imgsz, args.conf, args.iou)) for index, image in images.items()}
+    logger.info("ncnn fp32 on ONNX Runtime's input: max relative difference %.2g", float(relative.max()))
+    return {"imgsz": args.imgsz, "conf": args.conf, "iou": args.iou, "frames": found,
+            "raw_fp32": {"max_relative_diff": float(relative.max())}}
+
+
 def detect_frames(args) -> dict:
     """Boxes for each wanted frame; the first frame's input and raw output saved or compared on request."""
     detector = RecordingDetector(args.model)
     frames = {int(f) for f in args.frames.split(",") if f.strip()}
-    found, raw = {}, None
+    found, raw, first, images = {}, None, None, {}
     for index, image in frames_at(args.video, set(frames)):
         detections = detector.detect(image, args.imgsz, args.conf, args.iou)
+        images[index] = image
+        if index == min(frames):
+            first = detector.last
         if index == min(frames) and args.save_tensors:
             tensor, output = detector.last
             np.savez(args.save_tensors, frame=index, tensor=tensor, output=output)
         if index == min(frames) and args.compare_tensors:
             raw = compare_tensors(args.compare_tensors, detector, index, image, args.imgsz)
             logger.info("frame %d on the other side's input: %s", index, raw)
-        found[str(index)] = {
-            "boxes": detections.boxes.astype(float).round(4).tolist(),
-            "scores": detections.scores.astype(float).round(6).tolist(),
-            "classes": detections.class_ids.astype(int).tolist(),
-        }
+        found[str(index)] = boxes_of(detections)
         logger.info("frame %d: %d boxes", index, len(detections))
+    if args.ncnn:
+        Path(args.ncnn).write_text(json.dumps(ncnn_against(args, first, images), indent=1))
     return {"imgsz": args.imgsz, "conf": args.conf, "iou": args.iou, "frames": found, "raw": raw}
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--video", required=True)
@@ -107,7 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iou", type=float, default=0.7)
     parser.add_argument("--save-tensors", help="write the first frame's input and raw output here (.npz)")
     parser.add_argument("--compare-tensors", help="an .npz from --save-tensors on the other side")
-    args = parser.parse_args(argv)
+    parser.add_argument("--ncnn", help="also run NCNN against ONNX Runtime here and write its boxes (.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     json.dump(detect_frames(args), sys.stdout, indent=1)
     sys.stdout.write("\n")

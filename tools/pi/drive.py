@@ -7,6 +7,7 @@ Used by tools/pi/check.sh, which runs one server inside the emulated aarch64 roo
     python -m tools.pi.drive compare X86_DIR ARM_DIR       the streamed pictures of the same frames must agree
     python -m tools.pi.drive boxes X86.json ARM.json       the detected boxes of the same frames must agree
     python -m tools.pi.drive graphs X86.onnx ARM.onnx      the two servers' conversions of one .pt must agree
+    python -m tools.pi.drive engines STREAM.json ORT.json NCNN.json   NCNN offered, and agreeing with ONNX Runtime
     python -m tools.pi.drive reset URL
 
 Every frame of the check's video carries its own number as a row of black and white blocks, so a JPEG taken
@@ -55,6 +56,9 @@ SCORE_TOLERANCE = 0.03
 # float rounding (seen: 1.2e-4 px in box outputs, 5e-7 in scores).
 RAW_BOX_TOLERANCE = 0.01
 RAW_SCORE_TOLERANCE = 1e-4
+# NCNN against ONNX Runtime on one CPU (tests/test_ncnn.py holds the same bars on x86): fp32 raw outputs within
+# 1e-3 relative on the same input; fp16 boxes matched within BOX_TOLERANCE_PX, scores within SCORE_TOLERANCE.
+NCNN_RAW_RELATIVE = 1e-3
 SETTINGS = {"imgsz": 320, "loop": False, "detect_every": 1, "jpeg_quality": 95, "output_width": None}
 
 
@@ -301,6 +305,31 @@ def graphs(args) -> None:
     )
 
 
+def engines(args) -> None:
+    """The aarch64 server offers NCNN for the model, and NCNN finds ONNX Runtime's boxes on the same CPU."""
+    model = json.loads(Path(args.stream).read_text())["model"]["model"]
+    offered = model.get("engines", {})
+    failures = []
+    if set(offered.get("ncnn", ())) != {"fp32", "fp16"}:
+        failures.append(f"NCNN is not offered: engines {offered}, why: {model.get('ncnn_unavailable')}")
+    reference, candidate = (json.loads(Path(name).read_text()) for name in (args.onnxruntime, args.ncnn))
+    relative = candidate["raw_fp32"]["max_relative_diff"]
+    if relative > NCNN_RAW_RELATIVE:
+        failures.append(f"NCNN fp32 raw outputs differ from ONNX Runtime's by {relative:.2g} relative")
+    worst_px, total = 0.0, 0
+    for frame, found in sorted(reference["frames"].items(), key=lambda item: int(item[0])):
+        problems, px, _ = match_boxes(found, candidate["frames"].get(frame, {"boxes": [], "scores": [],
+                                                                             "classes": []}), reference["conf"])
+        failures += [f"frame {frame}: NCNN fp16 {p}" for p in problems]
+        worst_px, total = max(worst_px, px), total + len(found["boxes"])
+    if len(reference["frames"]) < args.min_frames or total == 0:
+        failures.append(f"{len(reference['frames'])} frames and {total} boxes: too little to compare")
+    if failures:
+        raise SystemExit("NCNN on aarch64:\n  " + "\n  ".join(failures))
+    logger.info("NCNN offered (%s); fp32 raw within %.2g relative of ONNX Runtime; fp16: %d boxes on %d frames "
+                "within %.3f px", offered["ncnn"], relative, total, len(reference["frames"]), worst_px)
+
+
 def reset(args) -> None:
     deleted = _checked(requests.post(f"{args.url}/reset", timeout=60), 200, "reset")["deleted"]
     status = _checked(requests.get(f"{args.url}/api/status", timeout=30), 200, "status")
@@ -335,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
     models = commands.add_parser("graphs")
     models.add_argument("x86")
     models.add_argument("arm")
+    both_engines = commands.add_parser("engines")
+    both_engines.add_argument("stream", help="the stream.json of `stream` (the upload's answer)")
+    both_engines.add_argument("onnxruntime", help="tools.pi.detections' boxes")
+    both_engines.add_argument("ncnn", help="tools.pi.detections --ncnn's output")
+    both_engines.add_argument("--min-frames", type=int, default=3)
     wipe = commands.add_parser("reset")
     wipe.add_argument("url")
     args = parser.parse_args(argv)
@@ -342,7 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "video":
         write_video(Path(args.out), args.frames)
     else:
-        {"stream": stream, "compare": compare, "boxes": boxes, "graphs": graphs, "reset": reset}[args.command](args)
+        {"stream": stream, "compare": compare, "boxes": boxes, "graphs": graphs, "engines": engines,
+         "reset": reset}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Time the engines on one model, interleaved: ONNX Runtime fp32, NCNN fp32 and fp16, and where NCNN's time goes.
+
+    python -m tools.engine_timing [--model M.onnx] [--imgsz 640] [--threads 2] [--rounds 5]
+
+Every engine runs the same demo-video frames (aspect-true input, as the server feeds it) in the same rounds, the
+order reversed every other round (server.models.int8.judging.time_models, as the int8 verdict times). For NCNN it
+also prints the network alone (cut at the head's per-level maps) and the numpy head decode (DFL, anchors, class
+sigmoid) that follows it: the numbers behind the cut (docs/engines.md). The NCNN files are written into a
+temporary folder, never beside the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from server.demo import DEMO_ONNX
+from server.demo.video import render_frames
+from server.models.int8.judging import time_models
+from server.models.ncnn import ncnn_model_for
+from server.vision import processing
+from server.vision.detector import Detector
+from server.vision.engines.ncnn_engine import NcnnEngine
+
+logger = logging.getLogger("tools.engine_timing")
+
+
+def median_ms(function, inputs, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        for value in inputs:
+            started = time.perf_counter()
+            function(value)
+            times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEMO_ONNX)
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--frames", type=int, default=8)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="engine-timing-") as work:
+        model = Path(work) / args.model.name
+        shutil.copyfile(args.model, model)
+        build = ncnn_model_for(model)
+        if build.files is None:
+            raise SystemExit(build.reason)
+        print(f"NCNN model written in {build.seconds * 1000:.0f} ms")
+        detectors = {"onnxruntime fp32": Detector(model, args.threads)}
+        for precision in ("fp32", "fp16"):
+            detectors[f"ncnn {precision}"] = Detector(NcnnEngine(build.files, args.threads, precision))
+        frames = list(render_frames(seconds=args.frames / 5, fps=5))
+        input_hw = detectors["onnxruntime fp32"].input_hw(frames[0].shape[:2], args.imgsz)
+        tensors = [processing.preprocess(frame, input_hw)[0] for frame in frames]
+        medians = time_models(list(detectors.values()), tensors, args.rounds)
+        print(f"{args.model.name} at {input_hw[0]}x{input_hw[1]}, {args.threads} threads, median ms per inference "
+              f"over {args.rounds} interleaved rounds of {len(tensors)} frames:")
+        for column, name in enumerate(detectors):
+            per_round = ", ".join(f"{ms:.1f}" for ms in medians[:, column])
+            print(f"  {name:18s} {np.median(medians[:, column]):7.1f} ms   (rounds: {per_round})")
+        for name in ("ncnn fp32", "ncnn fp16"):
+            engine = detectors[name].engine
+            levels = [engine.raw_levels(t) for t in tensors]
+            network = median_ms(engine.raw_levels, tensors, args.rounds)
+            decode = median_ms(engine.decoder.decode, levels, args.rounds)
+            print(f"  {name}: network to the per-level maps {network:.1f} ms + numpy head decode {decode:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
