@@ -65,14 +65,16 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
     files = models.prepare(host / "models", video, with_ncnn=not args.no_peer)
     target = place.host("models")
     target.mkdir(parents=True, exist_ok=True)
-    roles = {"fp32": files.fp32, "int8": files.int8, "ultralytics-onnx": files.ultralytics_onnx,
-             "ultralytics-ncnn": files.ultralytics_ncnn, "video": video}
+    # The names say what each file is as ultralytics and the server read names: "_ncnn_model" is the NCNN
+    # export's folder, ".int8" marks the tuned model.
+    roles = {"fp32": (files.fp32, "yolov8n80.onnx"), "int8": (files.int8, "yolov8n80.int8.onnx"),
+             "ultralytics-onnx": (files.ultralytics_onnx, "ultralytics.onnx"),
+             "ultralytics-ncnn": (files.ultralytics_ncnn, "ultralytics_ncnn_model"), "video": (video, "video.mp4")}
     names = {}
-    for role, path in roles.items():
+    for role, (path, name) in roles.items():
         if path is None:
             continue
-        names[role] = f"{role}{''.join(path.suffixes[-1:])}" if path.is_file() else f"{role}_ncnn_model"
-        destination = target / names[role]
+        names[role], destination = name, target / name
         if path.is_dir():
             shutil.rmtree(destination, ignore_errors=True)
             shutil.copytree(path, destination)
@@ -82,7 +84,9 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
     emulator.copy_project(place)
     if args.ncnn_tree:
         emulator.copy_project(place, args.ncnn_tree, "project-ncnn")
-    emulator.make_venvs(place, args.work / "venv.log", peer=not args.no_peer)
+        emulator.write_ncnn_cache(args.ncnn_tree, target / names["fp32"])
+    if not args.skip_venvs:
+        emulator.make_venvs(place, args.work / "venv.log", peer=not args.no_peer)
 
 
 def count_variant(variant: Variant, args: argparse.Namespace, place: emulator.Place, runs: Path) -> None:
@@ -146,6 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="host folder for models, runs, progress.log and table.txt")
     parser.add_argument("--ncnn-tree", type=Path, help="a project tree with the NCNN engine, for the NCNN rows")
     parser.add_argument("--no-peer", action="store_true", help="prepare: skip the peer's venv and NCNN export")
+    parser.add_argument("--skip-venvs", action="store_true", help="prepare: leave the root's venvs as they are")
     parser.add_argument("--min-agreement", type=float, default=0.90)
     parser.add_argument("--json", type=Path, help="write the table here too (default WORK/aarch64.json)")
     args = parser.parse_args(argv)

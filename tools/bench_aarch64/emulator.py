@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,11 +58,15 @@ def in_root(place: Place, command: str, log: Path) -> None:
 
 
 def copy_project(place: Place, source: Path = REPO_ROOT, into: str = "project") -> None:
-    """Copy a project tree's files (tracked and new, not ignored) into the folder's `into`."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=source,
-                           check=True, capture_output=True).stdout.split(b"\0")
+    """Copy a project tree into the folder's `into`: a git tree's files (tracked and new, not ignored), or a plain
+    folder (such as `git archive` of another branch) whole, less bytecode caches."""
     target = place.host(into)
     shutil.rmtree(target, ignore_errors=True)
+    if not (source / ".git").exists():
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".venv"))
+        return
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=source,
+                           check=True, capture_output=True).stdout.split(b"\0")
     for name in filter(None, files):
         path = source / name.decode()
         if path.is_file():
@@ -82,6 +87,20 @@ def make_venvs(place: Place, log: Path, peer: bool = True) -> None:
         in_root(place, f"python3 -m venv {folder}/venv-peer && {pip} {' '.join(PEER_TORCH)} && "
                        f"{pip} ultralytics onnxruntime ncnn && {folder}/venv-peer/bin/pip uninstall -q -y opencv-python "
                        f"&& {pip} --force-reinstall --no-deps opencv-python-headless", log)
+
+
+def write_ncnn_cache(tree: Path, onnx_path: Path) -> None:
+    """Write the server's NCNN model of the root's ONNX copy with that tree's own writer, on the host.
+
+    The files land beside the ONNX, named after it and stamped with its size and mtime, so the emulated runs find
+    them cached instead of each writing them (which would differ between the short and the long run).
+    """
+    script = ("import sys; from server.models.ncnn import ncnn_model_for; build = ncnn_model_for(sys.argv[1]); "
+              "print(build.reason or 'ok'); sys.exit(build.files is None)")
+    done = subprocess.run([sys.executable, "-c", script, str(onnx_path)], cwd=tree, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tree)}, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"no NCNN model of {onnx_path.name}: {(done.stdout + done.stderr)[-500:]}")
 
 
 @dataclass

@@ -101,7 +101,7 @@ def run_ours(args: argparse.Namespace) -> list[dict]:
     pipeline_module.Stopwatch.lap = lap
     settings = Settings(imgsz=args.imgsz, precision=args.precision, detect_every=args.detect_every, threads=1,
                         realtime=False, loop=False)
-    detector_for, names = engine_for(args)
+    settings, detector_for, names = engine_for(args, settings)
     detector_for(settings)  # the server loads and warms the session before streaming
     pipeline = FramePipeline(detector_for, names, tracker_factory=Tracker)
     hub, stats = FrameHub(), StreamStats()
@@ -126,38 +126,41 @@ def run_ours(args: argparse.Namespace) -> list[dict]:
     return frames
 
 
-def engine_for(args: argparse.Namespace):
-    """Return (detector_for(settings), class names) for the engine asked for: the server's own runtime."""
+ENGINE_NAMES = {"ort": "onnxruntime", "ncnn": "ncnn"}  # the meter's short names -> the server's setting
+
+
+def engine_for(args: argparse.Namespace, settings):
+    """Return (settings with the engine, detector_for, class names): the server's own ModelRuntime.
+
+    A project tree whose Settings has an `engine` field (the NCNN engine's) is asked for the engine by setting;
+    an older tree runs ONNX Runtime only. The runtime falls back to ONNX Runtime when NCNN was not built, so
+    the engine that will really run is checked before counting.
+    """
     import ast
+    import dataclasses
+    from pathlib import Path
 
     import onnxruntime as ort
+
+    from server.models.runtime import ModelRuntime
 
     meta = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"]).get_modelmeta()
     names = ast.literal_eval(meta.custom_metadata_map.get("names", "{}"))
     names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    if args.engine == "ort":
-        from pathlib import Path
-
-        from server.models.runtime import ModelRuntime
-
-        int8 = Path(args.int8) if args.int8 else None
-        if args.precision == "int8" and int8 is None:
-            raise SystemExit("--int8 is needed for precision int8")
-        return ModelRuntime(Path(args.model), lambda: int8, keep=1).detector_for, names
-    if args.engine == "ncnn":
-        return ncnn_detector_for(args), names
-    raise SystemExit(f"unknown engine {args.engine!r}")
-
-
-def ncnn_detector_for(args: argparse.Namespace):
-    """The NCNN engine as the server runs it (server.models.runtime with engine ncnn, from the ncnn branch)."""
-    from pathlib import Path
-
-    from server.models import runtime
-
-    if not hasattr(runtime, "engine_runtime"):
-        raise SystemExit("this project copy has no NCNN engine yet (server.models.runtime.engine_runtime)")
-    return runtime.engine_runtime(Path(args.model), args.engine, args.precision).detector_for
+    int8 = Path(args.int8) if args.int8 else None
+    if args.precision == "int8" and args.engine == "ort" and int8 is None:
+        raise SystemExit("--int8 is needed for precision int8")
+    runtime = ModelRuntime(Path(args.model), lambda: int8, keep=1)
+    if "engine" in {f.name for f in dataclasses.fields(settings)}:
+        settings = dataclasses.replace(settings, engine=ENGINE_NAMES[args.engine])
+        key = runtime.key_for(settings)
+        if (key.engine, key.precision) != (ENGINE_NAMES[args.engine], args.precision):
+            why = getattr(runtime.ncnn(), "reason", "") if args.engine == "ncnn" else ""
+            raise SystemExit(f"the runtime would run {key.engine} {key.precision}, not {args.engine} "
+                             f"{args.precision} {why}")
+    elif args.engine != "ort":
+        raise SystemExit("this project copy has no NCNN engine (its Settings has no engine field)")
+    return settings, runtime.detector_for, names
 
 
 def run_ultralytics(args: argparse.Namespace) -> list[dict]:
