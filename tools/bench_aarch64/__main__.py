@@ -153,7 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-venvs", action="store_true", help="prepare: leave the root's venvs as they are")
     parser.add_argument("--min-agreement", type=float, default=0.90)
     parser.add_argument("--json", type=Path, help="write the table here too (default WORK/aarch64.json)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         args.variant_list = [Variant.parse(v) for v in args.variants] or default_variants()
     except ValueError as error:
@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
             for variant in pool.map(lambda v: (count_variant(v, args, place, runs), v)[1], args.variant_list):
                 write_table(args, args.variant_list, runs)
                 progress(args, f"table updated after {variant.name}")
+    if args.command == "table" and not args.variants:  # the table of what has been counted so far
+        args.variant_list = [v for v in args.variant_list if list(runs.glob(f"{v.slug}-f*.json"))
+                             or (runs / f"{v.slug}.error").exists()]
     sys.stdout.write(write_table(args, args.variant_list, runs) + "\n")
 
 

@@ -142,9 +142,10 @@ def count_run(place: Place, variant: Variant, frames: int, models: dict[str, str
     project = place.host("project")
     source = place.host("project-ncnn") if (variant.kind, variant.engine) == ("ours", "ncnn") else project
     env_words = [f"PYTHONPATH={source}:{place.site_packages(venv)}", f"YOLO_CONFIG_DIR={place.host('ultralytics')}",
-                 "YOLO_OFFLINE=1", "PYTHONDONTWRITEBYTECODE=1", "MPLBACKEND=Agg", f"MPLCONFIGDIR={place.host('mpl')}"]
+                 "YOLO_OFFLINE=1", "PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1", "MPLBACKEND=Agg", f"MPLCONFIGDIR={place.host('mpl')}"]
     log = work / f"{variant.slug}-f{frames}.plugin.log"
-    command = ["bash", str(QEMU_COUNT_SH), "count", PYTHON, str(source / GUEST),
+    # The guest is always this tree's (an older tree has none); the code it counts is the source tree's.
+    command = ["bash", str(QEMU_COUNT_SH), "count", PYTHON, str(project / GUEST),
                *guest_args(variant, frames, models, video)]
     env = {**os.environ, "PI_ROOT": str(place.root), "QEMU_COUNT": str(place.qemu), "COUNT_PLUGIN": "marks",
            "COUNT_LOG": str(log), "COUNT_ENV": " ".join(env_words)}
