@@ -204,5 +204,6 @@ def test_rows_are_built_from_run_records_with_agreement_against_ours_fp32(tmp_pa
     rows = table.build_rows([reference, other, missing], tmp_path, lambda v: (2, 5))
     assert rows[0].per_frame == 1_000 * M and rows[1].per_frame == 200 * M
     assert rows[0].stages["inference"] == 200 * M and rows[0].stages["preprocess"] == 0
+    assert counts.unattributed(rows[0]) == pytest.approx(1_000 * M - 4 * 200 * M)
     assert rows[0].agreement == 1.0 and rows[1].agreement == 0.0
     assert rows[2].per_frame is None and "no NCNN engine" in rows[2].error

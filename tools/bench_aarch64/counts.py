@@ -283,10 +283,11 @@ def millions(value: float | None) -> str:
 
 def format_table(rows: list[MeterRow], checks: list[Verdict]) -> str:
     """The meter's table: M instructions per displayed frame and per stage, ratios, estimates, then the targets."""
-    header = (f"{'variant':<30}{'M/frame':>9}" + "".join(f"{s[:7]:>9}" for s in STAGES)
+    header = (f"{'variant':<30}{'M/frame':>9}" + "".join(f"{s[:7]:>9}" for s in STAGES) + f"{'other':>9}"
               + f"{'vs UL-NCNN':>12}{'vs UL-ONNX':>12}{'Pi5 est ms':>12}{'est fps':>9}{'mAP50':>7}")
     lines = ["M instructions per displayed frame (aarch64, Cortex-A76 in qemu, one thread; N + k run minus N run, "
              "over k); stages: mean over the k frames",
+             "other: the per-frame count less the stages (the loop between marks)",
              "ratios: peer / ours (> 1: ours runs fewer); 'fair' marks the same-engine ratio, the other compares "
              "engines (instructions are not time across engines: SIMD width and fp16 differ)",
              "Pi 5 estimate: ours / same-engine peer x the peer's published Pi 5 ms (YOLOv8n 640, inference: "
@@ -297,6 +298,7 @@ def format_table(rows: list[MeterRow], checks: list[Verdict]) -> str:
             lines.append(f"{row.name:<30}  error: {row.error[:100]}")
             continue
         cells = "".join(f"{millions(row.stages.get(s)) if s in row.stages else '-':>9}" for s in STAGES)
+        cells += f"{millions(unattributed(row)):>9}"
         ncnn = _ratio_cell(row.vs_ncnn, row.fair == "ncnn")
         onnx = _ratio_cell(row.vs_onnx, row.fair == "onnx")
         est = f"{row.estimate_ms:.1f}" if row.estimate_ms else "-"
@@ -309,6 +311,13 @@ def format_table(rows: list[MeterRow], checks: list[Verdict]) -> str:
         state = {True: "met", False: "GAP", None: "n/a"}[check.met]
         lines.append(f"  [{state:^4}] {check.name:<32} {check.goal:<70} {check.value}")
     return "\n".join(lines)
+
+
+def unattributed(row: MeterRow) -> float | None:
+    """What the frame loop itself costs: the per-frame count less the marked stages (the marks' cost is out)."""
+    if row.per_frame is None or not row.stages:
+        return None
+    return row.per_frame - sum(row.stages.values())
 
 
 def _ratio_cell(value: float | None, fair: bool) -> str:
