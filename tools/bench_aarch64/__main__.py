@@ -96,7 +96,8 @@ def count_variant(variant: Variant, args: argparse.Namespace, place: emulator.Pl
         raise SystemExit("no models in the root: run `python -m tools.bench_aarch64 prepare` first")
     models, video = model_paths(place), str(place.host("models/video.mp4"))
     models.setdefault("video", video)
-    for frames in counts.run_lengths(variant.detect_every, args.short, args.extra):
+    lengths = counts.run_lengths(variant.detect_every, args.short, args.extra)
+    for frames in {"both": lengths, "short": lengths[:1], "long": lengths[1:]}[args.which]:
         path = table.record_path(runs, variant, frames)
         if path.exists():
             continue
@@ -142,6 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--extra", type=int, default=3, help="k: frames the long run adds (rounded up to whole "
                                                             "detect-every cycles)")
     parser.add_argument("--jobs", type=int, default=1, help="emulated processes at once")
+    parser.add_argument("--which", choices=("both", "short", "long"), default="both",
+                        help="run: count only the short or the long run of each variant (to run both at once "
+                             "from two commands)")
     parser.add_argument("--root", type=Path, default=Path("/var/tmp/pi-root"), help="the Pi root (pi-root.sh)")
     parser.add_argument("--folder", default="/work-meter", help="the meter's own folder inside the root")
     parser.add_argument("--qemu", type=Path, default=Path("/var/tmp/qemu-count"),
