@@ -119,15 +119,40 @@ def progress(args: argparse.Namespace, line: str) -> None:
     sys.stderr.write(stamped + "\n")
 
 
-def write_table(args: argparse.Namespace, variants: list[Variant], runs: Path) -> str:
+def x86_detections(args: argparse.Namespace, place: emulator.Place, variants: list[Variant]) -> dict:
+    """Our variants' detections over the whole video, run on the x86 host (cached in WORK/x86/), for agreement."""
+    folder = args.work / "x86"
+    folder.mkdir(exist_ok=True)
+    models = model_paths(place)
+    found = {}
+    wanted = [v for v in variants if v.kind == "ours"]
+    if table.REFERENCE not in {v.name for v in wanted}:
+        wanted.insert(0, Variant.parse(table.REFERENCE))
+    for variant in wanted:
+        path = folder / f"{variant.slug}.json"
+        if not path.exists():
+            tree = place.host("project-ncnn") if variant.engine == "ncnn" else REPO_ROOT
+            try:
+                frames = emulator.host_detections(variant, args.x86_frames, models, models["video"], tree)
+            except RuntimeError as error:
+                logger.warning("%s", error)
+                continue
+            path.write_text(json.dumps(frames))
+        found[variant.name] = json.loads(path.read_text())
+    return found
+
+
+def write_table(args: argparse.Namespace, variants: list[Variant], runs: Path, place: emulator.Place) -> str:
     """Build, print-ready and save the table (WORK/table.txt, and --json) from the runs on disk."""
-    rows = table.build_rows(variants, runs, lambda v: counts.run_lengths(v.detect_every, args.short, args.extra))
+    x86 = x86_detections(args, place, variants) if args.x86_frames else None
+    rows = table.build_rows(variants, runs, lambda v: counts.run_lengths(v.detect_every, args.short, args.extra), x86)
     checks = counts.verdicts(rows, args.min_agreement)
     text = counts.format_table(rows, checks)
     (args.work / "table.txt").write_text(text + "\n")
     results = {"method": {"short_frames": args.short, "extra_frames": args.extra, "cpu": "cortex-a76 (qemu user)",
                           "threads": 1, "published_pi5_ms": counts.PUBLISHED_PI5_MS,
-                          "estimate": "ours / same-engine peer x peer's published Pi 5 ms (estimated)"},
+                          "estimate": "ours / same-engine peer x peer's published Pi 5 ms (estimated)",
+                          "x86_agreement_frames": args.x86_frames},
                "rows": [row.as_dict() for row in rows], "targets": [c.as_dict() for c in checks]}
     json_path = args.json or args.work / "aarch64.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +180,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ncnn-tree", type=Path, help="a project tree with the NCNN engine, for the NCNN rows")
     parser.add_argument("--no-peer", action="store_true", help="prepare: skip the peer's venv and NCNN export")
     parser.add_argument("--skip-venvs", action="store_true", help="prepare: leave the root's venvs as they are")
+    parser.add_argument("--x86-frames", type=int, default=0,
+                        help="table: also run our variants on the x86 host over this many frames (no counting) "
+                             "for an agreement over more frames than the emulated runs have")
     parser.add_argument("--min-agreement", type=float, default=0.90)
     parser.add_argument("--json", type=Path, help="write the table here too (default WORK/aarch64.json)")
     args = parser.parse_intermixed_args(argv)
@@ -178,12 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "run":
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             for variant in pool.map(lambda v: (count_variant(v, args, place, runs), v)[1], args.variant_list):
-                write_table(args, args.variant_list, runs)
+                write_table(args, args.variant_list, runs, place)
                 progress(args, f"table updated after {variant.name}")
     if args.command == "table" and not args.variants:  # the table of what has been counted so far
         args.variant_list = [v for v in args.variant_list if list(runs.glob(f"{v.slug}-f*.json"))
                              or (runs / f"{v.slug}.error").exists()]
-    sys.stdout.write(write_table(args, args.variant_list, runs) + "\n")
+    sys.stdout.write(write_table(args, args.variant_list, runs, place) + "\n")
 
 
 if __name__ == "__main__":

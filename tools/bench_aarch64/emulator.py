@@ -164,3 +164,15 @@ def count_run(place: Place, variant: Variant, frames: int, models: dict[str, str
     marks = [[m.code, m.vcpu, m.vcpu_count, m.total] for m in parse_marks(plugin)]
     return RunRecord(variant.name, frames, parse_total(plugin), marks, result["frames"], round(seconds, 1),
                      command[2:])
+
+
+def host_detections(variant: Variant, frames: int, models: dict[str, str], video: str, tree: Path) -> list[dict]:
+    """Run the guest program on the x86 host itself (no emulation, no counting) for its detections."""
+    command = [sys.executable, str(REPO_ROOT / GUEST), *guest_args(variant, frames, models, video)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "YOLO_OFFLINE": "1"})
+    result = next((json.loads(line) for line in reversed(done.stdout.splitlines()) if line.startswith('{"frames"')),
+                  None)
+    if done.returncode != 0 or result is None:
+        raise RuntimeError(f"{variant.name} on the host failed: {(done.stderr or done.stdout)[-800:]}")
+    return result["frames"]

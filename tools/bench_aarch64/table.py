@@ -40,7 +40,7 @@ def agreement(frames: list[dict], reference: list[dict]) -> float | None:
     return None if np.isnan(value) else round(float(value), 4)
 
 
-def build_rows(variants: list[Variant], runs: Path, lengths) -> list[MeterRow]:
+def build_rows(variants: list[Variant], runs: Path, lengths, x86: dict[str, list[dict]] | None = None) -> list[MeterRow]:
     """A row per variant with both runs on disk (lengths(variant) -> (short, long) frames); others say what is missing."""
     records: dict[str, tuple[RunRecord, RunRecord]] = {}
     rows = []
@@ -66,5 +66,9 @@ def build_rows(variants: list[Variant], runs: Path, lengths) -> list[MeterRow]:
     for row in rows:
         if reference is not None and row.name in records:
             row.agreement = agreement(records[row.name][1].detections, reference[1].detections)
+    x86 = x86 or {}
+    for row in rows:
+        if REFERENCE in x86 and row.name in x86:
+            row.agreement_x86 = agreement(x86[row.name], x86[REFERENCE])
     score(rows)
     return rows
