@@ -318,6 +318,13 @@ def format_table(rows: list[MeterRow], checks: list[Verdict]) -> str:
         x86 = f"{row.agreement_x86:.3f}" if row.agreement_x86 is not None else "-"
         lines.append(f"{row.name:<30}{millions(row.per_frame):>9}{cells}{ncnn:>12}{onnx:>12}{est:>12}{fps:>9}"
                      f"{agree:>7}{x86:>7}")
+    fewest = min((r for r in rows if r.kind == "ours" and r.per_frame), key=lambda r: r.per_frame, default=None)
+    if fewest is not None:  # the targets' "best" must agree with ORT fp32 at 640; this one need not
+        lines += ["", f"fewest instructions of ours at any agreement: {fewest.name}, {millions(fewest.per_frame)} M"
+                      f" ({_ratio_cell(fewest.vs_ncnn, fewest.fair == 'ncnn')} vs UL-NCNN, "
+                      f"{_ratio_cell(fewest.vs_onnx, fewest.fair == 'onnx')} vs UL-ONNX, agreement "
+                      f"{_shown(judged_agreement(fewest))}"
+                      + (f", {fewest.estimate_fps:.1f} fps estimated)" if fewest.estimate_fps else ")")]
     lines += ["", "issue 17 targets (aarch64 meter)"]
     for check in checks:
         state = {True: "met", False: "GAP", None: "n/a"}[check.met]
