@@ -65,7 +65,8 @@ def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_vid
     assert not workers & {"stream-detect", "stream-render", "frame-source"}, "nothing may run once the stream stopped"
 
     deleted = requests.post(f"{base}/reset", timeout=5).json()["deleted"]
-    assert sorted(deleted) == ["model/shapes-yolov8n.onnx", "video/clip.avi"]
+    assert sorted(deleted) == ["model/shapes-yolov8n.ncnn.bin", "model/shapes-yolov8n.ncnn.json",
+                              "model/shapes-yolov8n.ncnn.param", "model/shapes-yolov8n.onnx", "video/clip.avi"]
     assert list(live_server.uploads.iterdir()) == []
 
 

@@ -34,8 +34,9 @@ FULL = re.compile(r"not enough free space: ([\d.]+) MB free, ([\d.]+) MB needed 
 
 
 @pytest.fixture
-def disk(tmp_path):
-    with mounted_tmpfs(tmp_path / "disk", DISK_MB) as mounted:
+def disk(request, tmp_path):
+    """A small tmpfs of DISK_MB (or the MB a test asks for through indirect parametrization)."""
+    with mounted_tmpfs(tmp_path / "disk", getattr(request, "param", DISK_MB)) as mounted:
         yield mounted
 
 
@@ -193,6 +194,8 @@ def test_disk_filling_during_the_write_is_507_removes_the_temporary_file_and_kee
     assert post_file(server, "/upload/video", video).status_code == 201
 
 
+# The stored model keeps its ONNX and its NCNN copy (12 MB each for the demo): a new .pt needs room beside them.
+@pytest.mark.parametrize("disk", [64], indirect=True)
 def test_pt_upload_whose_conversion_does_not_fit_is_507_and_keeps_the_old_model(
         server, disk, stored_video_and_model, demo_pt, monkeypatch):
     before = stored_video_and_model

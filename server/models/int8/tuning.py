@@ -236,7 +236,7 @@ def tune_int8(
         calibration_tensors = [processing.preprocess(f, input_hw)[0] for f in calibration_frames]
         steps.done += 1
 
-        calibrations = {m: _calibrate_step(m, prepared, reference.input_name, calibration_tensors, work_dir, steps)
+        calibrations = {m: _calibrate_step(m, prepared, reference.engine.input_name, calibration_tensors, work_dir, steps)
                         for m in methods}
         rows, candidates = [], {}
         for recipe in chosen_recipes:

@@ -10,13 +10,13 @@ A model with an op that does not translate keeps ONNX Runtime only, and NcnnBuil
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from server.files import atomic_write, write_text
 from server.models.ncnn.cut import Untranslatable
 from server.models.ncnn.param import param_text
 from server.models.ncnn.translate import INPUT_BLOB, Translation
@@ -84,23 +84,8 @@ def write_ncnn(onnx_path: Path, files: NcnnFiles) -> NcnnHead:
     head = NcnnHead(INPUT_BLOB, cut.levels, strides, cut.reg_max, cut.classes, cut.bins, fixed_hw, stride,
                     source_of(onnx_path))
     files.head.unlink(missing_ok=True)  # the .json goes first and comes back last: a half-written set is not read
-    write_atomically(files.param, param_text(layers).encode())
-    with open(partial_name(files.bin), "wb") as out:
+    write_text(files.param, param_text(layers))
+    with atomic_write(files.bin) as out:
         write_weights(layers, out)
-    os.replace(partial_name(files.bin), files.bin)
-    write_atomically(files.head, head.as_json().encode())
+    write_text(files.head, head.as_json())
     return head
-
-
-def partial_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}.partial")
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """Write data under a temporary name in target's folder, then rename it into place."""
-    partial = partial_name(target)
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
