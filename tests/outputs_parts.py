@@ -1,0 +1,173 @@
+"""Real parts for the outputs' tests: Debian's mosquitto on an ephemeral port, a subscriber that records what
+arrives, and an HTTP receiver whose answers a test can script (fail N times, hang, go away and come back)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+from tests.waiting import wait_for
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Mosquitto:
+    """A real broker process (no persistence: a restart forgets retained messages, as a crashed one may)."""
+
+    def __init__(self, folder: Path, password_file: Path | None = None):
+        self.port = free_port()
+        self.conf = folder / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        lines += [f"password_file {password_file}", "allow_anonymous false"] if password_file \
+            else ["allow_anonymous true"]
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.log = folder / "mosquitto.log"
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+        assert wait_for(lambda: port_open(self.port) or self.process.poll() is not None, 20)
+        assert self.process.poll() is None, self.log.read_text()
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies without a goodbye, as on a crash or power loss."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self):
+        return json.loads(self.payload)
+
+
+@dataclass
+class Subscriber:
+    """A paho client subscribed to '#' that keeps every message, retained ones included."""
+
+    port: int
+    messages: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self):
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:6]}")
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
+        self.client.on_connect = lambda client, *args: client.subscribe("#", qos=1)
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        assert self.subscribed.wait(20), "the test subscriber could not subscribe"
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self.lock:
+            self.messages.append(Received(message.topic, bytes(message.payload), bool(message.retain)))
+
+    def on(self, topic: str) -> list[Received]:
+        with self.lock:
+            return [m for m in self.messages if m.topic == topic]
+
+    def last(self, topic: str) -> Received | None:
+        found = self.on(topic)
+        return found[-1] if found else None
+
+    def topics(self) -> set[str]:
+        with self.lock:
+            return {m.topic for m in self.messages}
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records POSTs; `fail_next` answers 503 that many times, `hold` blocks."""
+
+    def __init__(self, port: int = 0):
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.fail_next = 0
+        self.answered_503 = 0
+        self.hold = threading.Event()
+        self.hold.set()  # set: answer at once; clear: every request waits until it is set again
+        self.redirect_to: str | None = None
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.hold.wait(60)
+                if receiver.redirect_to:
+                    self.send_response(307)
+                    self.send_header("Location", receiver.redirect_to)
+                    self.end_headers()
+                    return
+                if receiver.fail_next > 0:
+                    receiver.fail_next -= 1
+                    receiver.answered_503 += 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                receiver.bodies.append(json.loads(body))
+                receiver.headers.append(dict(self.headers))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook/s3cret-path"
+
+    def close(self) -> None:
+        self.hold.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
