@@ -4,6 +4,9 @@ arrives, and an HTTP receiver whose answers a test can script (fail N times, han
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -41,7 +44,8 @@ class Mosquitto:
     def __init__(self, folder: Path, password_file: Path | None = None):
         self.port = free_port()
         self.conf = folder / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        # As root, mosquitto would switch to user "mosquitto", who cannot read files under pytest's tmp_path.
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {pwd.getpwuid(os.geteuid()).pw_name}"]
         lines += [f"password_file {password_file}", "allow_anonymous false"] if password_file \
             else ["allow_anonymous true"]
         self.conf.write_text("\n".join(lines) + "\n")
@@ -111,6 +115,11 @@ class Subscriber:
         found = self.on(topic)
         return found[-1] if found else None
 
+    def payload(self, topic: str) -> bytes | None:
+        """Return the latest payload seen on topic, or None."""
+        found = self.last(topic)
+        return found.payload if found else None
+
     def topics(self) -> set[str]:
         with self.lock:
             return {m.topic for m in self.messages}
@@ -171,3 +180,62 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(10)
+
+
+# Home Assistant's MQTT discovery, as its documentation and homeassistant/components/mqtt/discovery.py put it:
+# the config topic's shape, each component's required options, the options it knows, a device that can be
+# registered (at least one identifier or connection) and an origin with a name.
+HA_TOPIC = re.compile(r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config")
+HA_COMMON = {"name", "unique_id", "object_id", "availability_topic", "payload_available", "payload_not_available",
+             "availability", "availability_mode", "device", "origin", "icon", "qos", "json_attributes_topic",
+             "json_attributes_template", "enabled_by_default", "entity_category", "encoding"}
+HA_OPTIONS = {
+    "binary_sensor": {"state_topic", "payload_on", "payload_off", "device_class", "value_template", "off_delay",
+                      "expire_after", "force_update"},
+    "sensor": {"state_topic", "state_class", "unit_of_measurement", "device_class", "value_template",
+               "expire_after", "force_update", "suggested_display_precision", "last_reset_value_template"},
+    "camera": {"topic", "image_encoding"},
+}
+HA_REQUIRED = {"binary_sensor": {"state_topic"}, "sensor": {"state_topic"}, "camera": {"topic"}}
+HA_BINARY_DEVICE_CLASSES = {
+    "battery", "battery_charging", "carbon_monoxide", "cold", "connectivity", "door", "garage_door", "gas", "heat",
+    "light", "lock", "moisture", "motion", "moving", "occupancy", "opening", "plug", "power", "presence", "problem",
+    "running", "safety", "smoke", "sound", "tamper", "update", "vibration", "window"}
+HA_STATE_CLASSES = {"measurement", "total", "total_increasing", "measurement_angle"}
+HA_DEVICE_KEYS = {"identifiers", "connections", "name", "manufacturer", "model", "model_id", "sw_version",
+                  "hw_version", "serial_number", "suggested_area", "configuration_url", "via_device"}
+
+
+def publish_topic_ok(topic) -> bool:
+    return isinstance(topic, str) and bool(topic) and not any(c in topic for c in "+#\0")
+
+
+def ha_discovery_problems(discovery_prefix: str, topic: str, payload: dict) -> list[str]:
+    """Return what Home Assistant would reject or ignore in one discovery message (empty: valid)."""
+    if not topic.startswith(discovery_prefix + "/"):
+        return [f"{topic} is not under {discovery_prefix}/"]
+    match = HA_TOPIC.fullmatch(topic[len(discovery_prefix) + 1:])
+    if not match:
+        return [f"{topic} does not match <component>/[<node_id>/]<object_id>/config"]
+    component = match["component"]
+    if component not in HA_OPTIONS:
+        return [f"component {component} not handled here"]
+    problems = [f"{component} needs {key}" for key in HA_REQUIRED[component] - payload.keys()]
+    problems += [f"{component}: unknown option {key}" for key in payload.keys() - HA_OPTIONS[component] - HA_COMMON]
+    problems += [f"{key} is not a topic one can publish to: {payload[key]!r}"
+                 for key in payload if key.endswith("topic") and not publish_topic_ok(payload[key])]
+    if not isinstance(payload.get("unique_id"), str) or not payload["unique_id"]:
+        problems.append("no unique_id: HA cannot attach the entity to a device or let users edit it")
+    device = payload.get("device", {})
+    if not (device.get("identifiers") or device.get("connections")):
+        problems.append("device has neither identifiers nor connections")
+    if not isinstance(device.get("identifiers", []), list):
+        problems.append("device identifiers must be a list")
+    problems += [f"device: unknown key {key}" for key in device.keys() - HA_DEVICE_KEYS]
+    if "origin" in payload and not payload["origin"].get("name"):
+        problems.append("origin needs a name")
+    if component == "binary_sensor" and payload.get("device_class", "motion") not in HA_BINARY_DEVICE_CLASSES:
+        problems.append(f"binary_sensor device_class {payload['device_class']} unknown")
+    if component == "sensor" and payload.get("state_class", "measurement") not in HA_STATE_CLASSES:
+        problems.append(f"sensor state_class {payload['state_class']} unknown")
+    return problems
