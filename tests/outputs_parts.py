@@ -140,14 +140,21 @@ class Receiver:
         self.hold = threading.Event()
         self.hold.set()  # set: answer at once; clear: every request waits until it is set again
         self.redirect_to: str | None = None
+        self.requests = 0  # of any method: a redirected POST may come back as a GET
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                receiver.requests += 1
+                self.send_response(200)
+                self.end_headers()
+
             def do_POST(self):
+                receiver.requests += 1
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.hold.wait(60)
                 if receiver.redirect_to:
-                    self.send_response(307)
+                    self.send_response(302)
                     self.send_header("Location", receiver.redirect_to)
                     self.end_headers()
                     return
