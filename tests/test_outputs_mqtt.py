@@ -212,6 +212,9 @@ def test_broker_down_at_start_blocks_nothing_and_the_queue_stays_bounded(tmp_pat
     assert not burst.is_alive() and output.queue.offered == 300
     assert len(output.queue) == 8 and output.counters.dropped == 292 and output.counters.sent == 0
     assert output.status()["state"] == "connecting"
+    wakeups, failures = output.wakeups, output.connect_failures
+    assert wait_for(lambda: output.connect_failures >= failures + 2)  # a few reconnect attempts go by
+    assert output.wakeups - wakeups <= 10  # the worker sleeps meanwhile instead of spinning on the queue
     try:
         broker.start()
         watch = subscribers(broker.port)

@@ -62,10 +62,11 @@ class BoundedQueue:
             self._poked = True
             self._cond.notify()
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until an item is queued, poke() is called or timeout seconds pass."""
+    def wait(self, timeout: float, for_items: bool = True) -> None:
+        """Sleep until poke() or put() is called or timeout seconds pass; return at once if poked, or if
+        items are waiting and for_items (a worker that cannot send them now passes False, or it would spin)."""
         with self._cond:
-            if not self._items and not self._poked:
+            if not (self._poked or (for_items and self._items)):
                 self._cond.wait(timeout)
             self._poked = False
 

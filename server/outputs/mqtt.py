@@ -89,6 +89,8 @@ class MqttOutput:
         self.state = "stopped"
         self.last_error: str | None = None
         self.connections = 0  # successful CONNACKs, reconnections included
+        self.connect_failures = 0  # attempts that could not reach the broker
+        self.wakeups = 0  # worker loop turns: stays small while the broker is away (no spinning)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the coalesced state below; held only for dict updates
@@ -204,6 +206,7 @@ class MqttOutput:
         self.queue.poke()
 
     def _on_connect_fail(self, client, userdata) -> None:
+        self.connect_failures += 1
         self.last_error = "cannot reach the broker"
         self.state = "reconnecting" if self.connections else "connecting"
 
@@ -230,7 +233,8 @@ class MqttOutput:
     # -- our worker ----------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.queue.wait(IDLE_WAKE_S)
+            self.queue.wait(IDLE_WAKE_S, for_items=self._connected)
+            self.wakeups += 1
             if self._connected and not self._stop.is_set():
                 self._flush_state()
                 self._send_events()
