@@ -96,6 +96,7 @@ class Subscriber:
     def __post_init__(self):
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:6]}")
         self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.5)  # so close() after a broker's death does not wait long
         self.subscribed = threading.Event()
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.on_connect = lambda client, *args: client.subscribe("#", qos=1)

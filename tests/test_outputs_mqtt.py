@@ -215,14 +215,15 @@ def test_broker_down_at_start_blocks_nothing_and_the_queue_stays_bounded(tmp_pat
     wakeups, failures = output.wakeups, output.connect_failures
     assert wait_for(lambda: output.connect_failures >= failures + 2)  # a few reconnect attempts go by
     assert output.wakeups - wakeups <= 10  # the worker sleeps meanwhile instead of spinning on the queue
+    broker.start()
     try:
-        broker.start()
         watch = subscribers(broker.port)
         assert connected(output)
         assert wait_for(lambda: output.counters.sent == 8)
-        assert len(output.queue) == 0
+        assert len(output.queue) == 0 and output.counters.dropped == 292
         assert wait_for(lambda: watch.last(output.topics.state("circle")) is not None)
         assert watch.last(output.topics.state("circle")).payload == b"ON"  # 300 open events, none closed
+        watch.close()
     finally:
         broker.kill()
 

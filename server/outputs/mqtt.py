@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
 IDLE_WAKE_S = 1.0
 GOODBYE_WAIT_S = 2.0
+PAHO_HEADROOM = 8
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ class MqttOutput:
         self._snapshot: bytes | None = None
         self._dirty: set[str] = set()  # "discovery", "states", "counts", "snapshot"
         self._connected = False
-        self._mid_lock = threading.Lock()
-        self._event_mids: set[int] = set()
+        self._in_flight: list[paho.MQTTMessageInfo] = []  # events handed to paho, not yet acknowledged
         self.client = self._make_client(capacity, reconnect_min, reconnect_max)
 
     def _make_client(self, capacity: int, reconnect_min: float, reconnect_max: float) -> paho.Client:
@@ -113,11 +113,12 @@ class MqttOutput:
             client.tls_set()
         client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(reconnect_min, reconnect_max)
-        client.max_queued_messages_set(capacity)  # QoS 1 events paho holds across a disconnection
+        # QoS 1 messages paho holds (in flight, or across a disconnection): our queue's events plus the
+        # availability messages, so paho's bound never drops an event our queue accepted.
+        client.max_queued_messages_set(capacity + PAHO_HEADROOM)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
 
@@ -163,12 +164,12 @@ class MqttOutput:
 
     # -- life ----------------------------------------------------------------------------------
     def start(self) -> None:
+        logger.info("MQTT output to %s, topics under %s/", self.label, self.topics.prefix)
         self.state = "connecting"
         self.client.connect_async(self.broker.host, self.broker.port, self.keepalive)
         self.client.loop_start()  # its thread retries the first connection too (retry_first_connection)
         self._thread = threading.Thread(target=self._run, name="output-mqtt", daemon=True)
         self._thread.start()
-        logger.info("MQTT output to %s, topics under %s/", self.label, self.topics.prefix)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -213,16 +214,10 @@ class MqttOutput:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self._connected
         self._connected = False
-        if not self._stop.is_set():
+        if not self._stop.is_set() and self.state != "refused":  # keep saying why, until a connection works
             self.state, self.last_error = "reconnecting", str(reason_code)
             if was:
                 logger.warning("MQTT lost %s (%s): reconnecting", self.label, reason_code)
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._mid_lock:
-            if mid in self._event_mids:
-                self._event_mids.discard(mid)
-                self.counters.add("sent")
 
     def _on_message(self, client, userdata, message) -> None:
         if message.topic == self.topics.ha_status and message.payload == ONLINE.encode():
@@ -238,6 +233,7 @@ class MqttOutput:
             if self._connected and not self._stop.is_set():
                 self._flush_state()
                 self._send_events()
+            self._count_acknowledged()
 
     def _take_dirty(self) -> tuple[set[str], list[str], dict[str, set], dict[str, int], bytes | None]:
         with self._lock:
@@ -272,12 +268,23 @@ class MqttOutput:
                 return
             kind, event = item
             body = json.dumps(event_message(kind, event, self.base_url))
-            with self._mid_lock:
-                info = self.client.publish(self.topics.events, body, qos=1)
-                if info.rc == paho.MQTT_ERR_SUCCESS:
-                    self._event_mids.add(info.mid)
-            if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            info = self.client.publish(self.topics.events, body, qos=1)
+            if info.rc == paho.MQTT_ERR_SUCCESS:
+                self._in_flight.append(info)
+            elif info.rc == paho.MQTT_ERR_QUEUE_SIZE:
                 self.counters.add("dropped")
             elif info.rc != paho.MQTT_ERR_SUCCESS:
                 self.counters.add("failed")
                 self.last_error = paho.error_string(info.rc)
+
+    def _count_acknowledged(self) -> None:
+        """Count as sent the events the broker has acknowledged. Polled here rather than in paho's on_publish:
+        that callback runs under paho's message lock, and taking a lock of ours there would deadlock with a
+        publish() from this thread."""
+        waiting = []
+        for info in self._in_flight:
+            if not info.is_published():
+                waiting.append(info)
+        if len(waiting) < len(self._in_flight):
+            self.counters.add("sent", len(self._in_flight) - len(waiting))
+            self._in_flight = waiting
