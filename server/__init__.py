@@ -4,6 +4,7 @@ Subpackages, imported one way (web -> models -> vision):
   server.web     the HTTP side: app factory, routes, service, uploads, waitress
   server.models  model files: the inert .pt reader, identification, conversion, ONNX sessions, int8 tuning
   server.vision  frames: sources, pre/post-processing, detector, tracker, drawing, the stream and its viewers
+  server.outputs where events and counts go: a webhook and MQTT with Home Assistant discovery (uses vision)
 """
 
 from __future__ import annotations

@@ -87,6 +87,37 @@ class Config:
         default=30.0, metadata={"help": "seconds a viewer may take no data before it is disconnected"}
     )
 
+    # Outputs (server/outputs, docs/mqtt.md): targets come from flags or the environment only, never from HTTP.
+    webhook_url: str = field(
+        default="",
+        metadata={"help": "POST each event (JSON with its snapshot's URL) here; http(s) only, redirects not "
+                  "followed", "secret": True},
+    )
+    webhook_timeout: float = field(default=5.0, metadata={"help": "seconds one webhook POST may take"})
+    webhook_retries: int = field(
+        default=3, metadata={"help": "webhook retries after a failed POST (each wait twice the last), then give up"}
+    )
+    webhook_snapshot: bool = field(
+        default=False, metadata={"help": "also put the snapshot JPEG (base64) in the webhook's JSON"}
+    )
+    mqtt_url: str = field(
+        default="",
+        metadata={"help": "MQTT broker for events, counts and Home Assistant discovery: "
+                  "mqtt://user:password@host:1883 (mqtts:// for TLS)", "secret": True},
+    )
+    mqtt_prefix: str = field(default="edge_detect", metadata={"help": "MQTT topic prefix"})
+    mqtt_discovery: str = field(
+        default="homeassistant", metadata={"help": "Home Assistant discovery prefix ('' turns discovery off)"}
+    )
+    public_url: str = field(
+        default="",
+        metadata={"help": "base URL others reach this server at, for snapshot links in webhooks and MQTT "
+                  "(default: the first LAN address)"},
+    )
+    output_queue: int = field(
+        default=100, metadata={"help": "events each output holds while its target is down; more are dropped"}
+    )
+
     @property
     def max_video_bytes(self) -> int:
         return self.max_video_mb * MB

@@ -1,0 +1,80 @@
+"""Outputs: where events and counts go besides the page (a webhook, an MQTT broker with Home Assistant discovery).
+
+The interface the events recorder calls (from any thread, the producer's included; every call returns at
+once, all network work happens on the outputs' own threads):
+  event_opened(event, snapshot_jpeg)   an event opened; event is a dict with at least "id" and "class_name"
+  event_closed(event, snapshot_jpeg)   the same event closed (its final best snapshot, or None)
+  counts(per_class)                    {class name: tracked objects now}, at most a few times a second
+  classes(names)                       the classes events are made for (announced to Home Assistant early)
+  start() / stop()                     threads up / joined (stop publishes "offline" first)
+  status()                             [{kind, target (no secrets), state, sent, failed, dropped, queued, ...}]
+Build it from the config with build_outputs; server.outputs.adapter turns the stream's tap into counts().
+"""
+
+from __future__ import annotations
+
+import logging
+
+from server.outputs.discovery import Topics, check_topic_prefix
+from server.outputs.messages import CLOSED, OPENED, check_event, public_base_url
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Outputs", "build_outputs", "public_base_url"]
+
+
+class Outputs:
+    """Fan each call out to every configured output; with none configured every call is a no-op."""
+
+    def __init__(self, outputs: list | None = None):
+        self.outputs = list(outputs or [])
+
+    def event_opened(self, event: dict, snapshot_jpeg: bytes | None = None) -> None:
+        self._event(OPENED, event, snapshot_jpeg)
+
+    def event_closed(self, event: dict, snapshot_jpeg: bytes | None = None) -> None:
+        self._event(CLOSED, event, snapshot_jpeg)
+
+    def _event(self, kind: str, event: dict, snapshot_jpeg: bytes | None) -> None:
+        check_event(event)
+        for output in self.outputs:
+            output.event(kind, event, snapshot_jpeg)
+
+    def counts(self, per_class: dict[str, int]) -> None:
+        for output in self.outputs:
+            output.counts(per_class)
+
+    def classes(self, names: list[str]) -> None:
+        for output in self.outputs:
+            output.classes(list(names))
+
+    def start(self) -> None:
+        for output in self.outputs:
+            output.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for output in self.outputs:
+            output.stop(timeout)
+
+    def status(self) -> list[dict]:
+        return [output.status() for output in self.outputs]
+
+
+def build_outputs(config, base_url: str, version: str = "") -> Outputs:
+    """Return the outputs the config asks for (none: an inert Outputs); raise ValueError on a bad flag."""
+    outputs = []
+    if config.webhook_url:
+        from server.outputs.webhook import WebhookOutput
+
+        outputs.append(WebhookOutput(config.webhook_url, base_url, timeout=config.webhook_timeout,
+                                     retries=config.webhook_retries, capacity=config.output_queue,
+                                     inline_snapshot=config.webhook_snapshot))
+    if config.mqtt_url:
+        from server.outputs.mqtt import MqttOutput
+
+        discovery_prefix = config.mqtt_discovery.strip()
+        topics = Topics(check_topic_prefix(config.mqtt_prefix, "--mqtt-prefix"),
+                        check_topic_prefix(discovery_prefix, "--mqtt-discovery") if discovery_prefix else "")
+        outputs.append(MqttOutput(config.mqtt_url, base_url, topics=topics, capacity=config.output_queue,
+                                  version=version))
+    return Outputs(outputs)
