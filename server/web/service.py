@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from server.config import Config
+from server.events.recorder import EventRecorder, chained
 from server.jobs import JobBoard
 from server.models import convert
 from server.models.int8.builds import Int8Models
@@ -40,10 +41,12 @@ class DetectionService:
     (start, another upload, reset) is refused with Busy instead of waiting.
     """
 
-    def __init__(self, config: Config, store: UploadStore, jobs: JobBoard | None = None):
+    def __init__(self, config: Config, store: UploadStore, jobs: JobBoard | None = None,
+                 events: EventRecorder | None = None):
         self.config = config
         self.store = store
         self.jobs = jobs or JobBoard()
+        self.events = events
         self.settings = Settings()
         self.demo = False
         self.lan_urls: list[str] = []
@@ -116,6 +119,7 @@ class DetectionService:
             "source": self._live.status() if self._live else None,
             "lan_urls": self.lan_urls,
             "demo": self.demo,
+            "events": self.events.status() if self.events else None,
         }
 
     def _precision_status(self, model: StoredModel | None) -> dict:
@@ -187,6 +191,8 @@ class DetectionService:
                 self._runner = None  # a finished stream's numbers go with its files
                 self.int8.forget()
                 self._live = None
+                if self.events:
+                    self.events.clear()
                 return self.store.reset()
         finally:
             self._end("reset")
@@ -236,11 +242,14 @@ class DetectionService:
                 self._build_int8()
             pipeline = FramePipeline(self._runtime.detector_for, model.info.classes, tracker_factory=Tracker)
             self.last_error = None
+            events = self.events and self.events.begin(live.spec.label if live else video.name, model.info.classes,
+                                                       (live.video_info() if live else video.info).fps, bool(live))
             if live is not None:
-                self._runner = self._live_runner(live, pipeline)
+                self._runner = self._live_runner(live, pipeline, events)
             else:
-                self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings, self._on_end,
-                                            max_viewer_fps=self.config.viewer_max_fps)
+                self._runner = StreamRunner(str(video.path), video.info, pipeline, self.current_settings,
+                                            self._ender(events), max_viewer_fps=self.config.viewer_max_fps,
+                                            on_publish=events and events.tap)
             self._runner.start()
             logger.info("stream started: %s with %s", live.spec.label if live else video.path.name, model.path.name)
 
@@ -275,17 +284,27 @@ class DetectionService:
         # Not on the reader's thread: a stop holding the lock would wait for that thread to end.
         threading.Thread(target=build, name="live-int8", daemon=True).start()
 
-    def _live_runner(self, live: LiveChoice, pipeline: FramePipeline) -> StreamRunner:
+    def _live_runner(self, live: LiveChoice, pipeline: FramePipeline, events) -> StreamRunner:
         live.on_samples = self._live_samples_ready
         settings = LiveChoice.settings_for(self.current_settings)
         return StreamRunner(
-            live.spec.label, live.video_info(), pipeline, settings, self._on_end,
-            open_source=live.open, on_publish=live.published, max_viewer_fps=self.config.viewer_max_fps,
+            live.spec.label, live.video_info(), pipeline, settings, self._ender(events), open_source=live.open,
+            on_publish=chained(live.published, events and events.tap), max_viewer_fps=self.config.viewer_max_fps,
         )
 
     def _on_end(self, error: str | None) -> None:
         if error:
             self.last_error = error
+
+    def _ender(self, events):
+        """The stream's on_end: its events are closed and saved first."""
+
+        def on_end(error: str | None) -> None:
+            if events is not None:
+                events.finish()
+            self._on_end(error)
+
+        return on_end
 
     def stop(self) -> None:
         """Stop the stream (the producer is joined with a timeout) and cancel int8 tuning."""
