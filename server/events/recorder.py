@@ -85,7 +85,7 @@ class EventWriter:
 
     def __init__(self, store: EventStore, queue_size: int = QUEUE_SIZE):
         self.store = store
-        self.queue: queue.Queue[Save] = queue.Queue(queue_size)
+        self.queue: queue.Queue[Save | None] = queue.Queue(queue_size)  # None: wake up, maybe to stop
         self._stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
         self.saved = 0
@@ -106,9 +106,17 @@ class EventWriter:
             return False
         return True
 
-    def stop(self, timeout: float = JOIN_TIMEOUT_S) -> None:
-        """Save what is queued, then end the thread (joined with a timeout)."""
+    def finish(self) -> None:
+        """Save what is queued, then end the thread (without waiting for it: see join)."""
         self._stopping.set()
+        try:
+            self.queue.put_nowait(None)  # wakes the thread now; when full it wakes within WRITER_POLL_S
+        except queue.Full:
+            pass
+
+    def join(self, timeout: float = JOIN_TIMEOUT_S) -> None:
+        """Wait for the thread to have saved everything and ended."""
+        self.finish()
         if self.thread.is_alive() and threading.current_thread() is not self.thread:
             self.thread.join(timeout)
             if self.thread.is_alive():
@@ -119,10 +127,11 @@ class EventWriter:
             try:
                 save = self.queue.get(timeout=WRITER_POLL_S)
             except queue.Empty:
-                if self._stopping.is_set():
-                    return
-                continue
-            self._write(save)
+                save = None
+            if save is not None:
+                self._write(save)
+            elif self._stopping.is_set() and self.queue.empty():
+                return
 
     def _write(self, save: Save) -> None:
         try:
@@ -250,7 +259,9 @@ class EventSession:
                 # Off the render thread: waiting a moment for room beats losing the event's end.
                 self._save(transition.candidate, now, closing=True, wait_s=JOIN_TIMEOUT_S / 5)
             self.open_count = 0
-        self.writer.stop()
+        # Not joined here: this runs on the producer's thread as the stream ends, and a viewer asking whether
+        # the stream still runs must not wait for disk writes. EventRecorder.stop joins it.
+        self.writer.finish()
 
     def forget(self) -> None:
         """Drop what is being followed (the stored events are being cleared); new events open as objects stay."""
@@ -275,10 +286,18 @@ class EventRecorder:
 
     def begin(self, source: str, class_names: list[str], fps: float, live: bool) -> EventSession | None:
         """Start recording a new stream's events (None when events are turned off); its tap goes to on_publish."""
+        self.stop()
         if not self.settings.enabled:
             return None
         self.session = EventSession(self, source, class_names, fps, live)
         return self.session
+
+    def stop(self) -> None:
+        """Close the last stream's open events and wait for its writer to have saved them (with a timeout)."""
+        session = self.session
+        if session is not None:
+            session.finish()
+            session.writer.join()
 
     def count_drop(self) -> None:
         with self._drop_lock:

@@ -312,6 +312,8 @@ class DetectionService:
         if runner is not None and self.streaming:
             runner.stop()
             logger.info("stream stopped after %d frames", runner.hub.published)  # stop cleared the stats
+        if self.events:
+            self.events.stop()
         self.int8.cancel()
 
     def trace(self, frames: int, onnx_profile: bool = False) -> dict:
