@@ -34,7 +34,8 @@ def list_events():
     query = parse_query(request.args)
     found = events().store.query(query)
     following = found[-1]["id"] if len(found) == query.limit else None
-    return jsonify({"events": found, "next": following, "classes": events().store.classes()})
+    return jsonify({"events": found, "next": following, "classes": events().store.classes(),
+                    "status": events().status()})
 
 
 @bp.get("/api/events.csv")
