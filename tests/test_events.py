@@ -20,6 +20,7 @@ from server.events.settings import EventSettings, EventSettingsError, Retention,
 from server.events.store import EventQuery, EventRecord, EventStore
 from server.vision.processing import Detections
 from server.vision.video import Frame
+from tests.waiting import wait_for
 
 
 def frame_detections(*objects):
@@ -327,3 +328,21 @@ def test_a_cleared_store_is_not_refilled_by_saves_already_queued(tmp_path):
     cleared.join(timeout=60)
     recorder.stop()
     assert store.query(EventQuery()) == [] and not (tmp_path / "events").exists()
+
+
+def test_a_save_the_disk_refuses_is_counted_and_the_writer_goes_on(tmp_path):
+    store = EventStore(tmp_path)
+    recorder = EventRecorder(store, EventSettings(min_frames=1, close_after_s=60))
+    (tmp_path / "events").mkdir()
+    blocker = tmp_path / "events" / "media"
+    blocker.write_text("a file where the pictures' folder belongs")
+    session = recorder.begin("clip.mp4", ["circle"], 10.0, live=False)
+    session.tap(*published(1, [(1, 0, 0.9, BOX)]), 0.0)
+    assert wait_for(lambda: recorder.status()["failed"] == 1)
+    assert store.query(EventQuery()) == []
+
+    blocker.unlink()  # room again: the same writer saves the next event, and the first one's close
+    session.tap(*published(2, [(1, 0, 0.9, BOX), (2, 0, 0.9, BOX)]), 0.0)
+    recorder.stop()
+    assert recorder.status()["failed"] == 1 and len(store.query(EventQuery())) == 2
+    assert not list(store.media.glob("*.partial"))

@@ -7,7 +7,7 @@ import subprocess
 
 from server.config import REPO_ROOT
 
-TOP_LEVEL = {"server", "tools", "deploy", "templates", "static", "uploads", "tests", "requirements.txt", "run.py", "README.md", ".ci"}
+TOP_LEVEL = {"server", "tools", "deploy", "docs", "templates", "static", "uploads", "tests", "requirements.txt", "run.py", "README.md", ".ci"}
 
 
 def readme_commands() -> list[str]:

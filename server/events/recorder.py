@@ -320,6 +320,7 @@ class EventRecorder:
             "open": session.open_count if running else 0,
             "dropped": self.dropped,
             "queued": session.writer.queue.qsize() if running else 0,
+            "failed": session.writer.failed if session is not None else 0,  # saves the disk or database refused
             "enabled": self.settings.enabled,
             "unknown_classes": session.unknown_classes if session is not None else [],
         }
