@@ -15,7 +15,7 @@ from server.config import Config
 from server.events import recorder as recorder_module
 from server.events.detector import BEST, CLOSE, OPEN, EventDetector
 from server.events.query import EventQueryError, parse_event_id, parse_query
-from server.events.recorder import EventRecorder
+from server.events.recorder import EventRecorder, chained
 from server.events.settings import EventSettings, EventSettingsError, Retention, settings_from_config
 from server.events.store import EventQuery, EventRecord, EventStore
 from server.vision.processing import Detections
@@ -346,3 +346,11 @@ def test_a_save_the_disk_refuses_is_counted_and_the_writer_goes_on(tmp_path):
     recorder.stop()
     assert recorder.status()["failed"] == 1 and len(store.query(EventQuery())) == 2
     assert not list(store.media.glob("*.partial"))
+
+
+def test_chained_taps_each_get_every_frame():
+    calls = []
+    tap = chained(lambda *a: calls.append(("live", a)), None, lambda *a: calls.append(("events", a)))
+    tap(1, 2, 3.0)
+    assert calls == [("live", (1, 2, 3.0)), ("events", (1, 2, 3.0))]
+    assert chained(None, None) is None
