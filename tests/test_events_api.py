@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 
 import cv2
@@ -13,8 +14,10 @@ import requests
 
 from server import create_app
 from server.demo.loader import start_demo
+from server.demo.video import write_demo_video
 from server.events.store import EventQuery, EventRecord
 from tests.conftest import config_for, serving
+from tests.live_servers import ffmpeg_missing, mjpeg_server
 from tests.waiting import wait_for
 
 PASSWORD = "events are private too"
@@ -195,3 +198,38 @@ def test_cross_site_delete_is_refused_and_deletes_nothing(serve):
     assert sorted(e["id"] for e in listed) == sorted(ids)
     same = requests.delete(live.url + "/api/events", auth=credentials, headers={"Origin": live.url}, timeout=5)
     assert same.status_code == 200 and same.json() == {"deleted": 2}
+
+
+@pytest.mark.slow
+def test_a_live_source_makes_events_named_by_its_masked_url(serve, tmp_path, demo_onnx):
+    if ffmpeg_missing() and not os.environ.get("CI"):
+        pytest.skip(ffmpeg_missing())
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    capture = cv2.VideoCapture(str(write_demo_video(tmp_path / "demo.mp4", seconds=6)))
+    count = 0
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        cv2.imwrite(str(frames / f"{count:05d}.jpg"), image)
+        count += 1
+    capture.release()
+    live = serve(event_min_frames=3)
+    with open(demo_onnx, "rb") as handle:
+        assert requests.post(live.url + "/upload/model", files={"file": (demo_onnx.name, handle)}, timeout=120).ok
+    camera = mjpeg_server(str(frames / "%05d.jpg")).start()
+    try:
+        secret_url = camera.url.replace("http://", "http://viewer:hunter2@")
+        assert requests.post(live.url + "/source", json={"url": secret_url}, timeout=30).status_code == 200
+        requests.post(live.url + "/api/settings", json={"imgsz": 320}, timeout=10)
+        assert requests.post(live.url + "/stream/start", timeout=30).status_code == 200
+        assert wait_for(lambda: len(events(live)) >= 2, timeout=180), get(live, "/api/status").json()
+        requests.post(live.url + "/stream/stop", timeout=30)
+    finally:
+        camera.kill()
+    found = events(live)
+    assert {e["source"] for e in found} == {secret_url.replace("hunter2", "***")}
+    assert all(e["video_start_s"] is None and not e["open"] for e in found)
+    assert "hunter2" not in get(live, "/api/events.csv").text
+    decoded(get(live, found[0]["crop_url"]))

@@ -322,5 +322,6 @@ class EventRecorder:
             "queued": session.writer.queue.qsize() if running else 0,
             "failed": session.writer.failed if session is not None else 0,  # saves the disk or database refused
             "enabled": self.settings.enabled,
+            "settings": self.settings.as_dict(),
             "unknown_classes": session.unknown_classes if session is not None else [],
         }
