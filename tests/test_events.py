@@ -99,7 +99,8 @@ def test_the_best_score_and_its_box_are_kept():
         box = (i, i, i + 10, i + 10)
         best_frames += [i for t in detector.update(i, None, *frame_detections((1, 0, score, box))) if t.kind == BEST]
     candidate = detector.candidates[1]
-    assert best_frames == [0, 1] and candidate.best_score == pytest.approx(0.95) and candidate.best_box == (1, 1, 11, 11)
+    assert best_frames == [0, 1] and candidate.best_score == pytest.approx(0.95)
+    assert candidate.best_box == (1, 1, 11, 11)
 
 
 def test_finish_closes_what_is_open_and_forgets_the_rest():
@@ -249,13 +250,15 @@ def published(index: int, objects, position: int | None = None, jpeg: bytes | No
     image = np.full((120, 160, 3), index % 256, np.uint8)
     frame = Frame(index, image, 1.0, index if position is None else position)
     boxes, scores, classes, tracks = frame_detections(*objects)
-    result = SimpleNamespace(jpeg=jpeg or f"frame {index}".encode(), detections=Detections(boxes, scores, classes, tracks))
+    detections = Detections(boxes, scores, classes, tracks)
+    result = SimpleNamespace(jpeg=jpeg or f"frame {index}".encode(), detections=detections)
     return SimpleNamespace(frame=frame), result
 
 
 def test_recorded_event_keeps_its_best_frame_and_the_crop_of_its_box(tmp_path):
     clock = Clock()
-    recorder = EventRecorder(EventStore(tmp_path, clock=clock), EventSettings(min_frames=2, close_after_s=1.0), clock=clock)
+    settings = EventSettings(min_frames=2, close_after_s=1.0)
+    recorder = EventRecorder(EventStore(tmp_path, clock=clock), settings, clock=clock)
     session = recorder.begin("clip.mp4", ["circle", "square"], 10.0, live=False)
     for index, score in enumerate((0.7, 0.95, 0.8)):
         clock.now += 0.1

@@ -68,7 +68,8 @@ def run_once(video: Path, detector: Detector, names: list[str], settings: Settin
     if recorder is not None:
         recorder.stop()
     return {"frames": published[0], "fps": published[0] / seconds, "render_ms": float(np.mean(render_ms)),
-            "tap_ms": np.array(tap_ms), "tap_cpu_ms": float(np.mean(tap_cpu_ms)), "events": recorder.store.summary()["count"] if recorder else 0,
+            "tap_ms": np.array(tap_ms), "tap_cpu_ms": float(np.mean(tap_cpu_ms)),
+            "events": recorder.store.summary()["count"] if recorder else 0,
             "dropped": recorder.dropped if recorder else 0}
 
 
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
                     recorder = EventRecorder(store, EventSettings(min_frames=args.min_frames))
                 row = run_once(video, detector, names, settings, args.frames, recorder)
                 tap = row["tap_ms"]
-                stats = [f"{tap.mean():8.3f}", *(f"{np.percentile(tap, q):6.3f}" for q in (50, 99)), f"{tap.max():6.2f}", f"{row['tap_cpu_ms']:7.3f}"]
+                stats = [f"{tap.mean():8.3f}", *(f"{np.percentile(tap, q):6.3f}" for q in (50, 99)),
+                         f"{tap.max():6.2f}", f"{row['tap_cpu_ms']:7.3f}"]
                 print(f"{round_number:>5} {'on' if on else 'off':>6} {row['frames']:>6} {row['fps']:6.1f} "
                       f"{row['render_ms'] + tap.mean():9.2f} {' '.join(stats)} "
                       f"{row['events']:>6} {row['dropped']:>7}")

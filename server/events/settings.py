@@ -81,7 +81,8 @@ def _number(flag: str, value: float, low: float, high: float) -> float:
 def settings_from_config(config) -> EventSettings:
     """Build and check the event settings from the config's --event-* flags."""
     if not 0 < config.event_min_score <= 1:
-        raise EventSettingsError(f"--event-min-score must be greater than 0 and at most 1, got {config.event_min_score!r}")
+        raise EventSettingsError(
+            f"--event-min-score must be greater than 0 and at most 1, got {config.event_min_score!r}")
     return EventSettings(
         enabled=not config.no_events,
         classes=parse_classes(config.event_classes),

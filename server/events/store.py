@@ -167,7 +167,7 @@ class EventStore:
                 self._db = None
 
     def new_id(self) -> int:
-        """An id never given before in this folder: increasing, and above the time in ms (so a clear never reuses one)."""
+        """An id never given before in this folder: increasing, above the time in ms (a clear never reuses one)."""
         with self._id_lock:
             self._last_id = max(self._last_id + 1, int(self.clock() * 1000))
             return self._last_id
