@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from server.events.settings import EventSettings, Retention
+
 ENV_PREFIX = "EDGE_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
@@ -85,6 +87,29 @@ class Config:
     )
     send_timeout: float = field(
         default=30.0, metadata={"help": "seconds a viewer may take no data before it is disconnected"}
+    )
+    # Events (docs/events.md); the defaults are the event settings' own.
+    no_events: bool = field(default=False, metadata={"help": "do not record events"})
+    event_classes: str = field(
+        default="", metadata={"help": "comma-separated class names (or ids) that make events (empty: every class)"}
+    )
+    event_min_score: float = field(
+        default=EventSettings.min_score, metadata={"help": "score a sighting needs to count towards an event"}
+    )
+    event_min_frames: int = field(
+        default=EventSettings.min_frames, metadata={"help": "frames an object must be seen on before its event opens"}
+    )
+    event_close_after: float = field(
+        default=EventSettings.close_after_s, metadata={"help": "seconds an object must be gone before its event closes"}
+    )
+    events_keep: int = field(
+        default=Retention.max_count, metadata={"help": "events kept at most, oldest deleted first (0: no bound)"}
+    )
+    events_keep_days: float = field(
+        default=Retention.max_age_s / 86400, metadata={"help": "days an event is kept at most (0: no bound)"}
+    )
+    events_keep_mb: float = field(
+        default=Retention.max_bytes / MB, metadata={"help": "MB of event pictures kept at most (0: no bound)"}
     )
 
     # Outputs (server/outputs, docs/mqtt.md): targets come from flags or the environment only, never from HTTP.

@@ -8,11 +8,15 @@ from flask import Flask, Request, current_app
 from werkzeug.exceptions import BadRequest
 
 from server.config import REPO_ROOT, Config
+from server.events.recorder import EventRecorder
+from server.events.settings import retention_from_config, settings_from_config
+from server.events.store import EventStore
 from server.jobs import JobBoard
 from server.models.trial_run import TrialBudget
 from server.storage import is_disk_full
 from server.web import auth, guards
 from server.web.export_routes import bp as export_bp
+from server.web.events_routes import bp as events_bp
 from server.web.routes import bp
 from server.web.service import DetectionService
 from server.web.uploads import UploadStore, upload_suffix
@@ -71,9 +75,12 @@ def create_app(config: Config | None = None) -> Flask:
     store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
                         reserve_bytes=config.disk_reserve_bytes)
     app.extensions["uploads"] = store
-    app.extensions["detection"] = DetectionService(config, store, JobBoard())
+    events = EventRecorder(EventStore(config.uploads, retention_from_config(config)), settings_from_config(config))
+    app.extensions["events"] = events
+    app.extensions["detection"] = DetectionService(config, store, JobBoard(), events)
     app.register_blueprint(bp)
     app.register_blueprint(export_bp)
+    app.register_blueprint(events_bp)
     guards.install(app, config.allowed_hosts)
     auth.install(app, config)
     return app

@@ -9,11 +9,13 @@ from typing import Iterator
 
 from server.demo import is_demo
 from server.config import Config
+from server.events.recorder import EventRecorder
 from server.jobs import JobBoard
 from server.models import convert
 from server.models.int8.builds import Int8Models
 from server.models.ncnn import ncnn_model_for
 from server.vision.pipeline import STAGES, FramePipeline
+from server.vision.sources import DEFAULT_FPS, LiveChoice
 from server.vision.tracker import Tracker
 from server.web.current_model import CurrentModel
 from server.web.exports import ExportRunning, Exports
@@ -38,7 +40,8 @@ class DetectionService:
     _pending, and whatever would conflict with it (start, another of them) is refused with Busy instead of waiting.
     """
 
-    def __init__(self, config: Config, store: UploadStore, jobs: JobBoard | None = None):
+    def __init__(self, config: Config, store: UploadStore, jobs: JobBoard | None = None,
+                 events: EventRecorder | None = None):
         self.config = config
         self.store = store
         self.jobs = jobs or JobBoard()
@@ -47,6 +50,7 @@ class DetectionService:
         self.model = CurrentModel(store, self.int8)
         self.sources = SourceSelection(config, self._calibration_ready)
         self.stream = StreamControl(config)
+        self.events = events  # None: no events are recorded (a service built without them, as some tests do)
         self._lock = threading.RLock()
         self._pending: set[str] = set()  # kinds of PENDING under way
 
@@ -94,6 +98,7 @@ class DetectionService:
             "source": self.sources.status(),
             "storage": self.store.space.status(),
             "demo": is_demo(video, model),
+            "events": self.events.status() if self.events else None,
         }
 
     # -- uploads -----------------------------------------------------------------------------
@@ -150,6 +155,8 @@ class DetectionService:
                 self.stream.forget()  # a finished stream's numbers go with its files
                 self.int8.forget()
                 self.sources.live = None
+                if self.events:
+                    self.events.clear()
                 return self.store.reset() + self.exports.delete()
         finally:
             self._end("reset")
@@ -238,12 +245,18 @@ class DetectionService:
             if self.model.settings.precision == "int8":
                 self._build_int8()
             pipeline = FramePipeline(self.model.runtime.detector_for, model.info.classes, tracker_factory=Tracker)
-            self.stream.start(choice, pipeline, self.model.current)
+            live = isinstance(choice, LiveChoice)
+            fps = (choice.info.fps if choice.info else DEFAULT_FPS) if live else self.store.video.info.fps
+            session = self.events.begin(choice.label, model.info.classes, fps, live) if self.events else None
+            self.stream.start(choice, pipeline, self.model.current,
+                              on_publish=session and session.tap, on_end=session and session.finish)
             logger.info("stream started: %s with %s", choice.label, model.path.name)
 
     def stop(self) -> None:
         """Stop the stream (the producer is joined with a timeout) and cancel int8 tuning."""
         self.stream.stop()
+        if self.events:
+            self.events.stop()
         self.int8.cancel()
 
     def trace(self, frames: int, onnx_profile: bool = False) -> dict:

@@ -46,10 +46,21 @@ class StreamControl:
     def stopping(self) -> bool:
         return self.streaming and self.runner.stop_event.is_set()
 
-    def start(self, choice: SourceChoice, pipeline: FramePipeline, settings: Callable[[], Settings]) -> None:
-        """Start a producer reading choice's source; the source says how it is paced."""
+    def start(self, choice: SourceChoice, pipeline: FramePipeline, settings: Callable[[], Settings],
+              on_publish: Callable | None = None, on_end: Callable[[], None] | None = None) -> None:
+        """Start a producer reading choice's source; the source says how it is paced.
+
+        on_publish is the producer's tap after each published frame (the events'); on_end runs when it ends.
+        """
         self.last_error = None
-        self.runner = StreamRunner(choice.open, pipeline, settings, self._ended, max_viewer_fps=self.max_viewer_fps)
+
+        def ended(error: str | None) -> None:
+            if on_end is not None:
+                on_end()
+            self._ended(error)
+
+        self.runner = StreamRunner(choice.open, pipeline, settings, ended, max_viewer_fps=self.max_viewer_fps,
+                                   on_publish=on_publish)
         self.runner.start()
 
     def _ended(self, error: str | None) -> None:

@@ -3,6 +3,7 @@
 import { getJSON, postJSON } from "./api.js";
 import { renderControls, renderStatusPill } from "./controls.js";
 import { $, el, showText } from "./dom.js";
+import { initEvents } from "./events.js";
 import { renderJob } from "./job.js";
 import { onRenderAll, page } from "./page.js";
 import { renderPrecision } from "./precision.js";
@@ -90,4 +91,6 @@ setupStats();
 setupSource();
 setupSettings();
 setupReset();
+const eventsSection = document.getElementById("events");
+if (eventsSection) initEvents(eventsSection);
 poll();
