@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
 import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from server.demo.loader import start_demo
 from server.web.lan import lan_urls
+from server.demo.loader import start_demo
 from tests.browser_fixtures import (
     ARTIFACTS,
     DESKTOP,
@@ -48,13 +48,12 @@ def upload_both(page: Page, video: Path, model: Path) -> None:
 
 def test_upload_stream_tune_and_reset(live_server, tabs, make_video, demo_pt):
     service = live_server.app.extensions["detection"]
-    service.lan_urls = lan_urls("127.0.0.1", urlparse(live_server.url).port)
     page = tabs(**DESKTOP)
     page.goto(live_server.url)
 
     expect(page.locator("#stream-placeholder")).to_contain_text(EMPTY_TEXT)
     expect(page.locator("#start-btn")).to_be_disabled()
-    expect(page.locator("#lan-urls a")).to_have_text(service.lan_urls)
+    expect(page.locator("#lan-urls a")).to_have_text(lan_urls("127.0.0.1", urlparse(live_server.url).port))
     expect(page.locator("#demo-banner")).to_be_hidden()
     screenshot(page, "desktop-empty.png")
 

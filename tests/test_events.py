@@ -19,7 +19,7 @@ from server.events.recorder import EventRecorder, chained
 from server.events.settings import EventSettings, EventSettingsError, Retention, settings_from_config
 from server.events.store import EventQuery, EventRecord, EventStore
 from server.vision.processing import Detections
-from server.vision.video import Frame
+from server.vision.sources import Frame
 from tests.waiting import wait_for
 
 

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import requests
 
-from server import create_app
 from server.demo.loader import start_demo
 from server.demo.video import write_demo_video
 from server.events.store import EventQuery, EventRecord
-from tests.conftest import config_for, serving
+from tests.helpers import config_for, serving
 from tests.live_servers import ffmpeg_missing, mjpeg_server
 from tests.waiting import wait_for
 
@@ -102,7 +101,7 @@ def test_the_demo_makes_events_the_api_lists_filters_pages_exports_and_deletes(s
     assert stored and not any(e["open"] for e in stored)  # stopping closed what was open
 
     # A restart (a new server on the same uploads folder) finds them all, pictures included.
-    with serving(create_app(config_for(tmp_path, uploads=live.uploads))) as restarted:
+    with serving(config_for(tmp_path, uploads=live.uploads)) as restarted:
         assert [e["id"] for e in events(restarted)] == [e["id"] for e in stored]
         decoded(get(restarted, stored[0]["crop_url"]))
         assert requests.post(restarted.url + "/reset", timeout=15).status_code == 200

@@ -20,7 +20,7 @@ from server.vision.processing import Detections
 from server.vision.settings import Settings
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from server.vision.video import probe_video
+from server.vision.sources import FileChoice
 from tests.outputs_parts import Mosquitto, Subscriber, ha_discovery_problems
 from tests.waiting import wait_for
 
@@ -124,7 +124,7 @@ def test_counts_from_a_real_stream_reach_the_broker(tmp_path, demo_detector):
     pipeline = FramePipeline(lambda settings: demo_detector, list(CLASSES), tracker_factory=Tracker)
     tap = CountsTap(output.counts, list(CLASSES), interval=0.2)
     ended = []
-    runner = StreamRunner(str(video), probe_video(video), pipeline,
+    runner = StreamRunner(FileChoice(video).open, pipeline,
                           lambda: Settings(imgsz=320, realtime=False, loop=False, threads=1), ended.append,
                           on_publish=tap)
     try:

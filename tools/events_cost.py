@@ -31,7 +31,7 @@ from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from server.vision.video import probe_video
+from server.vision.sources import FileChoice, probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def run_once(video: Path, detector: Detector, names: list[str], settings: Settin
         if published[0] >= frames:
             runner.stop_event.set()
 
-    runner = StreamRunner(str(video), info, pipeline, lambda: settings, lambda error: None, on_publish=tap)
+    runner = StreamRunner(FileChoice(video).open, pipeline, lambda: settings, lambda error: None, on_publish=tap)
     started = time.perf_counter()
     runner.start()
     runner.thread.join()

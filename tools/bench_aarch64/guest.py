@@ -90,7 +90,7 @@ def run_ours(args: argparse.Namespace) -> list[dict]:
     from server.vision.settings import Settings
     from server.vision.stats import StreamStats
     from server.vision.tracker import Tracker
-    from server.vision.video import Frame
+    from server.vision.sources import Frame
 
     original_lap = pipeline_module.Stopwatch.lap
 
