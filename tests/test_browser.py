@@ -47,7 +47,6 @@ def upload_both(page: Page, video: Path, model: Path) -> None:
 
 
 def test_upload_stream_tune_and_reset(live_server, tabs, make_video, demo_pt):
-    service = live_server.app.extensions["detection"]
     page = tabs(**DESKTOP)
     page.goto(live_server.url)
 
