@@ -11,6 +11,8 @@ whole record and any picture not yet saved.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import queue
 import threading
@@ -195,8 +197,17 @@ class EventSession:
             elif transition.kind == OPEN:
                 candidate.payload["id"] = self.store.new_id()
                 self._save(candidate, now, closing=False)
+                self._announce(candidate, closing=False)
             elif transition.kind == CLOSE:
                 self._save(candidate, now, closing=True)
+                self._announce(candidate, closing=True)
+
+    def _announce(self, candidate: Candidate, closing: bool) -> None:
+        """Tell the outputs (webhook, MQTT) an event opened or closed: a put on their queues, never a wait."""
+        outputs = self.recorder.outputs
+        if outputs is not None:
+            event = dataclasses.asdict(self._record(candidate, closing))
+            (outputs.event_closed if closing else outputs.event_opened)(event, candidate.payload.get("snapshot"))
 
     def _save_better_sightings(self, now: float) -> None:
         for candidate in self.detector.candidates.values():
@@ -275,8 +286,9 @@ class EventRecorder:
     """The events of this server: the store, the settings, the running stream's session and the drop count."""
 
     def __init__(self, store: EventStore, settings: EventSettings = EventSettings(), queue_size: int = QUEUE_SIZE,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, outputs=None):
         self.store = store
+        self.outputs = outputs  # server.outputs.Outputs: told of every event that opens or closes
         self.settings = settings
         self.queue_size = queue_size
         self.clock = clock

@@ -16,7 +16,10 @@ from server.models.trial_run import TrialBudget
 from server.storage import is_disk_full
 from server.web import auth, guards
 from server.web.export_routes import bp as export_bp
+from server.outputs import build_outputs
+from server.outputs.messages import public_base_url
 from server.web.events_routes import bp as events_bp
+from server.web.lan import lan_urls
 from server.web.routes import bp
 from server.web.service import DetectionService
 from server.web.uploads import UploadStore, upload_suffix
@@ -75,7 +78,12 @@ def create_app(config: Config | None = None) -> Flask:
     store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
                         reserve_bytes=config.disk_reserve_bytes)
     app.extensions["uploads"] = store
-    events = EventRecorder(EventStore(config.uploads, retention_from_config(config)), settings_from_config(config))
+    # Snapshot URLs in webhook and MQTT messages: --public-url, else this server's first LAN address.
+    outputs = build_outputs(config, public_base_url(config.public_url, lan_urls(config.host, config.port)))
+    outputs.start()  # connects in the background: a broker that is down blocks nothing
+    app.extensions["outputs"] = outputs
+    events = EventRecorder(EventStore(config.uploads, retention_from_config(config)), settings_from_config(config),
+                           outputs=outputs)
     app.extensions["events"] = events
     app.extensions["detection"] = DetectionService(config, store, JobBoard(), events)
     app.register_blueprint(bp)

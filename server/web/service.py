@@ -9,7 +9,8 @@ from typing import Iterator
 
 from server.demo import is_demo
 from server.config import Config
-from server.events.recorder import EventRecorder
+from server.events.recorder import EventRecorder, chained
+from server.outputs.adapter import CountsTap
 from server.jobs import JobBoard
 from server.models import convert
 from server.models.int8.builds import Int8Models
@@ -99,6 +100,7 @@ class DetectionService:
             "storage": self.store.space.status(),
             "demo": is_demo(video, model),
             "events": self.events.status() if self.events else None,
+            "outputs": self.events.outputs.status() if self.events and self.events.outputs else None,
         }
 
     # -- uploads -----------------------------------------------------------------------------
@@ -249,8 +251,17 @@ class DetectionService:
             fps = (choice.info.fps if choice.info else DEFAULT_FPS) if live else self.store.video.info.fps
             session = self.events.begin(choice.label, model.info.classes, fps, live) if self.events else None
             self.stream.start(choice, pipeline, self.model.current,
-                              on_publish=session and session.tap, on_end=session and session.finish)
+                              on_publish=chained(session and session.tap, self._counts_tap(model.info.classes)),
+                              on_end=session and session.finish)
             logger.info("stream started: %s with %s", choice.label, model.path.name)
+
+    def _counts_tap(self, class_names: list[str]) -> CountsTap | None:
+        """The tap that sends per-class counts of tracked objects to MQTT (None when no output is configured)."""
+        outputs = self.events.outputs if self.events else None
+        if outputs is None or not outputs.outputs:
+            return None
+        outputs.classes(class_names)
+        return CountsTap(outputs.counts, class_names)
 
     def stop(self) -> None:
         """Stop the stream (the producer is joined with a timeout) and cancel int8 tuning."""
