@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
 
 ETA_MIN_PROGRESS = 0.03  # below this, elapsed / progress says nothing yet
 ETA_MIN_SECONDS = 1.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,3 +67,17 @@ class JobBoard:
         with self._lock:
             jobs = list(self._jobs.values())
         return asdict(jobs[-1]) if jobs else None
+
+
+def join_worker(thread: threading.Thread | None, timeout: float, what: str) -> bool:
+    """Wait for a background worker that was asked to stop; False (and a warning) if it is still running after timeout.
+
+    A worker asking for its own end (thread is the current one) does not wait for itself.
+    """
+    if thread is None or thread is threading.current_thread():
+        return True
+    thread.join(timeout)
+    if thread.is_alive():
+        logger.warning("%s did not stop within %.0f s", what, timeout)
+        return False
+    return True

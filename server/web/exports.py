@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from server.jobs import JobBoard, eta_seconds
+from server.jobs import JobBoard, eta_seconds, join_worker
 from server.storage import DiskSpace, InsufficientStorage
 from server.vision.export import (
     CODEC,
@@ -134,13 +134,7 @@ class Exports:
         with self._lock:
             thread = self._thread
             self._cancel.set()
-        if thread is None or thread is threading.current_thread():
-            return True
-        thread.join(timeout)
-        if thread.is_alive():
-            logger.warning("the export did not stop within %.0f s", timeout)
-            return False
-        return True
+        return join_worker(thread, timeout, "the export")
 
     def status(self) -> dict:
         """The export's state, progress, fps and its files (with their download URLs) once done."""

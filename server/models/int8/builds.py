@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.jobs import JobBoard
+from server.jobs import JobBoard, join_worker
 from server.models.int8 import tuning as quantize
 from server.models.int8.recipes import DEFAULT_RECIPES, RECIPES_BY_NAME
 from server.storage import DiskSpace, InsufficientStorage, is_disk_full
@@ -142,13 +142,7 @@ class Int8Models:
         with self._lock:
             thread = self._thread
             self._cancel.set()
-        if thread is None or thread is threading.current_thread():
-            return True
-        thread.join(timeout)
-        if thread.is_alive():
-            logger.warning("int8 tuning did not stop within %.0f s", timeout)
-            return False
-        return True
+        return join_worker(thread, timeout, "int8 tuning")
 
     def rejudge(self, fp32: Path, min_agreement: float) -> None:
         """Apply a new min_agreement to the recipes already measured (after the build, if one runs)."""
