@@ -10,12 +10,14 @@ import re
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from server import create_app
+from server.events.store import EventQuery, EventRecord, EventStore
 from server.jobs import JobBoard
 from server.models import convert
 from server.models.int8 import tuning
@@ -284,3 +286,23 @@ def test_an_upload_spooled_on_the_same_disk_counts_twice(disk):
     assert upload_footprint(spool_disk, 10 * MB, 512 * 1024) == 20 * MB
     assert upload_footprint(spool_disk, 100 * 1024, 512 * 1024) == 100 * 1024  # kept in memory by waitress
     assert upload_footprint(DiskSpace(disk, 0), 10 * MB, 512 * 1024) == 10 * MB  # another disk: the copy only
+
+
+def test_an_event_that_does_not_fit_is_refused_whole_and_the_next_one_that_fits_is_saved(disk):
+    store = EventStore(disk / "uploads", space=DiskSpace(disk, RESERVE_MB * MB))
+    now, box = time.time(), (10.0, 10.0, 50.0, 40.0)  # a recent event: retention by age keeps it
+
+    def record(event_id: int) -> EventRecord:
+        return EventRecord(event_id, "circle", 0, 1, "clip.mp4", now, now + 1, now + 1, 0, 1, 0.9, box, 5)
+
+    first = store.new_id()
+    assert store.save(record(first), b"\xff\xd8" + b"s" * 1000, b"\xff\xd8crop", store.generation)
+    fill(disk, leave_bytes=RESERVE_MB * MB + 64 * 1024)
+    second = store.new_id()
+    with pytest.raises(InsufficientStorage, match="not enough free space"):
+        store.save(record(second), b"\xff\xd8" + b"s" * (512 * 1024), b"\xff\xd8crop", store.generation)
+    media = sorted(p.name for p in store.media.iterdir())
+    assert media == [f"{first}-crop.jpg", f"{first}-snapshot.jpg"]  # nothing of the refused one, no temporary file
+    (disk / "filler.bin").unlink()
+    assert store.save(record(second), b"\xff\xd8" + b"s" * (512 * 1024), b"\xff\xd8crop", store.generation)
+    assert {e["id"] for e in store.query(EventQuery())} == {first, second}

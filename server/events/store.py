@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sqlite3
 import threading
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.events.settings import Retention
+from server.files import TEMPORARY_PATTERN, write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ FOLDER = "events"
 DATABASE = "events.sqlite3"
 MEDIA = "media"
 KINDS = ("snapshot", "crop")
-PARTIAL = ".partial"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -116,11 +115,15 @@ def describe(row: sqlite3.Row) -> dict:
     }
 
 
+ROW_BYTES = 4096  # what one event's row and its journal may take in SQLite, for the free-space check
+
+
 class EventStore:
     """The events of this uploads folder; every method is safe to call from any thread."""
 
-    def __init__(self, uploads: str | Path, retention: Retention = Retention(), clock=time.time):
+    def __init__(self, uploads: str | Path, retention: Retention = Retention(), clock=time.time, space=None):
         self.folder = Path(uploads) / FOLDER
+        self.space = space  # server.storage.DiskSpace: a save that would eat into the reserve is refused
         self.media = self.folder / MEDIA
         self.retention = retention
         self.clock = clock
@@ -152,7 +155,7 @@ class EventStore:
     def _recover(self) -> None:
         """After a restart: drop half-written files, close events the last run left open, apply retention."""
         with self._lock:
-            for leftover in self.media.glob(f"*{PARTIAL}"):
+            for leftover in self.media.glob(TEMPORARY_PATTERN):
                 leftover.unlink(missing_ok=True)
             db = self._connect()
             closed = db.execute("UPDATE events SET end_ts = last_seen_ts WHERE end_ts IS NULL").rowcount
@@ -179,7 +182,10 @@ class EventStore:
             if generation != self.generation:
                 return False
             db = self._connect()
-            sizes = self.write_pictures(record.id, {"snapshot": snapshot, "crop": crop})
+            pictures = {"snapshot": snapshot, "crop": crop}
+            if self.space is not None:  # InsufficientStorage: the writer counts the event as not saved
+                self.space.require(sum(len(data) for data in pictures.values() if data) + ROW_BYTES)
+            sizes = self.write_pictures(record.id, pictures)
             values = [getattr(record, name) for name in COLUMNS]
             values[COLUMNS.index("box")] = json.dumps([round(v, 1) for v in record.box])
             db.execute(
@@ -199,11 +205,7 @@ class EventStore:
         for kind, data in pictures.items():
             if data is None:
                 continue
-            path = self.picture_path(event_id, kind)
-            partial = path.with_name(path.name + PARTIAL)
-            with open(partial, "wb") as handle:
-                handle.write(data)
-            os.replace(partial, path)
+            write_bytes(self.picture_path(event_id, kind), data)
             sizes[kind] = len(data)
         return sizes
 

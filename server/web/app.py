@@ -82,7 +82,8 @@ def create_app(config: Config | None = None) -> Flask:
     outputs = build_outputs(config, public_base_url(config.public_url, lan_urls(config.host, config.port)))
     outputs.start()  # connects in the background: a broker that is down blocks nothing
     app.extensions["outputs"] = outputs
-    events = EventRecorder(EventStore(config.uploads, retention_from_config(config)), settings_from_config(config),
+    events = EventRecorder(EventStore(config.uploads, retention_from_config(config), space=store.space),
+                           settings_from_config(config),
                            outputs=outputs)
     app.extensions["events"] = events
     app.extensions["detection"] = DetectionService(config, store, JobBoard(), events)

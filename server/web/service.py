@@ -14,7 +14,8 @@ from server.outputs.adapter import CountsTap
 from server.jobs import JobBoard
 from server.models import convert
 from server.models.int8.builds import Int8Models
-from server.models.ncnn import ncnn_model_for
+from server.models.ncnn import NcnnBuild, ncnn_model_for
+from server.storage import InsufficientStorage
 from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.sources import DEFAULT_FPS, LiveChoice
 from server.vision.tracker import Tracker
@@ -126,7 +127,7 @@ class DetectionService:
             self._cancel_int8("a new model was uploaded")
             model = self.store.add_model(upload, filename, self._to_onnx)
             self.jobs.update("convert", "ncnn", 0.95, "writing the NCNN model")
-            ncnn = ncnn_model_for(model.onnx_path)  # at upload: it takes well under a second (docs/engines.md)
+            ncnn = self._ncnn_for(model.onnx_path)
             with self._lock:
                 self.int8.forget()
                 self.model.adopt(model, ncnn)
@@ -254,6 +255,14 @@ class DetectionService:
                               on_publish=chained(session and session.tap, self._counts_tap(model.info.classes)),
                               on_end=session and session.finish)
             logger.info("stream started: %s with %s", choice.label, model.path.name)
+
+    def _ncnn_for(self, onnx_path: Path) -> NcnnBuild:
+        """Write the NCNN copy at upload (well under a second, docs/engines.md), when the disk has room for it."""
+        try:
+            self.store.space.require(onnx_path.stat().st_size)  # the .bin is about the ONNX's size
+        except InsufficientStorage as exc:
+            return NcnnBuild(None, f"NCNN is not offered for this model: {exc}")
+        return ncnn_model_for(onnx_path)
 
     def _counts_tap(self, class_names: list[str]) -> CountsTap | None:
         """The tap that sends per-class counts of tracked objects to MQTT (None when no output is configured)."""
