@@ -103,11 +103,12 @@ cp "$WORK/check.mkv" "$PI_ROOT$IN_ROOT_WORK/"
 ARM_PORT=$(free_port)
 X86_PORT=$(free_port)
 while [[ $X86_PORT == "$ARM_PORT" ]]; do X86_PORT=$(free_port); done
-# The unit's environment, then the check's own address: what systemd would run, on loopback only.
+# The unit's environment, then the check's own address: what systemd would run, on loopback only. The trial run
+# of an upload gets 600 s instead of 60: emulation is 20-100x slower than a Pi (a loaded CI machine took > 60 s).
 unit_env=$(sed -n 's/^Environment=//p' "$UNIT" | tr '\n' ' ')
 ARM_UPLOADS=$(sed -n 's/^Environment=EDGE_UPLOADS=//p' "$UNIT")
 in_root "echo \$\$ > '$IN_ROOT_WORK/arm-server.pid' && cd '$APP' && exec setpriv --reuid='$USER_NAME' --regid='$USER_NAME' --init-groups \
-  env -i PATH=/usr/bin:/bin HOME='$STATE' $unit_env EDGE_HOST=127.0.0.1 EDGE_PORT=$ARM_PORT \
+  env -i PATH=/usr/bin:/bin HOME='$STATE' $unit_env EDGE_HOST=127.0.0.1 EDGE_PORT=$ARM_PORT EDGE_MODEL_CHECK_TIMEOUT=600 \
   $(unit_value ExecStart)" > "$WORK/arm-server.log" 2>&1 &
 server_pids+=($!)
 "$HOST_PYTHON" run.py --host 127.0.0.1 --port "$X86_PORT" --uploads "$WORK/x86-uploads" > "$WORK/x86-server.log" 2>&1 &
