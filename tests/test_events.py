@@ -18,6 +18,7 @@ from server.events.query import EventQueryError, parse_event_id, parse_query
 from server.events.recorder import EventRecorder, chained
 from server.events.settings import EventSettings, EventSettingsError, Retention, settings_from_config
 from server.events.store import EventQuery, EventRecord, EventStore
+from server.files import temporary_name_for
 from server.vision.processing import Detections
 from server.vision.sources import Frame
 from tests.waiting import wait_for
@@ -193,7 +194,7 @@ def test_events_survive_reopening_and_open_ones_are_closed_at_their_last_sightin
     save_closed(store, 1)
     now = time.time()
     assert store.save(EventRecord(2, "star", 3, 9, "cam", now, None, now + 2.5, None, None, 0.8, BOX, 4), b"j", b"k", 0)
-    partial = store.media / "2-snapshot.jpg.partial"
+    partial = temporary_name_for(store.picture_path(2, "snapshot"))
     partial.write_bytes(b"half")  # a write the crash interrupted
     store.close()
 
