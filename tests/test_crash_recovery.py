@@ -55,9 +55,12 @@ def assert_truthful(server: ServerProcess) -> dict:
     status = server.status()
     on_disk = files_under(server.uploads)
     videos = [f for f in on_disk if f.startswith("video/")]
-    models = [f for f in on_disk if f.startswith("model/") and ".int8." not in f]
+    derived = [f for f in on_disk if f.startswith("model/") and ".ncnn." in f]  # the model's NCNN copy
+    models = [f for f in on_disk if f.startswith("model/") and ".int8." not in f and f not in derived]
     assert videos == ([f"video/{status['video']['name']}"] if status["video"] else []), (status, on_disk)
     assert models == ([f"model/{status['model']['name']}"] if status["model"] else []), (status, on_disk)
+    stem = status["model"]["name"].rsplit(".", 1)[0] if status["model"] else None
+    assert all(stem and f.startswith(f"model/{stem}.ncnn.") for f in derived), (status, on_disk)
     if not status["model"]:
         assert not [f for f in on_disk if f.startswith("cache/")]
     assert temporary_leftovers(server.uploads) == []
