@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import requests
 from flask.testing import FlaskClient
+from waitress import wasyncore
 
 from server import create_app
 from server.config import Config
@@ -81,19 +82,22 @@ def serving(config: Config, app=None) -> Iterator[LiveServer]:
 
 
 def stop_waitress(server) -> None:
-    """Close every connection and the listener on waitress' own loop, so run() returns now, then end its workers.
+    """Close every connection and the listener on waitress' own loop, end its workers, then close its trigger.
 
     server.close() alone leaves open connections (a viewer, a keep-alive) in the loop until their channel
-    timeout; closing them from the loop thread (through the trigger) avoids racing it.
+    timeout; closing them from the loop thread (through the trigger) avoids racing it. The trigger (a pipe
+    that waitress' close() closes too) goes last: a worker finishing a response pulls it, and a pull on a
+    closed pipe is EBADF in that worker.
     """
 
-    def close_all() -> None:
+    def close_connections() -> None:
         for channel in list(server.active_channels.values()):
             channel.handle_close()
-        server.close()
+        wasyncore.dispatcher.close(server)  # the listener only
 
-    server.trigger.pull_trigger(close_all)
+    server.trigger.pull_trigger(close_connections)
     server.task_dispatcher.shutdown(timeout=STOP_TIMEOUT_S)
+    server.trigger.pull_trigger(server.trigger.close)  # the loop's map is then empty: run() returns
 
 
 def upload(to, route: str, path: Path | None = None, *, name: str | None = None, payload: bytes | None = None,

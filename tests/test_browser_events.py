@@ -15,12 +15,13 @@ def stored_events(server) -> list[dict]:
 
 
 def test_events_appear_with_thumbnails_and_filter_by_class_at_390_px(live_server, tabs):
-    start_demo(live_server.app.extensions["detection"])
-    requests.post(f"{live_server.url}/api/settings", json={"imgsz": 320}, timeout=10)
+    # The page first, then the stream: the demo records its first events within a second of starting.
     page = tabs(**PHONE)
     page.goto(live_server.url)
     section = page.locator("#events")
     expect(section.get_by_test_id("events-empty")).to_be_visible()
+    start_demo(live_server.app.extensions["detection"])
+    requests.post(f"{live_server.url}/api/settings", json={"imgsz": 320}, timeout=10)
 
     assert wait_for(lambda: len({e["class"] for e in stored_events(live_server)}) >= 2, timeout=180)
     items = section.get_by_test_id("event")

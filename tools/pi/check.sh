@@ -39,7 +39,8 @@ exec 9>"$PI_ROOT.lock"
 flock 9
 
 
-say() { printf '[aarch64 %4ds] %s\n' $((SECONDS - check_started)) "$*"; }
+step="start"
+say() { step="after: $*"; printf '[aarch64 %4ds] %s\n' $((SECONDS - check_started)) "$*"; }
 unit_value() { sed -n "s/^$1=//p" "$UNIT" | tail -1; }
 in_root() { $PI_ROOT_SH run "$@"; }
 
@@ -50,7 +51,9 @@ cleanup() {
   for pid in "${server_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${server_pids[@]}"; do timeout 30 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; done
   if [[ $status != 0 ]]; then
-    for log in "$WORK"/*.log; do [[ -f $log ]] && { echo "--- $log (last 40 lines)"; tail -40 "$log"; }; done
+    # The emulated side's logs last, and what failed on the very last line: a CI log is read from its end.
+    for log in "$WORK"/[!a]*.log "$WORK"/a*.log; do [[ -f $log ]] && { echo "--- $log (last 40 lines)"; tail -40 "$log"; }; done
+    echo "aarch64 check FAILED (exit $status) at step: $step, after $((SECONDS - check_started)) s" >&2
   fi
   rm -rf "$WORK" "${PI_ROOT:?}$IN_ROOT_WORK"
   exit $status
