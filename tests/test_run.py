@@ -66,3 +66,16 @@ def test_demo_flag_starts_streaming_with_detections(tmp_path):
     finally:
         server.stop(signal.SIGTERM)
     assert "shutting down" in server.log()
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_server_keeps_serving(tmp_path):
+    server = ServerProcess(tmp_path / "up", log_path=tmp_path / "server.log")
+    try:
+        server.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "most recent call first" not in server.log():
+            time.sleep(0.1)
+        assert "most recent call first" in server.log() and "serve" in server.log()
+        assert requests.get(server.url + "/api/status", timeout=5).status_code == 200
+    finally:
+        assert server.stop(signal.SIGTERM) == 0

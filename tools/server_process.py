@@ -64,15 +64,18 @@ class ServerProcess:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Ask the server to shut down (SIGTERM as systemd does, SIGINT as Ctrl-C does); return its exit status."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # run.py then writes every thread's stack to its log
+            time.sleep(1)
             self.kill()
-            raise
+            raise RuntimeError(f"the server did not exit {timeout:.0f} s after {signal.Signals(sig).name}; "
+                               f"its log, with its threads' stacks:\n{self.log()[-6000:]}") from None
 
     def close(self) -> None:
         """Stop the server whatever state it is in."""
