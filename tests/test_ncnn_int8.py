@@ -17,6 +17,8 @@ from server.models.int8 import judging
 from server.models.int8.calibration import split_frames
 from server.models.ncnn import ncnn_model_for
 from server.models.ncnn.int8 import (
+    KEEP_HEAD,
+    KEEP_WINOGRAD,
     Int8Cancelled,
     build_ncnn_int8,
     int8_ready,
@@ -88,15 +90,22 @@ def read_bin(layers, data: bytes):
     return found
 
 
-@pytest.mark.parametrize("imgsz", [640, 320])
-def test_the_int8_model_loads_in_ncnn_and_agrees_with_onnx_runtime_fp32(demo_build, demo_split, imgsz):
+HEAD_ONLY, HYBRID = frozenset({KEEP_HEAD}), frozenset({KEEP_HEAD, KEEP_WINOGRAD})
+
+
+@pytest.mark.parametrize("imgsz, keep", [(640, HEAD_ONLY), (320, HEAD_ONLY), (640, HYBRID)],
+                         ids=["640", "320", "640-3x3s1-float"])
+def test_the_int8_model_loads_in_ncnn_and_agrees_with_onnx_runtime_fp32(demo_build, demo_split, imgsz, keep):
     onnx_path, build = demo_build
     calibration, held_frames = demo_split
-    report = build_ncnn_int8(build, tensors_of(calibration[:CALIBRATION_FRAMES], onnx_path, imgsz))
+    report = build_ncnn_int8(build, tensors_of(calibration[:CALIBRATION_FRAMES], onnx_path, imgsz), keep=keep)
     assert report.files.param.name == f"{onnx_path.stem}.ncnn-int8.param" and report.files.head.is_file()
-    assert len(report.quantized) > 50 and len(report.kept_float) == 6  # each level's box and class map conv
+    # float: each level's box and class map conv; the hybrid also every 3x3 stride-1 conv (fp16 Winograd on ARM)
+    assert (len(report.quantized), len(report.kept_float)) == ((57, 6) if keep == HEAD_ONLY else (25, 38))
     text = report.files.param.read_text()
     assert text.count(" 8=2") == len(report.quantized)
+    if keep == HYBRID:
+        assert not [line for line in text.splitlines() if " 8=2" in line and " 1=3 " in line and " 3=1 " in line]
     reference = Detector(onnx_path, 1)
     held = judging.collect_held_back(reference, held_frames, imgsz)
     int8 = Detector(NcnnEngine(report.files, 1, "int8"))
@@ -111,7 +120,7 @@ def test_the_int8_model_loads_in_ncnn_and_agrees_with_onnx_runtime_fp32(demo_bui
 
 def test_weights_are_ncnn_int8_and_dequantize_within_half_a_step(demo_build, demo_split):
     onnx_path, build = demo_build
-    report = build_ncnn_int8(build, tensors_of(demo_split[0][:4], onnx_path, 320), method="minmax")
+    report = build_ncnn_int8(build, tensors_of(demo_split[0][:4], onnx_path, 320), method="minmax", keep=HEAD_ONLY)
     layers, _, _ = Translation(onnx.load(str(onnx_path))).translate()
     stored = read_bin(layers, report.files.bin.read_bytes())
     assert {name for name, entry in stored.items() if entry[0] == INT8_FLAG} == set(report.quantized)

@@ -35,7 +35,7 @@ def guest(args: argparse.Namespace) -> None:
     net = ncnn.Net()
     options = net.opt
     options.num_threads = 1
-    half = args.precision in ("fp16", "int8-fp16")  # int8-fp16: int8 convolutions, fp16 for the other layers
+    half = args.precision.endswith("fp16")  # int8-fp16: int8 convolutions, fp16 for the other layers
     options.use_fp16_storage = options.use_fp16_packed = options.use_fp16_arithmetic = half
     options.use_bf16_storage = False
     options.use_int8_inference = args.precision.startswith("int8")
@@ -81,9 +81,18 @@ def prepare(args: argparse.Namespace) -> dict:
         input_hw = Detector(copy, 1).input_hw(frames[0].shape[:2], size)
         tensors = [processing.preprocess(f, input_hw)[0] for f in calibration]
         int8 = build_ncnn_int8(build, tensors, args.method).files
+        if "int8w" in args.precisions:  # 3x3 stride-1 convs kept float (fp16 Winograd), the others int8
+            from server.models.ncnn.int8 import KEEP_HEAD, KEEP_WINOGRAD
+
+            hybrid = folder / f"w-{copy.name}"  # its own copy: the int8 files are named after the ONNX
+            shutil.copyfile(copy, hybrid)
+            int8w = build_ncnn_int8(ncnn_model_for(hybrid), tensors, args.method,
+                                    frozenset({KEEP_HEAD, KEEP_WINOGRAD})).files
         np.save(folder / "frame.npy", processing.preprocess(held[0], input_hw)[0])
         files[size] = {"fp32": build.files, "fp16": build.files, "int8": int8, "int8-fp16": int8,
                        "tensor": folder / "frame.npy"}
+        if "int8w" in args.precisions:
+            files[size].update({"int8w": int8w, "int8w-fp16": int8w})
     return files
 
 

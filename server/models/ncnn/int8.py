@@ -13,11 +13,16 @@ format of ncnn's developer guide (quantized-int8-inference, operation-param-weig
 - The activation thresholds come from running the fp32 NCNN model on calibration frames and reading every
   quantized convolution's input blob: by KL divergence over a 2048-bin histogram of |x| (ncnn2table's default
   method, written here from its description) or by max |x| ("minmax").
-- The head's last convolutions (the per-level box and class maps) stay float32 by default: their outputs are the
+- The head's last convolutions (the per-level box and class maps) stay float by default: their outputs are the
   maps the decode reads, and an int8 error there moves boxes and scores directly.
+- On an ARM CPU with dot product (the Pi 5's Cortex-A76) the 3x3 stride-1 convolutions stay float too: ncnn runs
+  int8 there without Winograd, so those convs would do every multiply-add that fp16's Winograd kernels avoid
+  (counted on the emulated A76: all-int8 1.24x fp16's instructions at 640, this mix 0.84x; docs/engines.md).
+  Elsewhere (x86: VNNI or not) every convolution but the head's is int8, which timed fastest there.
 
 ncnn quantizes each convolution's input and dequantizes its output itself at run time (opt.use_int8_inference); the
-SiLU between convolutions stays a float layer, so no requantize is fused (ncnn2int8 fuses only a convolution read
+SiLU between convolutions stays a float layer (fp16 where the CPU computes in fp16: NcnnEngine), so no requantize is
+fused (ncnn2int8 fuses only a convolution read
 directly by another). The three files sit beside the fp32 model's, <stem>.ncnn-int8.param/.bin/.json; the .json
 is the fp32 model's head description (same ONNX, same blobs), removed first and written last, so its presence means
 the set is whole and of the current ONNX (server.models.ncnn.cached).
@@ -25,7 +30,9 @@ the set is whole and of the current ONNX (server.models.ncnn.cached).
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import platform
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -49,8 +56,30 @@ METHODS = ("minmax", "kl")  # max-abs agrees better on the demo video (docs/engi
 HISTOGRAM_BINS = 2048
 QUANTIZED_BINS = 128  # the levels of |x| an int8 activation has
 KL_EPSILON = 1e-4
-KEEP_HEAD, KEEP_FIRST = "head", "first"  # convolutions that may stay float: the head's map convs, the input's
+# Convolutions that may stay float: the head's map convs, the one reading the image, the 3x3 stride-1 ones (which
+# fp16 runs as Winograd, while ncnn's int8 on a CPU with dot product does not).
+KEEP_HEAD, KEEP_FIRST, KEEP_WINOGRAD = "head", "first", "3x3s1"
 Progress = Callable[[str, float, str], None]  # (stage, 0..1, message), as the ONNX Runtime int8 tuning reports
+
+
+AT_HWCAP, HWCAP_ASIMDDP = 16, 1 << 20  # aarch64 Linux: the auxiliary vector's dot-product bit (qemu sets it too)
+
+
+def arm_dot_product() -> bool:
+    """Whether this is an aarch64 CPU with the dot-product instructions (ncnn's int8 then skips Winograd)."""
+    if platform.machine().lower() not in ("aarch64", "arm64"):
+        return False
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+        getauxval.restype, getauxval.argtypes = ctypes.c_ulong, (ctypes.c_ulong,)
+        return bool(getauxval(AT_HWCAP) & HWCAP_ASIMDDP)
+    except (OSError, AttributeError):
+        return False
+
+
+def device_keep() -> frozenset[str]:
+    """The convolutions to leave float on this CPU: the head's maps, and on ARM with dot product the 3x3 s1 ones."""
+    return frozenset({KEEP_HEAD, KEEP_WINOGRAD}) if arm_dot_product() else frozenset({KEEP_HEAD})
 
 
 class Int8Cancelled(Exception):
@@ -237,6 +266,8 @@ def float_convolutions(layers: list[Layer], head: NcnnHead, keep: frozenset[str]
                 names.add(layer.name)
             elif layer.kind in ("Concat", "Split"):  # a map made of two convs, or a copy of one
                 pending.extend(layer.inputs)
+    if KEEP_WINOGRAD in keep:
+        names.update(layer.name for layer in layers if layer.kind in CONVOLUTIONS and weight_levels(layer) == 31)
     if KEEP_FIRST in keep:
         first = next((layer for layer in layers if layer.kind in CONVOLUTIONS), None)
         if first is not None:
@@ -245,10 +276,12 @@ def float_convolutions(layers: list[Layer], head: NcnnHead, keep: frozenset[str]
 
 
 def build_ncnn_int8(build: NcnnBuild, tensors: Sequence[np.ndarray], method: str = "minmax",
-                    keep: frozenset[str] = frozenset({KEEP_HEAD}), threads: int = 1,
+                    keep: frozenset[str] | None = None, threads: int = 1,
                     on_progress: Progress | None = None, cancel: threading.Event | None = None) -> Int8Report:
     """Write the int8 model of an NCNN build, calibrated on preprocessed 1x3xHxW tensors; return what it did.
 
+    keep names the convolutions left float (KEEP_HEAD, KEEP_FIRST, KEEP_WINOGRAD); None: device_keep(), what suits
+    the CPU it runs on (the model is calibrated on the device, so it is made for it).
     Raises Int8Cancelled when cancel is set (checked between frames), ValueError for no frames or a bad method,
     RuntimeError when the build has no model or its files are not the writer's current output for its ONNX.
     """
@@ -275,7 +308,7 @@ def build_ncnn_int8(build: NcnnBuild, tensors: Sequence[np.ndarray], method: str
     if param_text(layers) != files.param.read_text():  # the weights below must be those of the files calibrated
         raise RuntimeError(f"{files.param.name} is not what the writer makes of {onnx_path.name}")
     head = NcnnHead.from_json(files.head.read_text())
-    kept = float_convolutions(layers, head, keep)
+    kept = float_convolutions(layers, head, device_keep() if keep is None else keep)
     chosen = [layer for layer in layers if layer.kind in CONVOLUTIONS and layer.name not in kept]
     blobs = list(dict.fromkeys(layer.inputs[0] for layer in chosen))
     stats = blob_statistics(files, blobs, tensors, method, threads, lambda f, m: step(0.05 + 0.85 * f, m))

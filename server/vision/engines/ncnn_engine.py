@@ -73,7 +73,8 @@ class NcnnFiles:
 
 class NcnnEngine:
     """Run an NCNN model on the CPU in fp32, fp16 (fp16 storage, packing and arithmetic where the CPU has them) or
-    int8 (the files of server.models.ncnn.int8: int8 convolutions, the other layers in float32)."""
+    int8 (the files of server.models.ncnn.int8: int8 convolutions, the other layers in fp16 where the CPU has fp16
+    arithmetic, else in fp32)."""
 
     name = NCNN
 
@@ -86,7 +87,9 @@ class NcnnEngine:
         self.head = NcnnHead.from_json(files.head.read_text())
         self.fixed_hw, self.stride = self.head.fixed_hw, self.head.stride
         self._ncnn = ncnn
-        half = precision == "fp16"
+        # int8: the layers left float run in fp16 where the CPU computes in fp16 (ARM; fewer instructions on the A76),
+        # in fp32 elsewhere (x86 has no fp16 arithmetic: fp16 storage there only adds conversions)
+        half = precision == "fp16" or (precision == "int8" and bool(ncnn.cpu_support_arm_asimdhp()))
         self.net = ncnn.Net()
         options = self.net.opt
         options.num_threads = threads
