@@ -34,6 +34,7 @@ from server.vision.detector import Detector
 from server.vision.engines import EngineKey
 from server.vision.engines.ncnn_engine import NcnnEngine
 from server.vision.settings import Settings
+from tests.converter_models import real_checkpoints  # noqa: F401 (a fixture)
 
 # Measured on the demo video (48 held-back frames, 272 fp32 boxes at conf 0.25): max-abs 0.943 at 640; the bar
 # leaves room for the smaller frame sample here.
@@ -116,6 +117,26 @@ def test_the_int8_model_loads_in_ncnn_and_agrees_with_onnx_runtime_fp32(demo_bui
     # int8 is really int8: its outputs differ from NCNN fp32's, which match ONNX Runtime's within 1e-3
     fp32 = NcnnEngine(build.files, 1, "fp32").infer(held.tensors[0])
     assert np.abs(int8.infer(held.tensors[0]) - fp32).max() > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep", [HEAD_ONLY, HYBRID], ids=["head-float", "3x3s1-float"])
+def test_a_real_checkpoint_converted_agrees_in_int8(real_checkpoints, demo_split, tmp_path, keep):
+    """railway-obstacles (trained by others) through the converter: on the demo video fp32 finds a few boxes, so
+    agreement is the score-map measure (measured 0.944 / 0.958 at 640)."""
+    from server.models.convert import convert_to_onnx
+
+    onnx_path = tmp_path / "railway.onnx"
+    convert_to_onnx(real_checkpoints["railway-obstacles-yolov8.pt"], onnx_path)
+    build = ncnn_model_for(onnx_path)
+    assert build.files is not None, build.reason
+    calibration, held_frames = demo_split
+    report = build_ncnn_int8(build, tensors_of(calibration, onnx_path, 640), keep=keep)
+    held = judging.collect_held_back(Detector(onnx_path, 1), held_frames, 640)
+    int8 = NcnnEngine(report.files, 1, "int8")
+    score = judging.agreement([int8.infer(t) for t in held.tensors], held)
+    print(f"\nrailway-obstacles ncnn int8 ({sorted(keep)} float): agreement {score:.3f} ({held.method})")
+    assert score >= AGREEMENT_BAR
 
 
 def test_weights_are_ncnn_int8_and_dequantize_within_half_a_step(demo_build, demo_split):

@@ -40,6 +40,16 @@ def guest(args: argparse.Namespace) -> None:
     options.use_bf16_storage = False
     options.use_int8_inference = args.precision.startswith("int8")
     assert net.load_param(args.param) == 0 and net.load_model(args.bin) == 0
+    if args.save:  # agreement: run each held-back tensor once, keep the per-level maps
+        tensors, maps = np.load(args.tensor), {}
+        for index in range(len(tensors.files)):
+            extractor = net.create_extractor()
+            extractor.input(head["input"], ncnn.Mat(np.ascontiguousarray(tensors[f"t{index}"][0])))
+            for number, blob in enumerate(blob for level in head["levels"] for blob in level):
+                maps[f"t{index}_{number}"] = np.array(extractor.extract(blob)[1])
+        np.savez(args.save, **maps)
+        print(json.dumps({"sums": [float(len(maps))]}))
+        return
     tensor = np.load(args.tensor)
     sums = []
     for _ in range(args.repeats):
@@ -89,6 +99,12 @@ def prepare(args: argparse.Namespace) -> dict:
             int8w = build_ncnn_int8(ncnn_model_for(hybrid), tensors, args.method,
                                     frozenset({KEEP_HEAD, KEEP_WINOGRAD})).files
         np.save(folder / "frame.npy", processing.preprocess(held[0], input_hw)[0])
+        if args.agreement:
+            from server.models.int8 import judging
+
+            kept = judging.collect_held_back(Detector(copy, 1), held, size)
+            np.savez(folder / "held.npz", **{f"t{i}": t for i, t in enumerate(kept.tensors)})
+            files.setdefault("held", {})[size] = kept
         files[size] = {"fp32": build.files, "fp16": build.files, "int8": int8, "int8-fp16": int8,
                        "tensor": folder / "frame.npy"}
         if "int8w" in args.precisions:
@@ -96,31 +112,58 @@ def prepare(args: argparse.Namespace) -> dict:
     return files
 
 
-def count(files: dict, size: int, precision: str, args: argparse.Namespace) -> dict:
+def emulated_agreement(files: dict, size: int, precision: str, args: argparse.Namespace) -> float:
+    """Run the variant on the held-back tensors in the emulator; return its agreement with ONNX Runtime fp32."""
+    from server.models.int8 import judging
+    from server.vision.engines.head import HeadDecoder
+    from server.vision.engines.ncnn_engine import NcnnHead
+
+    import numpy as np
+
+    model, held = files[size][precision], files["held"][size]
+    out = args.work / f"{size}-{precision}-maps.npz"
+    run_guest(model, args.work / str(size) / "held.npz", precision, args, ["--save", str(out)], marks=False)
+    head = NcnnHead.from_json(model.head.read_text())
+    decoder = HeadDecoder(head.strides, head.reg_max, np.asarray(head.bins, np.float32))
+    maps = np.load(out)
+    outputs = []
+    for index in range(len(held.tensors)):
+        flat = [maps[f"t{index}_{n}"] for n in range(2 * len(head.levels))]
+        outputs.append(decoder.decode(list(zip(flat[0::2], flat[1::2])))[None])
+    return judging.agreement(outputs, held)
+
+
+def run_guest(model, tensor: Path, precision: str, args: argparse.Namespace, extra: list[str], marks: bool = True):
     root, qemu = Path(os.environ.get("PI_ROOT", "/var/tmp/pi-root")), os.environ.get("QEMU_COUNT", "/var/tmp/qemu-count")
     site = root / "opt/edge-detect/.venv/lib/python3.11/site-packages"
-    model = files[size][precision]
-    log = args.work / f"{size}-{precision}.plugin.log"
+    log = args.work / f"{tensor.stem}-{precision}.plugin.log"
     command = ["bash", str(Path(__file__).with_name("qemu-count.sh")), "count", "/usr/bin/python3.11", str(Path(__file__)),
                "guest", "--param", str(model.param), "--bin", str(model.bin), "--head", str(model.head),
-               "--tensor", str(files[size]["tensor"]), "--precision", precision, "--repeats", str(args.repeats)]
-    env = {**os.environ, "PI_ROOT": str(root), "QEMU_COUNT": qemu, "COUNT_PLUGIN": "marks", "COUNT_LOG": str(log),
-           "COUNT_ENV": f"PYTHONPATH={site} OMP_NUM_THREADS=1 PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1"}
-    started = time.monotonic()
+               "--tensor", str(tensor), "--precision", precision, "--repeats", str(args.repeats), *extra]
+    env = {**os.environ, "PI_ROOT": str(root), "QEMU_COUNT": qemu, "COUNT_PLUGIN": "marks" if marks else "insn",
+           "COUNT_LOG": str(log), "COUNT_ENV": f"PYTHONPATH={site} OMP_NUM_THREADS=1 PYTHONHASHSEED=0 "
+                                               "PYTHONDONTWRITEBYTECODE=1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
-        raise RuntimeError(f"{size} {precision}: {(done.stderr or done.stdout)[-1500:]}")
+        raise RuntimeError(f"{tensor} {precision}: {(done.stderr or done.stdout)[-1500:]}")
+    text = log.read_text() if log.exists() else ""
+    log.unlink(missing_ok=True)
+    return done.stdout, text
+
+
+def count(files: dict, size: int, precision: str, args: argparse.Namespace) -> dict:
+    """Count the variant's inferences on the saved frame; return the per-inference counts."""
     from tools.bench_aarch64.counts import parse_marks
 
-    marks = parse_marks(log.read_text())
+    started = time.monotonic()
+    stdout, log = run_guest(files[size][precision], files[size]["tensor"], precision, args, [])
+    marks = parse_marks(log)
     before = [m for m in marks if m.code == BEFORE]
     after = [m for m in marks if m.code == AFTER]
     per = [b.vcpu_count - a.vcpu_count for a, b in zip(before, after)]
-    sums = next(json.loads(line)["sums"] for line in reversed(done.stdout.splitlines()) if line.startswith('{"sums"'))
-    result = {"size": size, "precision": precision, "per_inference": per, "seconds": round(time.monotonic() - started),
-              "sums": sums}
-    log.unlink(missing_ok=True)
-    return result
+    sums = next(json.loads(line)["sums"] for line in reversed(stdout.splitlines()) if line.startswith('{"sums"'))
+    return {"size": size, "precision": precision, "per_inference": per, "seconds": round(time.monotonic() - started),
+            "sums": sums}
 
 
 def main() -> None:
@@ -132,7 +175,10 @@ def main() -> None:
     parser.add_argument("--method", default="minmax")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("bench-results/ncnn-count"))
-    for name in ("param", "bin", "head", "tensor", "precision"):
+    parser.add_argument("--agreement", action="store_true",
+                        help="also run each variant on the held-back frames in the emulator and print its agreement "
+                             "with ONNX Runtime fp32 (run on the host), as the int8 verdict measures it")
+    for name in ("param", "bin", "head", "tensor", "precision", "save"):
         parser.add_argument(f"--{name}")
     args = parser.parse_args()
     if args.mode == "guest":
@@ -145,12 +191,15 @@ def main() -> None:
     for size in args.sizes:
         for precision in args.precisions.split(","):
             result = count(files, size, precision, args)
+            if args.agreement:
+                result["agreement_emulated"] = round(emulated_agreement(files, size, precision, args), 4)
             results.append(result)
             print(json.dumps(result), flush=True)
     (args.work / "counts.json").write_text(json.dumps(results, indent=1))
     for r in results:
+        agreement = f", agreement {r['agreement_emulated']:.3f} (emulated)" if "agreement_emulated" in r else ""
         print(f"{r['size']} {r['precision']}: {min(r['per_inference'][1:] or r['per_inference']) / 1e6:,.1f} M "
-              f"instructions per inference ({r['seconds']} s)")
+              f"instructions per inference ({r['seconds']} s){agreement}")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ format of ncnn's developer guide (quantized-int8-inference, operation-param-weig
 - On an ARM CPU with dot product (the Pi 5's Cortex-A76) the 3x3 stride-1 convolutions stay float too: ncnn runs
   int8 there without Winograd, so those convs would do every multiply-add that fp16's Winograd kernels avoid
   (counted on the emulated A76: all-int8 1.24x fp16's instructions at 640, this mix 0.84x; docs/engines.md).
-  Elsewhere (x86: VNNI or not) every convolution but the head's is int8, which timed fastest there.
+  Elsewhere every convolution but the head's is int8: on x86 with VNNI that timed fastest (without VNNI: not
+  measured).
 
 ncnn quantizes each convolution's input and dequantizes its output itself at run time (opt.use_int8_inference); the
-SiLU between convolutions stays a float layer (fp16 where the CPU computes in fp16: NcnnEngine), so no requantize is
-fused (ncnn2int8 fuses only a convolution read
-directly by another). The three files sit beside the fp32 model's, <stem>.ncnn-int8.param/.bin/.json; the .json
+SiLU between convolutions stays a float layer (fp16 where the CPU computes in fp16: NcnnEngine), so no requantize
+is fused (ncnn2int8 fuses only a convolution read directly by another). The three files sit beside the fp32 model's, <stem>.ncnn-int8.param/.bin/.json; the .json
 is the fp32 model's head description (same ONNX, same blobs), removed first and written last, so its presence means
 the set is whole and of the current ONNX (server.models.ncnn.cached).
 """
