@@ -43,8 +43,9 @@ def guest(args: argparse.Namespace) -> None:
     if args.save:  # agreement: run each held-back tensor once, keep the per-level maps
         tensors, maps = np.load(args.tensor), {}
         for index in range(len(tensors.files)):
+            image = np.ascontiguousarray(tensors[f"t{index}"][0])  # held: ncnn.Mat wraps its memory, no copy
             extractor = net.create_extractor()
-            extractor.input(head["input"], ncnn.Mat(np.ascontiguousarray(tensors[f"t{index}"][0])))
+            extractor.input(head["input"], ncnn.Mat(image))
             for number, blob in enumerate(blob for level in head["levels"] for blob in level):
                 maps[f"t{index}_{number}"] = np.array(extractor.extract(blob)[1])
         np.savez(args.save, **maps)

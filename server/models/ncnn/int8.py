@@ -232,9 +232,10 @@ def blob_statistics(files: NcnnFiles, blobs: list[str], tensors: Sequence[np.nda
         for index, tensor in enumerate(tensors):
             step((done * len(tensors) + index) / (passes * len(tensors)),
                  f"{'histograms' if done else 'ranges'} of frame {index + 1}/{len(tensors)}")
+            image = np.ascontiguousarray(tensor[0], dtype=np.float32)  # held: ncnn.Mat wraps its memory, no copy
             extractor = net.create_extractor()
             extractor.set_light_mode(False)  # keep every blob: each is read once, all from one forward pass
-            extractor.input(head.input, ncnn.Mat(np.ascontiguousarray(tensor[0], dtype=np.float32)))
+            extractor.input(head.input, ncnn.Mat(image))
             for blob in blobs:
                 status, mat = extractor.extract(blob)
                 if status != 0:

@@ -104,8 +104,9 @@ class NcnnEngine:
 
     def raw_levels(self, tensor: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Run the network; return per level the box map (4*reg_max x H x W) and class map (nc x H x W)."""
+        image = np.ascontiguousarray(tensor[0])  # held while ncnn runs: ncnn.Mat wraps its memory, no copy
         extractor = self.net.create_extractor()
-        extractor.input(self.head.input, self._ncnn.Mat(np.ascontiguousarray(tensor[0])))
+        extractor.input(self.head.input, self._ncnn.Mat(image))
         levels = []
         for box_blob, class_blob in self.head.levels:
             maps = []
