@@ -1,14 +1,21 @@
 """Count the aarch64 instructions of one NCNN inference, per precision, on the emulated Cortex-A76 (one thread).
 
-    python -m tools.pi.ncnn_count [--model M.onnx] [--sizes 640,320] [--precisions fp16,int8] [--repeats 3]
+    python -m tools.pi.ncnn_count [--model M.onnx] [--sizes 640,320] [--precisions fp16,int8w-fp16] [--repeats 3]
+                                  [--agreement] [--work DIR]
+
+Precisions: fp32, fp16; int8 (every conv int8 but the head's maps, float layers fp32), int8-fp16 (the same, float
+layers fp16), int8w and int8w-fp16 (the 3x3 stride-1 convs kept float as well: what server.models.ncnn.int8 makes
+on an ARM CPU with dot product; int8w-fp16 is what NcnnEngine runs there).
 
 On the host this writes the model's NCNN files (fp32 and, calibrated on the demo video's frames, int8:
 server.models.ncnn.int8) into --work, saves one preprocessed demo frame per size, then runs this same file as the
 guest under tools/pi/qemu-count.sh with the marks plugin: the guest (numpy + ncnn only, the root's
-/opt/edge-detect venv) loads the net as NcnnEngine does for that precision, runs `--repeats` inferences on the
-frame, and marks before and after each; an inference's count is the main thread's instructions between its two
-marks (the first is left out: it allocates). Instructions are not time across precisions (docs/aarch64-meter.md,
-Limits): this says how much work each variant asks of an A76, not how fast it runs.
+/opt/edge-detect venv) loads the net with that precision's options, runs `--repeats` inferences on the frame, and
+marks before and after each; an inference's count is the main thread's instructions between its two marks.
+--agreement also runs each variant once per held-back frame in the emulator (the A76's kernels: fp16 arithmetic,
+dot product) and prints its agreement with ONNX Runtime fp32 run on the host, as the int8 verdict measures it.
+Instructions are not time across precisions (docs/aarch64-meter.md, Limits): this says how much work each variant
+asks of an A76, not how fast it runs.
 """
 
 from __future__ import annotations
