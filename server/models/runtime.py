@@ -1,4 +1,4 @@
-"""The engines of the current model: ONNX Runtime fp32 or its tuned int8 variant, NCNN fp32, fp16 or int8 (once made)."""
+"""The engines of the current model: ONNX Runtime fp32 or its tuned int8 variant; NCNN fp32, fp16 or int8 (made)."""
 
 from __future__ import annotations
 

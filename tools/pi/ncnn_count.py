@@ -142,11 +142,13 @@ def emulated_agreement(files: dict, size: int, precision: str, args: argparse.Na
 
 
 def run_guest(model, tensor: Path, precision: str, args: argparse.Namespace, extra: list[str], marks: bool = True):
-    root, qemu = Path(os.environ.get("PI_ROOT", "/var/tmp/pi-root")), os.environ.get("QEMU_COUNT", "/var/tmp/qemu-count")
+    """Run this file's guest mode in the emulator; return its stdout and the plugin's log."""
+    root = Path(os.environ.get("PI_ROOT", "/var/tmp/pi-root"))
+    qemu = os.environ.get("QEMU_COUNT", "/var/tmp/qemu-count")
     site = root / "opt/edge-detect/.venv/lib/python3.11/site-packages"
     log = args.work / f"{tensor.stem}-{precision}.plugin.log"
-    command = ["bash", str(Path(__file__).with_name("qemu-count.sh")), "count", "/usr/bin/python3.11", str(Path(__file__)),
-               "guest", "--param", str(model.param), "--bin", str(model.bin), "--head", str(model.head),
+    command = ["bash", str(Path(__file__).with_name("qemu-count.sh")), "count", "/usr/bin/python3.11",
+               str(Path(__file__)), "guest", "--param", str(model.param), "--bin", str(model.bin), "--head", str(model.head),
                "--tensor", str(tensor), "--precision", precision, "--repeats", str(args.repeats), *extra]
     env = {**os.environ, "PI_ROOT": str(root), "QEMU_COUNT": qemu, "COUNT_PLUGIN": "marks" if marks else "insn",
            "COUNT_LOG": str(log), "COUNT_ENV": f"PYTHONPATH={site} OMP_NUM_THREADS=1 PYTHONHASHSEED=0 "

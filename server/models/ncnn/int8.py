@@ -23,9 +23,10 @@ format of ncnn's developer guide (quantized-int8-inference, operation-param-weig
 
 ncnn quantizes each convolution's input and dequantizes its output itself at run time (opt.use_int8_inference); the
 SiLU between convolutions stays a float layer (fp16 where the CPU computes in fp16: NcnnEngine), so no requantize
-is fused (ncnn2int8 fuses only a convolution read directly by another). The three files sit beside the fp32 model's, <stem>.ncnn-int8.param/.bin/.json; the .json
-is the fp32 model's head description (same ONNX, same blobs), removed first and written last, so its presence means
-the set is whole and of the current ONNX (server.models.ncnn.cached).
+is fused (ncnn2int8 fuses only a convolution read directly by another). The three files sit beside the fp32
+model's, <stem>.ncnn-int8.param/.bin/.json; the .json is the fp32 model's head description (same ONNX, same blobs),
+removed first and written last, so its presence means the set is whole and of the current ONNX
+(server.models.ncnn.cached).
 """
 
 from __future__ import annotations
