@@ -1,4 +1,4 @@
-"""The engines of the current model: ONNX Runtime fp32 or its tuned int8 variant, NCNN fp32 or fp16."""
+"""The engines of the current model: ONNX Runtime fp32 or its tuned int8 variant; NCNN fp32, fp16 or int8 (made)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from server.models.ncnn import NcnnBuild, ncnn_model_for
+from server.models.ncnn.int8 import int8_ready
 from server.vision.detector import Detector
 from server.vision.engines import ENGINE_PRECISIONS, NCNN, ONNXRUNTIME, Engine, EngineKey
 from server.vision.engines.ncnn_engine import NcnnEngine
@@ -47,8 +48,8 @@ class ModelRuntime:
         """Return the precisions each engine offers for this model, and why an engine is left out."""
         offered = {ONNXRUNTIME: list(ENGINE_PRECISIONS[ONNXRUNTIME])}
         build = self.ncnn()
-        if build.files is not None:
-            offered[NCNN] = list(ENGINE_PRECISIONS[NCNN])
+        if build.files is not None:  # NCNN int8 once its calibrated files exist (server.models.ncnn.int8)
+            offered[NCNN] = [p for p in ENGINE_PRECISIONS[NCNN] if p != "int8" or int8_ready(build) is not None]
         return offered, ({} if build.files is not None else {NCNN: build.reason or "not built"})
 
     def model_path(self, settings: Settings) -> Path:
@@ -60,14 +61,21 @@ class ModelRuntime:
     def key_for(self, settings: Settings) -> EngineKey:
         """Return what runs for these settings: NCNN when asked for and built, ONNX Runtime otherwise."""
         if settings.engine == NCNN and self.ncnn().files is not None:
-            return EngineKey(NCNN, settings.precision, settings.threads)
+            # NCNN int8 not made (or made stale) runs NCNN fp32 meanwhile, as ONNX Runtime int8 runs fp32 until tuned
+            precision = "fp32" if settings.precision == "int8" and int8_ready(self.ncnn()) is None \
+                else settings.precision
+            return EngineKey(NCNN, precision, settings.threads)
         precision = "int8" if settings.precision == "int8" and self.int8_path() else "fp32"
         return EngineKey(ONNXRUNTIME, precision, settings.threads)
 
     def engine_for(self, key: EngineKey) -> Engine:
         """Load the engine of a key (not warmed up)."""
         if key.engine == NCNN:
-            return NcnnEngine(self.ncnn().files, key.threads, key.precision)
+            build = self.ncnn()
+            files = int8_ready(build) if key.precision == "int8" else build.files
+            if files is None:
+                raise RuntimeError("the NCNN int8 model has not been made")
+            return NcnnEngine(files, key.threads, key.precision)
         path = (self.int8_path() or self.fp32_path) if key.precision == "int8" else self.fp32_path
         return OnnxRuntimeEngine(path, key.threads)
 
@@ -76,6 +84,8 @@ class ModelRuntime:
         key = self.key_for(settings)
         if key.engine == ONNXRUNTIME:  # the int8 file is swapped in place once tuned: the path is part of the key
             key = (*key, self.model_path(settings))
+        elif key.precision == "int8":  # NCNN int8 made again (new frames) is a new model: its .json's time is the key
+            key = (*key, self.ncnn().files.int8().head.stat().st_mtime_ns)
         with self._lock:
             if key not in self._detectors:
                 detector = Detector(self.engine_for(EngineKey(*key[:3])))

@@ -3,7 +3,8 @@
 An engine is anything with the attributes and the method of Engine; server.vision.detector.Detector wraps one
 (pre-process, infer, post-process) and is what the stream, the benchmark and the evaluation call. Two engines exist:
 ONNX Runtime (server.vision.engines.onnxruntime_engine: fp32 and the int8 recipes' models) and NCNN
-(server.vision.engines.ncnn_engine: fp32 and fp16, from the .param/.bin that server.models.ncnn writes).
+(server.vision.engines.ncnn_engine: fp32 and fp16 from the .param/.bin that server.models.ncnn writes, int8 from
+the calibrated files of server.models.ncnn.int8).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 ONNXRUNTIME, NCNN = "onnxruntime", "ncnn"
 ENGINES = (ONNXRUNTIME, NCNN)
 # What each engine can run; which of these a given model offers is the runtime's to say (ModelRuntime.offered).
-ENGINE_PRECISIONS = {ONNXRUNTIME: ("fp32", "int8"), NCNN: ("fp32", "fp16")}
+# NCNN int8 is offered only once its calibrated files exist (server.models.ncnn.int8).
+ENGINE_PRECISIONS = {ONNXRUNTIME: ("fp32", "int8"), NCNN: ("fp32", "fp16", "int8")}
 
 
 class EngineKey(NamedTuple):
@@ -32,7 +34,7 @@ class Engine(Protocol):
     """A loaded network: infer(1x3xHxW float32) -> the head's raw 1 x (4 + nc) x anchors output."""
 
     name: str  # "onnxruntime" or "ncnn"
-    precision: str  # "fp32", "int8" (ONNX Runtime) or "fp16" (NCNN)
+    precision: str  # "fp32", "int8" (ONNX Runtime or NCNN) or "fp16" (NCNN)
     threads: int
     fixed_hw: tuple[int, int] | None  # the only input (h, w) the model takes, None when any stride multiple goes
     stride: int  # the largest stride: a dynamic input's sides are multiples of it

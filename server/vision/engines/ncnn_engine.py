@@ -65,27 +65,37 @@ class NcnnFiles:
     def all(self) -> tuple[Path, Path, Path]:
         return self.param, self.bin, self.head
 
+    def int8(self) -> NcnnFiles:
+        """Return the names of this model's int8 variant beside it: <stem>.ncnn-int8.param/.bin/.json."""
+        stem = self.param.name.removesuffix(".ncnn.param")
+        return NcnnFiles(*(self.param.with_name(f"{stem}.ncnn-int8.{ext}") for ext in ("param", "bin", "json")))
+
 
 class NcnnEngine:
-    """Run an NCNN model on the CPU in fp32 or fp16 (fp16 storage, packing and arithmetic where the CPU has them)."""
+    """Run an NCNN model on the CPU in fp32, fp16 (fp16 storage, packing and arithmetic where the CPU has them) or
+    int8 (the files of server.models.ncnn.int8: int8 convolutions, the other layers in fp16 where the CPU has fp16
+    arithmetic, else in fp32)."""
 
     name = NCNN
 
     def __init__(self, files: NcnnFiles, threads: int, precision: str = "fp32"):
         import ncnn  # here, not at the top: ONNX Runtime-only callers never pay for loading it
 
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"NCNN runs fp32 or fp16, not {precision}")
+        if precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"NCNN runs fp32, fp16 or int8, not {precision}")
         self.files, self.path, self.threads, self.precision = files, files.param, threads, precision
         self.head = NcnnHead.from_json(files.head.read_text())
         self.fixed_hw, self.stride = self.head.fixed_hw, self.head.stride
         self._ncnn = ncnn
-        half = precision == "fp16"
+        # int8: the layers left float run in fp16 where the CPU computes in fp16 (ARM; fewer instructions on the A76),
+        # in fp32 elsewhere (x86 has no fp16 arithmetic: fp16 storage there only adds conversions)
+        half = precision == "fp16" or (precision == "int8" and bool(ncnn.cpu_support_arm_asimdhp()))
         self.net = ncnn.Net()
         options = self.net.opt
         options.num_threads = threads
         options.use_fp16_storage = options.use_fp16_packed = options.use_fp16_arithmetic = half
         options.use_bf16_storage = False
+        options.use_int8_inference = precision == "int8"  # only layers whose files carry int8 scales run int8
         if self.net.load_param(str(files.param)) != 0 or self.net.load_model(str(files.bin)) != 0:
             raise RuntimeError(f"ncnn could not load {files.param.name}")
         self.decoder = HeadDecoder(self.head.strides, self.head.reg_max, np.asarray(self.head.bins, np.float32))
@@ -94,8 +104,9 @@ class NcnnEngine:
 
     def raw_levels(self, tensor: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Run the network; return per level the box map (4*reg_max x H x W) and class map (nc x H x W)."""
+        image = np.ascontiguousarray(tensor[0])  # held while ncnn runs: ncnn.Mat wraps its memory, no copy
         extractor = self.net.create_extractor()
-        extractor.input(self.head.input, self._ncnn.Mat(np.ascontiguousarray(tensor[0])))
+        extractor.input(self.head.input, self._ncnn.Mat(image))
         levels = []
         for box_blob, class_blob in self.head.levels:
             maps = []
