@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from server.events.settings import EventSettings, Retention
+from server.vision.engines import AUTO, ENGINES
 
 ENV_PREFIX = "EDGE_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,10 @@ class Config:
     )
     model_check_timeout: float = field(
         default=60.0, metadata={"help": "seconds an uploaded model's trial run may take"}
+    )
+    engine: str = field(
+        default=AUTO, metadata={"help": f"the engine setting at start-up: {AUTO} (timed on this device once per "
+                                        f"model) or {' or '.join(ENGINES)}"}
     )
     int8_recipes: str = field(
         default="", metadata={"help": "comma-separated int8 recipes to try when tuning (empty: all)"}

@@ -22,6 +22,7 @@ from waitress import wasyncore
 
 from server import create_app
 from server.config import Config
+from server.vision.engines import ONNXRUNTIME
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
 from server.vision.stream import StreamRunner
@@ -34,8 +35,13 @@ STOP_TIMEOUT_S = 5
 
 
 def config_for(root: Path, **overrides) -> Config:
-    """The config tests run with: uploads under root, loopback, an ephemeral port, a few HTTP workers."""
-    base = Config(uploads=root / "uploads", host="127.0.0.1", port=0, http_threads=TEST_HTTP_THREADS)
+    """The config tests run with: uploads under root, loopback, an ephemeral port, a few HTTP workers.
+
+    The engine is ONNX Runtime, not auto: a test about something else must not start timing engines in the
+    background (the tests of auto ask for it: engine="auto").
+    """
+    base = Config(uploads=root / "uploads", host="127.0.0.1", port=0, http_threads=TEST_HTTP_THREADS,
+                  engine=ONNXRUNTIME)
     return replace(base, **overrides)
 
 

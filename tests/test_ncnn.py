@@ -161,7 +161,7 @@ def test_a_model_ncnn_cannot_run_offers_onnx_runtime_only_and_says_why(client, d
     assert "HardSigmoid" in model["ncnn_unavailable"]
     response = client.post("/api/settings", json={"engine": "ncnn"})
     assert response.status_code == 400 and "HardSigmoid" in response.get_json()["error"]
-    assert client.get("/api/status").get_json()["options"]["engine"] == ["onnxruntime"]
+    assert client.get("/api/status").get_json()["options"]["engine"] == ["auto", "onnxruntime"]
 
 
 @pytest.mark.parametrize("weights", ["onnx", "pt"])

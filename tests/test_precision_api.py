@@ -26,7 +26,7 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_on
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)  # tuning must write nothing into the server's working directory
-    app = create_app(Config(uploads=tmp_path / "up", host="127.0.0.1", int8_recipes="u8s8-pc-rr"))
+    app = create_app(Config(uploads=tmp_path / "up", host="127.0.0.1", int8_recipes="u8s8-pc-rr", engine="onnxruntime"))
     client = app.test_client()
     upload(client, "/upload/video", make_video(frames=30))
     upload(client, "/upload/model", demo_onnx)
@@ -37,7 +37,8 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_on
     )
     assert any(job and job["kind"] == "quantize" for job in seen_jobs), "tuning progress was never shown"
     table = status["precision"]["int8"]
-    assert table["chosen"] == "u8s8-pc-rr" and [row["recipe"] for row in table["rows"]] == ["u8s8-pc-rr"]
+    recipes = [row["recipe"] for row in table["rows"] if row["engine"] == "onnxruntime" and row["precision"] == "int8"]
+    assert table["chosen"] == "u8s8-pc-rr" and recipes == ["u8s8-pc-rr"]
     cached = [p.name for p in (tmp_path / "up" / "model").iterdir()]
     assert "shapes-yolov8n.int8.u8s8-pc-rr.onnx" in cached and "shapes-yolov8n.int8.json" in cached  # next to it
     assert list(workdir.iterdir()) == []

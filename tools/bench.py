@@ -34,6 +34,7 @@ from server.config import Config
 from server.models.runtime import ModelRuntime
 from server.vision import mjpeg
 from server.vision.detector import Detector, default_threads
+from server.vision.engines import ONNXRUNTIME
 from server.vision.metrics import map50
 from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.processing import Detections
@@ -821,7 +822,7 @@ def main(argv: list[str] | None = None) -> dict:
     frames = min(args.frames, video_info.frames)
     args.cache.mkdir(parents=True, exist_ok=True)
     variants = variants_from(args)
-    base = Settings(threads=args.threads)
+    base = Settings(engine=ONNXRUNTIME, threads=args.threads)  # the rows name their precision: no auto here
     print(f"video {args.video.name}: {video_info.width}x{video_info.height}, {frames} frames per row; "
           f"model {args.model.name}; {len(variants)} variants; {args.threads} threads", file=sys.stderr)
 

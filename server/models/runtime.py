@@ -11,7 +11,7 @@ from pathlib import Path
 from server.models.ncnn import NcnnBuild, ncnn_model_for
 from server.models.ncnn.int8 import int8_ready
 from server.vision.detector import Detector
-from server.vision.engines import ENGINE_PRECISIONS, NCNN, ONNXRUNTIME, Engine, EngineKey
+from server.vision.engines import AUTO, ENGINE_PRECISIONS, NCNN, ONNXRUNTIME, Engine, EngineKey
 from server.vision.engines.ncnn_engine import NcnnEngine
 from server.vision.engines.onnxruntime_engine import OnnxRuntimeEngine
 from server.vision.settings import Settings
@@ -28,9 +28,10 @@ class ModelRuntime:
     """
 
     def __init__(self, fp32_path: Path, int8_path: Callable[[], Path | None], keep: int = 1,
-                 ncnn: NcnnBuild | None = None):
+                 ncnn: NcnnBuild | None = None, verdict: Callable[[], dict | None] = lambda: None):
         self.fp32_path = Path(fp32_path)
         self.int8_path = int8_path
+        self.verdict = verdict  # what engine auto runs once this device has timed them (Int8Models.verdict)
         self.keep = keep
         self._ncnn = ncnn
         self._lock = threading.Lock()
@@ -52,14 +53,16 @@ class ModelRuntime:
             offered[NCNN] = [p for p in ENGINE_PRECISIONS[NCNN] if p != "int8" or int8_ready(build) is not None]
         return offered, ({} if build.files is not None else {NCNN: build.reason or "not built"})
 
-    def model_path(self, settings: Settings) -> Path:
-        """Return the int8 model when asked for and ready; fp32 otherwise (also while int8 is being tuned)."""
-        if settings.precision == "int8":
+    def onnx_path(self, key: EngineKey) -> Path:
+        """Return the ONNX an ONNX Runtime key runs: the int8 model when asked for and ready, else fp32."""
+        if key.precision == "int8":
             return self.int8_path() or self.fp32_path
         return self.fp32_path
 
     def key_for(self, settings: Settings) -> EngineKey:
-        """Return what runs for these settings: NCNN when asked for and built, ONNX Runtime otherwise."""
+        """Return what runs for these settings: auto's verdict, NCNN when asked for and built, else ONNX Runtime."""
+        if settings.engine == AUTO:
+            return self._auto_key(settings)
         if settings.engine == NCNN and self.ncnn().files is not None:
             # NCNN int8 not made (or made stale) runs NCNN fp32 meanwhile, as ONNX Runtime int8 runs fp32 until tuned
             precision = "fp32" if settings.precision == "int8" and int8_ready(self.ncnn()) is None \
@@ -67,6 +70,22 @@ class ModelRuntime:
             return EngineKey(NCNN, precision, settings.threads)
         precision = "int8" if settings.precision == "int8" and self.int8_path() else "fp32"
         return EngineKey(ONNXRUNTIME, precision, settings.threads)
+
+    def _auto_key(self, settings: Settings) -> EngineKey:
+        """The row this device's timing chose, while it can run; ONNX Runtime fp32 until then (and after reset)."""
+        verdict = self.verdict()
+        if verdict:
+            key = EngineKey(verdict["engine"], verdict["precision"], verdict["threads"])
+            if self.runnable(key):
+                return key
+        return EngineKey(ONNXRUNTIME, "fp32", settings.threads)
+
+    def runnable(self, key: EngineKey) -> bool:
+        """Whether the files key needs exist now (an int8 model once tuned or made, NCNN once written)."""
+        if key.engine == NCNN:
+            build = self.ncnn()
+            return build.files is not None and (key.precision != "int8" or int8_ready(build) is not None)
+        return key.precision != "int8" or self.int8_path() is not None
 
     def engine_for(self, key: EngineKey) -> Engine:
         """Load the engine of a key (not warmed up)."""
@@ -76,14 +95,13 @@ class ModelRuntime:
             if files is None:
                 raise RuntimeError("the NCNN int8 model has not been made")
             return NcnnEngine(files, key.threads, key.precision)
-        path = (self.int8_path() or self.fp32_path) if key.precision == "int8" else self.fp32_path
-        return OnnxRuntimeEngine(path, key.threads)
+        return OnnxRuntimeEngine(self.onnx_path(key), key.threads)
 
     def detector_for(self, settings: Settings) -> Detector:
         """Return a detector for these settings, loading (and warming up) a new one when they changed."""
         key = self.key_for(settings)
         if key.engine == ONNXRUNTIME:  # the int8 file is swapped in place once tuned: the path is part of the key
-            key = (*key, self.model_path(settings))
+            key = (*key, self.onnx_path(key))
         elif key.precision == "int8":  # NCNN int8 made again (new frames) is a new model: its .json's time is the key
             key = (*key, self.ncnn().files.int8().head.stat().st_mtime_ns)
         with self._lock:

@@ -106,6 +106,7 @@ class FramePipeline:
         self.tracker = tracker_factory() if tracker_factory else None
         self._last_detect_index: int | None = None
         self.precision = "fp32"  # of the model that ran last, which may lag the setting while int8 is tuned
+        self.engine = "onnxruntime"  # likewise: auto runs ONNX Runtime until the device has timed the engines
         self.profiling: Detector | None = None  # a profiling session a trace runs in place of the usual one
 
     def reset(self) -> None:
@@ -120,7 +121,7 @@ class FramePipeline:
 
     def _infer(self, image: np.ndarray, settings: Settings, watch: Stopwatch) -> Detections:
         detector = self.profiling or self.detector_for(settings)
-        self.precision = detector.precision
+        self.precision, self.engine = detector.precision, detector.engine.name
         watch.skip()  # loading a new session after a settings change is not a per-frame cost
         classes = list(settings.classes) if settings.classes is not None else None
         return detector.detect(image, settings.imgsz, settings.conf, settings.iou, classes, lap=watch.lap)

@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 
 from server.vision.detector import default_threads
-from server.vision.engines import ENGINE_PRECISIONS, ENGINES, ONNXRUNTIME
+from server.vision.engines import AUTO, ENGINE_PRECISIONS, ENGINES
 
 IMGSZ_CHOICES = (320, 416, 512, 640)
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -34,7 +34,7 @@ class Settings:
     imgsz: int = 640
     realtime: bool = True
     loop: bool = True
-    engine: str = ONNXRUNTIME
+    engine: str = AUTO  # or one of ENGINES, with precision and threads as set
     precision: str = "fp32"
     detect_every: int = 1
     classes: tuple[int, ...] | None = None
@@ -59,7 +59,7 @@ def options_for(imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES, offered: dict | 
         **{name: list(FRACTION_RANGE) for name in FRACTIONS},
         "above_low": list(FRACTIONS),
         "imgsz": list(imgsz_choices),
-        "engine": list(offered),
+        "engine": [AUTO, *offered],
         "engines": {engine: list(precisions) for engine, precisions in offered.items()},
         "precision": list(PRECISIONS),
         "detect_every": list(DETECT_EVERY_RANGE),
@@ -109,7 +109,12 @@ def _classes(value, class_count: int) -> tuple[int, ...] | None:
 
 
 def _offered(settings: Settings, offered: dict, why_not: dict) -> Settings:
-    """Refuse an engine x precision the model does not offer, saying why and what it does offer."""
+    """Refuse an engine x precision the model does not offer, saying why and what it does offer.
+
+    With engine auto the precision setting waits, unused, for the user to pick an engine again.
+    """
+    if settings.engine == AUTO:
+        return settings
     precisions = offered.get(settings.engine)
     if precisions is None:
         reason = f" ({why_not[settings.engine]})" if why_not.get(settings.engine) else ""
@@ -139,7 +144,7 @@ def apply_changes(
         "imgsz": lambda v: _choice("imgsz", v, imgsz_choices),
         "realtime": lambda v: _boolean("realtime", v),
         "loop": lambda v: _boolean("loop", v),
-        "engine": lambda v: _choice("engine", v, ENGINES),
+        "engine": lambda v: _choice("engine", v, (AUTO, *ENGINES)),
         "precision": lambda v: _choice("precision", v, PRECISIONS),
         "detect_every": lambda v: _integer("detect_every", v, *DETECT_EVERY_RANGE),
         "classes": lambda v: _classes(v, class_count),

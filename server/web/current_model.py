@@ -5,6 +5,7 @@ from __future__ import annotations
 from server.models.int8.builds import Int8Models
 from server.models.ncnn import NcnnBuild
 from server.models.runtime import ModelRuntime
+from server.vision.engines import AUTO, ONNXRUNTIME
 from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
 from server.web.uploads import StoredModel, UploadStore
 
@@ -12,10 +13,11 @@ from server.web.uploads import StoredModel, UploadStore
 class CurrentModel:
     """Engines (fp32, int8 once tuned, NCNN) of the stored model and the validated settings; swapped, never edited."""
 
-    def __init__(self, store: UploadStore, int8: Int8Models):
+    def __init__(self, store: UploadStore, int8: Int8Models, engine: str = Settings.engine):
         self.store = store
         self.int8 = int8
-        self.settings = Settings()
+        self.engine_at_start = engine
+        self.settings = apply_changes(Settings(), {"engine": engine})  # SettingsError names a bad --engine
         self.runtime: ModelRuntime | None = None
         if store.model is not None:  # re-adopted from a previous run (see UploadStore)
             self.adopt(store.model)
@@ -47,22 +49,24 @@ class CurrentModel:
     def active(self) -> dict:
         """What runs for the settings now: engine and precision (int8 only once tuned)."""
         if self.runtime is None:
-            return {"engine": self.settings.engine, "active": "fp32"}
+            return {"engine": ONNXRUNTIME, "active": "fp32", "threads": self.settings.threads}
         key = self.runtime.key_for(self.settings)
-        return {"engine": key.engine, "active": key.precision}
+        return {"engine": key.engine, "active": key.precision, "threads": key.threads}
 
     def adopt(self, model: StoredModel, ncnn: NcnnBuild | None = None) -> None:
         """Run model from now on, at the size it was trained or exported for when that is offered.
 
         ncnn is its NCNN build when the upload just wrote it; a re-adopted model's is checked when first asked for.
         """
-        self.runtime = ModelRuntime(model.onnx_path, lambda: self.int8.ready(model.onnx_path), ncnn=ncnn)
+        self.runtime = ModelRuntime(model.onnx_path, lambda: self.int8.ready(model.onnx_path), ncnn=ncnn,
+                                    verdict=lambda: self.int8.verdict(model.onnx_path))
         choices = self.imgsz_choices()
         imgsz = model.info.imgsz if model.info.imgsz in choices else choices[-1]
         changes = {"imgsz": imgsz, "classes": None}
         offered, why_not = self.runtime.offered()
-        if self.settings.precision not in offered.get(self.settings.engine, ()):  # the new model lacks it
-            changes.update(engine=Settings.engine, precision=Settings.precision)
+        if self.settings.engine != AUTO and self.settings.precision not in offered.get(self.settings.engine, ()):
+            # the new model lacks the engine or precision in force
+            changes.update(engine=self.engine_at_start, precision=Settings.precision)
         self.settings = apply_changes(self.settings, changes, choices, len(model.info.classes), offered, why_not)
 
     def update(self, changes: dict) -> Settings:
@@ -77,4 +81,4 @@ class CurrentModel:
     def forget(self) -> None:
         """No model any more; engine and precision go back to their defaults."""
         self.runtime = None
-        self.settings = apply_changes(self.settings, {"engine": Settings.engine, "precision": Settings.precision})
+        self.settings = apply_changes(self.settings, {"engine": self.engine_at_start, "precision": Settings.precision})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -13,11 +14,14 @@ from server.events.recorder import EventRecorder, chained
 from server.outputs.adapter import CountsTap
 from server.jobs import JobBoard
 from server.models import convert
-from server.models.int8.builds import Int8Models
+from server.models.choice import reference_key
+from server.models.int8.builds import Int8Models, auto_engines
 from server.models.ncnn import NcnnBuild, ncnn_model_for
 from server.storage import InsufficientStorage
+from server.vision.engines import AUTO, ONNXRUNTIME
 from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.sources import DEFAULT_FPS, LiveChoice
+from server.vision.settings import Settings
 from server.vision.tracker import Tracker
 from server.web.current_model import CurrentModel
 from server.web.exports import ExportRunning, Exports
@@ -26,6 +30,8 @@ from server.web.streaming import Busy, StreamControl, TooManyViewers
 from server.web.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
+
+STOP_TUNING_WAIT_S = 10.0  # at shutdown
 
 __all__ = ["Busy", "DetectionService", "TooManyViewers", "described"]
 
@@ -49,7 +55,7 @@ class DetectionService:
         self.jobs = jobs or JobBoard()
         self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
         self.exports = Exports(store.root / "export", self.jobs, store.space)
-        self.model = CurrentModel(store, self.int8)
+        self.model = CurrentModel(store, self.int8, config.engine)
         self.sources = SourceSelection(config, self._calibration_ready)
         self.stream = StreamControl(config)
         self.events = events  # None: no events are recorded (a service built without them, as some tests do)
@@ -175,18 +181,21 @@ class DetectionService:
             settings, model = self.model.settings, self.store.model
             if model is not None and settings.min_agreement != old.min_agreement:
                 self.int8.rejudge(model.onnx_path, settings.min_agreement)
-            if settings.precision == "int8":
+            if wants_tuning(settings):
                 self._build_int8()
             return settings.as_dict()
 
     def _build_int8(self) -> None:
-        """Tune int8 on frames from the source Start reads, once it has them (a live one after sampling a while)."""
-        model, choice = self.store.model, self.sources.for_stream(self.store.video)
-        if model is None or choice is None or not choice.calibration_ready or self._pending:
+        """Time the engines and tune int8 on frames from the source Start reads, once it has them (a live one
+        after sampling a while): one job, whose verdict engine auto runs and whose int8 model precision int8 runs."""
+        model, source = self.store.model, self.sources.for_stream(self.store.video)
+        runtime = self.model.runtime
+        if model is None or source is None or runtime is None or not source.calibration_ready or self._pending:
             return
-        settings = self.model.settings
-        self.int8.build(model.onnx_path, choice.calibration_frames, settings.imgsz, settings.min_agreement,
-                        settings.threads)
+        settings, cores = self.model.settings, os.cpu_count() or 1
+        threads = reference_key(settings.threads, cores).threads
+        self.int8.build(model.onnx_path, source.calibration_frames, settings.imgsz, settings.min_agreement,
+                        threads, auto_engines(runtime, threads, cores))
 
     def _calibration_ready(self) -> None:
         """A live stream sampled enough frames: tune int8 now if it was asked for before they came.
@@ -194,7 +203,7 @@ class DetectionService:
         Called on the live reader's thread, which a stopping stream waits for: so no service lock here; the
         build itself runs on Int8Models' own thread, which stop, reset and uploads cancel and join.
         """
-        if self.model.settings.precision == "int8" and self.streaming:
+        if wants_tuning(self.model.settings) and self.streaming:
             self._build_int8()
 
     def _cancel_int8(self, why: str) -> None:
@@ -245,7 +254,7 @@ class DetectionService:
                 needed = (("a video (or choose a live source)", choice), ("a model", model))
                 missing = " and ".join(n for n, v in needed if v is None)
                 raise Busy(f"upload {missing} before starting the stream")
-            if self.model.settings.precision == "int8":
+            if wants_tuning(self.model.settings):
                 self._build_int8()
             pipeline = FramePipeline(self.model.runtime.detector_for, model.info.classes, tracker_factory=Tracker)
             live = isinstance(choice, LiveChoice)
@@ -277,7 +286,10 @@ class DetectionService:
         self.stream.stop()
         if self.events:
             self.events.stop()
-        self.int8.cancel()
+        # Not the full wait of a reset: nothing replaces the files, and a tuning's work folder left by an exit
+        # during a quantize call is removed at the next start.
+        if not self.int8.cancel(timeout=STOP_TUNING_WAIT_S):
+            logger.info("int8 tuning is still finishing a step; its work folder is removed at the next start")
 
     def trace(self, frames: int, onnx_profile: bool = False) -> dict:
         """Record the next frames' stage spans as a Chrome trace; raise Busy when not streaming."""
@@ -286,6 +298,11 @@ class DetectionService:
     def viewer_frames(self) -> Iterator[bytes]:
         """Return a multipart generator for one viewer; raise Busy when not streaming or full."""
         return self.stream.viewer_frames()
+
+
+def wants_tuning(settings: Settings) -> bool:
+    """Whether the settings need the on-device timing: engine auto, or ONNX Runtime int8 (its recipes)."""
+    return settings.engine == AUTO or (settings.engine == ONNXRUNTIME and settings.precision == "int8")
 
 
 def described(stored) -> dict | None:

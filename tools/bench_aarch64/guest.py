@@ -87,6 +87,7 @@ def run_ours(args: argparse.Namespace) -> list[dict]:
     from server.vision import pipeline as pipeline_module
     from server.vision.hub import FrameHub
     from server.vision.pipeline import FramePipeline
+    from server.vision.engines import ONNXRUNTIME
     from server.vision.settings import Settings
     from server.vision.stats import StreamStats
     from server.vision.tracker import Tracker
@@ -99,8 +100,8 @@ def run_ours(args: argparse.Namespace) -> list[dict]:
         mark(stage)
 
     pipeline_module.Stopwatch.lap = lap
-    settings = Settings(imgsz=args.imgsz, precision=args.precision, detect_every=args.detect_every, threads=1,
-                        realtime=False, loop=False)
+    settings = Settings(engine=ONNXRUNTIME, imgsz=args.imgsz, precision=args.precision,
+                        detect_every=args.detect_every, threads=1, realtime=False, loop=False)
     settings, detector_for, names = engine_for(args, settings)
     detector_for(settings)  # the server loads and warms the session before streaming
     pipeline = FramePipeline(detector_for, names, tracker_factory=Tracker)

@@ -1,4 +1,8 @@
-"""The int8 variant of the current model: taken from the cache, or tuned in the background with progress.
+"""The on-device tuning of the current model, one background job: the int8 recipes and the `auto` engine choice.
+
+It builds and judges ONNX Runtime's int8 recipes and times them with every other engine the model offers (NCNN
+fp32/fp16, NCNN int8 made from the same calibration frames) in the same rounds (server.models.int8.tuning), and
+caches the outcome per model and device: the int8 model the int8 setting runs and the row `auto` runs.
 
 One build at a time, on a thread that stop, reset and a new upload cancel and join (cancel()), so no tuning ever
 reads files that are being replaced or deleted. A new min_agreement re-judges the recipes already measured.
@@ -15,9 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from server.jobs import JobBoard, join_worker
+from server.models import choice
 from server.models.int8 import tuning as quantize
 from server.models.int8.recipes import DEFAULT_RECIPES, RECIPES_BY_NAME
+from server.models.ncnn.int8 import Int8Cancelled, build_ncnn_int8
+from server.models.runtime import ModelRuntime
 from server.storage import DiskSpace, InsufficientStorage, is_disk_full
+from server.vision.detector import Detector
 from server.vision.sources.base import CALIBRATION_FRAMES
 
 logger = logging.getLogger(__name__)
@@ -47,6 +55,26 @@ def remove_partial_tuning(out_path: Path) -> list[str]:
             path.unlink()
             removed.append(path.name)
     return removed
+
+
+def auto_engines(runtime: ModelRuntime, threads: int, cores: int) -> quantize.EnginesFor:
+    """Return what makes and lists auto's other rows for runtime: NCNN int8 first (from the calibration frames),
+    then every engine x precision x threads it offers (choice.candidate_keys)."""
+
+    def engines(tensors: list[np.ndarray], progress: quantize.Progress, cancel: threading.Event) -> quantize.Engines:
+        build = runtime.ncnn()
+        if build.files is not None:
+            try:
+                build_ncnn_int8(build, tensors, threads=threads, on_progress=progress, cancel=cancel)
+            except Int8Cancelled:
+                raise quantize.TuningCancelled("cancelled while making the NCNN int8 model") from None
+            except Exception as error:  # NCNN int8 is one row less, not a failed tuning
+                logger.warning("the NCNN int8 model could not be made: %s", error)
+        offered, _ = runtime.offered()
+        keys = choice.candidate_keys(offered, threads, cores)
+        return {choice.row_name(key): (key, lambda key=key: Detector(runtime.engine_for(key))) for key in keys}
+
+    return engines
 
 
 class Int8Models:
@@ -80,7 +108,12 @@ class Int8Models:
     def ready(self, fp32: Path) -> Path | None:
         """Return the tuned int8 model of fp32 if this CPU has one cached, else None."""
         report = self._cached(fp32)
-        return Path(report.path) if report else None
+        return Path(report.path) if report and report.path else None
+
+    def verdict(self, fp32: Path) -> dict | None:
+        """Return what `auto` runs for fp32 on this device ({engine, precision, threads, row, why}) once timed."""
+        report = self._cached(fp32)
+        return report.auto or None if report else None
 
     def report(self, fp32: Path) -> dict | None:
         report = self._cached(fp32)
@@ -91,25 +124,27 @@ class Int8Models:
 
     def status(self, fp32: Path | None, precision: str) -> dict:
         """What runs now under the precision setting (int8 once tuned), and the tuning table when there is one."""
-        int8_path = self.ready(fp32) if fp32 else None
-        active = "int8" if precision == "int8" and int8_path else "fp32"
-        return {"active": active, "building": self.building(), "int8": self.report(fp32) if int8_path else None}
+        report = self.report(fp32) if fp32 else None
+        active = "int8" if precision == "int8" and report and report["path"] else "fp32"
+        return {"active": active, "building": self.building(), "int8": report}
 
     def build(self, fp32: Path, frames: Callable[[int], list[np.ndarray]], imgsz: int, min_agreement: float,
-              threads: int) -> None:
+              threads: int, engines: quantize.EnginesFor | None = None) -> None:
         """Start tuning in the background unless it is cached or already running.
 
-        frames(count) gives the calibration images (a source's; called on the tuning thread: a file decodes).
+        frames(count) gives the calibration images (a source's; called on the tuning thread: a file decodes);
+        engines makes and lists auto's other rows (tune_int8's engines), called on the tuning thread with the
+        tuning's cancel event.
         """
         with self._lock:
-            if self.ready(fp32) or self.building() or not self._room_for(fp32):
+            if self._cached(fp32) or self.building() or not self._room_for(fp32):
                 return
-            if not self.jobs.begin("quantize", "tuning int8 on this CPU"):
+            if not self.jobs.begin("quantize", "timing the engines on this device"):
                 return
             self.error = None
             self._cancel = threading.Event()
             self._thread = threading.Thread(
-                target=self._build, args=(fp32, frames, imgsz, min_agreement, threads, self._cancel),
+                target=self._build, args=(fp32, frames, imgsz, min_agreement, threads, engines, self._cancel),
                 name="int8-tuning", daemon=True,
             )  # fmt: skip
             self._thread.start()
@@ -155,7 +190,7 @@ class Int8Models:
             self._known[fp32] = quantize.rejudge(report, quantize.int8_path_for(fp32), min_agreement)
 
     def _build(self, fp32: Path, frames: Callable[[int], list[np.ndarray]], imgsz: int, min_agreement: float,
-               threads: int, cancel: threading.Event) -> None:
+               threads: int, engines: quantize.EnginesFor | None, cancel: threading.Event) -> None:
         try:
             report = quantize.tune_int8(
                 fp32,
@@ -168,6 +203,7 @@ class Int8Models:
                 on_progress=lambda stage, progress, message: self._progress(fp32, stage, progress, message),
                 cancel=cancel,
                 disk_guard=self._disk_guard(fp32),
+                engines=engines and (lambda tensors, progress: engines(tensors, progress, cancel)),
             )
             wanted = self._wanted_agreement.pop(fp32, min_agreement)
             if abs(wanted - min_agreement) > 1e-9:

@@ -52,6 +52,16 @@ class TuneRow:
     error: str | None = None
     settings: dict = field(default_factory=dict)
     noise: float | None = None  # half the spread of the per-round speed-ups
+    # What runs the row: an int8 recipe is ONNX Runtime int8; the auto engine choice adds rows of other engines.
+    engine: str = "onnxruntime"
+    precision: str = "int8"
+    threads: int | None = None
+    picked: bool = False  # what engine auto runs (server.models.choice.pick), as chosen is the int8 recipe kept
+    why: str = ""
+
+    @property
+    def is_recipe(self) -> bool:
+        return self.engine == "onnxruntime" and self.precision == "int8"
 
 
 @dataclass

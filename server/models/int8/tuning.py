@@ -10,6 +10,7 @@ agrees well enough is kept, with a report, next to the fp32 model.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -54,13 +55,18 @@ from server.models.int8.recipes import (
     quantize_with,
     walk_head,
 )
+from server.models import choice
 from server.vision import processing
 from server.vision.detector import Detector
+from server.vision.engines import EngineKey
 
 logger = logging.getLogger(__name__)
 
+REFERENCE_ROW = "onnxruntime-fp32"  # the row every other is judged against
 WORK_PREFIX = ".int8-tune-"  # the hidden work folder beside the result, which start-up cleanup knows
 Progress = Callable[[str, float, str], None]
+Engines = dict[str, tuple[EngineKey, Callable[[], Detector]]]  # auto's other rows: name -> key, loader
+EnginesFor = Callable[[list[np.ndarray], Progress, threading.Event], Engines]  # makes and lists them (with cancel)
 
 
 @dataclass
@@ -85,6 +91,7 @@ class TuneReport:
     machine: dict = field(default_factory=dict)
     agreement_method: str = "map50"  # or "score-map" when fp32 found too few boxes (see judging)
     timing_rounds: int = TIMING_ROUNDS
+    auto: dict = field(default_factory=dict)  # what engine auto runs: {engine, precision, threads, row, why}
 
     def as_dict(self) -> dict:
         """Return the report as JSON-serialisable data."""
@@ -135,9 +142,10 @@ def cached_tuning(fp32_onnx: str | Path, out_path: str | Path | None = None,
     except (OSError, ValueError, TypeError, KeyError) as error:
         logger.warning("ignoring unreadable tuning report %s: %s", report_path, error)
         return None
-    if not Path(report.path).is_file():
+    if report.path and not Path(report.path).is_file():
         return None
-    same_cpu = report.machine.get("cpu_features") == machine_info()["cpu_features"]
+    here = machine_info()
+    same_cpu = all(report.machine.get(key) == here[key] for key in DEVICE_KEYS)
     same_bar = min_agreement is None or abs(report.min_agreement - min_agreement) < 1e-9
     try:
         same_source = report.source == fingerprint(fp32_onnx)
@@ -146,8 +154,11 @@ def cached_tuning(fp32_onnx: str | Path, out_path: str | Path | None = None,
     return report if same_source and same_cpu and same_bar else None
 
 
+DEVICE_KEYS = ("machine", "cpu_count", "cpu_features", "onnxruntime", "ncnn")  # a cached verdict is for these
+
+
 def machine_info() -> dict:
-    """Describe the CPU, to tell whether a cached tuning still applies."""
+    """Describe the device (CPU, cores, engine versions), to tell whether a cached tuning still applies."""
     flags = ""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -159,9 +170,17 @@ def machine_info() -> dict:
     return {
         "machine": platform.machine(),
         "onnxruntime": ort.__version__,
+        "ncnn": _version_of("ncnn"),
         "cpu_count": os.cpu_count(),
         "cpu_features": [name for name in wanted if f" {name} " in flags],
     }
+
+
+def _version_of(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def write_report(report: TuneReport, path: Path) -> None:
@@ -178,6 +197,7 @@ class _Steps:
 
     def __init__(self, total: int, on_progress: Progress | None, cancel: threading.Event | None = None):
         self.total, self.done, self.on_progress, self.cancel = total, 0, on_progress, cancel
+        self.started = time.monotonic()
 
     def check(self) -> None:
         """Raise TuningCancelled once cancellation was asked for."""
@@ -190,7 +210,14 @@ class _Steps:
         if self.on_progress:
             step = min(self.done + 1, self.total)
             progress = min(1.0, (self.done + fraction_of_step) / self.total)
-            self.on_progress(stage, progress, f"step {step}/{self.total}: {message}")
+            self.on_progress(stage, progress, f"step {step}/{self.total}: {message}{self._left(progress)}")
+
+    def _left(self, progress: float) -> str:
+        """About how long the rest takes, from the pace so far (said once a tenth is done)."""
+        if progress < 0.1 or progress >= 1:
+            return ""
+        left = (time.monotonic() - self.started) * (1 - progress) / progress
+        return f" (about {left / 60:.0f} min left)" if left >= 90 else f" (about {left:.0f} s left)"
 
 
 def tune_int8(
@@ -204,6 +231,7 @@ def tune_int8(
     threads: int | None = None,
     cancel: threading.Event | None = None,
     disk_guard: contextlib.AbstractContextManager | None = None,
+    engines: Callable[[list[np.ndarray], Progress], Engines] | None = None,
 ) -> TuneReport:
     """Build int8 models with a few recipes, keep the fastest that agrees with fp32, next to out_path.
 
@@ -211,13 +239,18 @@ def tune_int8(
     report.path is the chosen one. Setting cancel stops the work at the next step or frame (TuningCancelled)
     and nothing is written. disk_guard (server.storage.DiskSpace.guard) wraps the work, so that a disk that
     fills is judged before the work folder is removed.
+
+    engines(calibration tensors, progress) gives the `auto` engine choice's other rows (server.models.choice),
+    row name -> its EngineKey and a function loading it, after making what needs the frames (NCNN int8): loaded,
+    judged on the same held-back frames and timed in the same rounds as the recipes; report.auto is the row auto
+    runs (ONNX Runtime fp32 unless another is faster beyond the noise).
     """
     started = time.perf_counter()
     quiet_quantizer()
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     chosen_recipes = [RECIPES_BY_NAME[r] if isinstance(r, str) else r for r in (recipes or DEFAULT_RECIPES)]
     methods = sorted({r.calibration for r in chosen_recipes})
-    steps = _Steps(2 + len(methods) + 2 * len(chosen_recipes) + 2, on_progress, cancel)
+    steps = _Steps(2 + len(methods) + 2 * len(chosen_recipes) + (1 if engines else 0) + 2, on_progress, cancel)
     calibration_frames, held_frames = split_frames(frames)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The work folder sits next to the result, hidden, so that a crash leaves it where start-up cleaning finds it.
@@ -246,16 +279,24 @@ def tune_int8(
             rows.append(row)
             if detector is not None:
                 candidates[recipe.name] = detector
+        others = _other_engines(engines, calibration_tensors, steps)
+        for name, (key, load) in others.items():
+            row, detector = _try_engine(name, key, load, held, steps)
+            rows.append(row)
+            if detector is not None:
+                candidates[name] = detector
         fp32_ms = _time_candidates(reference, candidates, rows, held, steps)
 
-        best, qualified = choose(rows, min_agreement)
-        best.chosen = True
-        steps.report("saving", f"keeping {best.recipe}")
+        rows.insert(0, TuneRow(REFERENCE_ROW, fp32_ms, 1.0, 1.0, noise=0.0, engine="onnxruntime", precision="fp32",
+                               threads=reference.threads))
+        best, qualified, auto = judge(rows, min_agreement)
+        steps.report("saving", f"keeping {best.recipe if best else 'no int8 recipe'}; auto runs {auto['row']}")
         for name, detector in candidates.items():
-            copy_file(detector.path, candidate_path_for(out_path, name))
+            if name not in others:
+                copy_file(detector.path, candidate_path_for(out_path, name))
     report = TuneReport(
-        chosen=best.recipe,
-        path=str(candidate_path_for(out_path, best.recipe)),
+        chosen=best.recipe if best else "",
+        path=str(candidate_path_for(out_path, best.recipe)) if best else "",
         qualified=qualified,
         min_agreement=min_agreement,
         fp32_ms=fp32_ms,
@@ -266,11 +307,12 @@ def tune_int8(
         calibration_frames=len(calibration_tensors),
         held_back_frames=len(held.tensors),
         seconds=round(time.perf_counter() - started, 1),
-        note=_note(best, qualified, min_agreement, held),
+        note=_note(best, qualified, min_agreement, held, auto=auto),
         rows=rows,
         source=fingerprint(fp32_onnx),
         machine={**machine_info(), "threads": reference.threads},
         agreement_method=held.method,
+        auto=auto,
     )
     write_report(report, report_path_for(out_path))
     steps.done = steps.total
@@ -282,28 +324,55 @@ def tune_int8(
 def rejudge(report: TuneReport, out_path: Path, min_agreement: float) -> TuneReport:
     """Choose again among the recipes already measured, for another min_agreement; write and return the report."""
     rows = [TuneRow(**{**asdict(row), "chosen": False}) for row in report.rows]
-    kept = [row for row in rows if row.error is None and candidate_path_for(out_path, row.recipe).is_file()]
-    best, qualified = choose(kept, min_agreement)
-    best.chosen = True
+    for row in rows:  # a recipe whose model is gone cannot be chosen again
+        if row.is_recipe and row.error is None and not candidate_path_for(out_path, row.recipe).is_file():
+            row.error = "its model file is gone"
+    best, qualified, auto = judge(rows, min_agreement)
     held = HeldBack(tuple(report.input_hw), [], [], [], report.agreement_conf, report.agreement_method)
     updated = TuneReport(**{
         **{key: getattr(report, key) for key in report.__dataclass_fields__},
-        "chosen": best.recipe, "path": str(candidate_path_for(out_path, best.recipe)),
-        "qualified": qualified, "min_agreement": min_agreement, "rows": rows,
-        "note": _note(best, qualified, min_agreement, held, report.reference_boxes),
+        "chosen": best.recipe if best else "", "path": str(candidate_path_for(out_path, best.recipe)) if best else "",
+        "qualified": qualified, "min_agreement": min_agreement, "rows": rows, "auto": auto,
+        "note": _note(best, qualified, min_agreement, held, report.reference_boxes, auto),
     })  # fmt: skip
     write_report(updated, report_path_for(out_path))
     logger.info("int8 re-judged for min_agreement %.2f: %s", min_agreement, updated.note)
     return updated
 
 
-def _note(best: TuneRow, qualified: bool, min_agreement: float, held: HeldBack,
-          reference_boxes: int | None = None) -> str:
-    note = (
-        f"{best.recipe}: the fastest recipe with agreement >= {min_agreement:.2f}"
-        if qualified
-        else f"no recipe reached agreement {min_agreement:.2f}; kept the most accurate, {best.recipe}"
-    )
+def judge(rows: list[TuneRow], min_agreement: float) -> tuple[TuneRow | None, bool, dict]:
+    """Choose the int8 recipe to keep (None when none could be built) and the row auto runs, marking both.
+
+    Auto picks among ONNX Runtime fp32, the kept recipe and the other engines' rows; the other recipes are there
+    for the int8 setting only.
+    """
+    recipes = [row for row in rows if row.is_recipe]
+    for row in recipes:
+        row.chosen = False
+    best, qualified = (None, False)
+    if any(row.error is None for row in recipes):
+        best, qualified = choose(recipes, min_agreement)
+        best.chosen = True
+    candidates = [row for row in rows if not row.is_recipe or row is best]
+    picked = choice.pick(candidates, min_agreement)
+    for row in recipes:
+        if row is not best:
+            row.picked, row.why = False, row.error and f"could not run: {row.error}" or "not the int8 recipe kept"
+    auto = {"engine": picked.engine, "precision": picked.precision, "threads": picked.threads,
+            "row": picked.recipe, "why": picked.why}
+    return best, qualified, auto
+
+
+def _note(best: TuneRow | None, qualified: bool, min_agreement: float, held: HeldBack,
+          reference_boxes: int | None = None, auto: dict | None = None) -> str:
+    if best is None:
+        note = "no int8 recipe could be built"
+    elif qualified:
+        note = f"{best.recipe}: the fastest recipe with agreement >= {min_agreement:.2f}"
+    else:
+        note = f"no recipe reached agreement {min_agreement:.2f}; kept the most accurate, {best.recipe}"
+    if auto:
+        note += f"; auto runs {auto['engine']} {auto['precision']} ({auto['threads']} threads): {auto['why']}"
     if held.method == SCORE_MAP:
         boxes = held.reference_boxes() if reference_boxes is None else reference_boxes
         note += (f" (fp32 found only {boxes} boxes on the held-back frames, so agreement compares the raw "
@@ -355,6 +424,43 @@ def _try_recipe(recipe: Recipe, prepared: Path, path: Path, calibration: Calibra
     return TuneRow(recipe.name, None, None, round(score, 4), settings=settings), candidate
 
 
+def _other_engines(engines: Callable[[list[np.ndarray], Progress], Engines] | None, tensors: list[np.ndarray],
+                   steps: _Steps) -> Engines:
+    """Make what auto's other engines need from the calibration frames and list them (a step, then 2 per engine)."""
+    if engines is None:
+        return {}
+    steps.report("preparing", "preparing the other engines")
+    others = engines(tensors, lambda stage, fraction, message: steps.report(stage, message, fraction))
+    steps.done += 1
+    steps.total += 2 * len(others)
+    return others
+
+
+def _try_engine(name: str, key: EngineKey, load: Callable[[], Detector], held: HeldBack,
+                steps: _Steps) -> tuple[TuneRow, Detector | None]:
+    """Load one of auto's other engines and measure its agreement; one that fails becomes a row with its error."""
+    first_step = steps.done
+    row = TuneRow(name, None, None, None, engine=key.engine, precision=key.precision, threads=key.threads)
+    try:
+        steps.report("loading", f"loading {key.engine} {key.precision} with {key.threads} threads")
+        detector = load()
+        detector.warm_up(tuple(held.tensors[0].shape[2:]))
+        steps.done += 1
+        outputs = []
+        for index, tensor in enumerate(held.tensors):
+            steps.report("measuring", f"agreement of {name} with fp32, frame {index + 1}/{len(held.tensors)}",
+                         index / len(held.tensors))
+            outputs.append(detector.infer(tensor))
+        row.agreement = round(agreement(outputs, held), 4)
+    except TuningCancelled:
+        raise
+    except Exception as error:  # an engine this model or CPU cannot run is a row saying so, not a failed tuning
+        logger.warning("engine %s failed: %s", name, error)
+        row.error, detector = str(error), None
+    steps.done = first_step + 2
+    return row, detector
+
+
 def _time_candidates(reference: Detector, candidates: dict[str, Detector], rows: list[TuneRow], held: HeldBack,
                      steps: _Steps) -> float:
     """Time fp32 and every candidate in shared interleaved rounds; fill the rows' ms, speed-up and noise."""
@@ -362,7 +468,7 @@ def _time_candidates(reference: Detector, candidates: dict[str, Detector], rows:
     detectors = [reference, *candidates.values()]
     medians = time_models(
         detectors, spread(held.tensors, TIMED_FRAMES),
-        on_round=lambda done: steps.report("timing", f"timing fp32 and {len(names)} recipes, round "
+        on_round=lambda done: steps.report("timing", f"timing fp32 and {len(names)} candidates, round "
                                            f"{done + 1}/{TIMING_ROUNDS}", done / TIMING_ROUNDS),
     )  # fmt: skip
     fp32_ms, timed = timing_rows(medians)
@@ -371,7 +477,7 @@ def _time_candidates(reference: Detector, candidates: dict[str, Detector], rows:
         row = by_name[name]
         row.ms, row.speedup, row.noise = ms, speedup, noise
         row.settings["fp32_ms"] = fp32_ms
-        logger.info("int8 recipe %s: %.1f ms (fp32 %.1f ms), x%.2f +- %.2f, agreement %.3f",
+        logger.info("%s: %.1f ms (fp32 %.1f ms), x%.2f +- %.2f, agreement %.3f",
                     name, ms, fp32_ms, speedup, noise, row.agreement)
     steps.done += 1
     return fp32_ms
