@@ -238,39 +238,47 @@ def test_demo_plays_on_arrival_and_says_how_to_use_your_own_files(live_server, t
 
 
 @pytest.fixture
-def int8_server(serve):
-    """A live server that tunes int8 with a single recipe, to keep the tuning short."""
-    return serve(int8_recipes="u8s8-pc-rr").url
+def auto_server(serve):
+    """A live server with the engine on auto (its default) that tunes int8 with a single recipe, to keep it short."""
+    return serve(int8_recipes="u8s8-pc-rr", engine="auto").url
 
 
-def test_int8_tuning_is_shown_under_the_precision_control(int8_server, tabs, make_video, demo_onnx):
+def test_auto_times_the_engines_shows_the_table_and_a_row_can_be_forced(auto_server, tabs, make_video, demo_onnx):
     page = tabs(**DESKTOP)
-    page.goto(int8_server)
-    upload_both(page, make_video("int8.mp4", width=320, height=240, fps=15, frames=30), demo_onnx)
+    page.goto(auto_server)
+    upload_both(page, make_video("auto.mp4", width=320, height=240, fps=15, frames=30), demo_onnx)
     active = page.locator("#precision-active")
-    expect(active).to_have_text("Running FP32")
+    expect(page.locator("#setting-engine")).to_have_value('"auto"')
+    expect(active).to_contain_text("Auto: running ONNX Runtime FP32")
 
-    page.select_option("#setting-imgsz", "320")  # tune at a small input: quicker on a shared CI core
-    assert wait_for(lambda: requests.get(f"{int8_server}/api/status", timeout=5).json()["settings"]["imgsz"] == 320)
-    page.select_option("#setting-precision", label="INT8 (quantized, faster)")
-    expect(active).to_have_text("Running FP32 — INT8 is being tuned on this device…", timeout=30_000)
-    expect(page.locator("#job")).to_contain_text("Quantizing to INT8")
+    page.select_option("#setting-imgsz", "320")  # time at a small input: quicker on a shared CI core
+    assert wait_for(lambda: requests.get(f"{auto_server}/api/status", timeout=5).json()["settings"]["imgsz"] == 320)
+    page.click("#start-btn")
+    expect(page.locator("#job")).to_contain_text("Timing the engines on this device", timeout=30_000)
+    expect(active).to_contain_text("the engines are being timed")
 
-    chosen = page.locator("#int8-table tr.chosen")
-    expect(chosen).to_have_attribute("data-recipe", "u8s8-pc-rr", timeout=120_000)
-    expect(chosen).to_contain_text("✓ u8s8-pc-rr (chosen)")
-    expect(active).to_contain_text("Running INT8 (recipe u8s8-pc-rr,")
+    picked = page.locator("#int8-table tr.chosen")
+    expect(picked).to_have_count(1, timeout=180_000)
     expect(page.locator("#job")).to_be_hidden()
-    report = requests.get(f"{int8_server}/api/status", timeout=5).json()["precision"]["int8"]
+    report = requests.get(f"{auto_server}/api/status", timeout=5).json()["precision"]["int8"]
+    rows = page.get_by_test_id("engine-row")
+    expect(rows).to_have_count(len(report["rows"]))
+    expect(picked).to_have_attribute("data-row", report["auto"]["row"])
     expect(page.locator("#int8-note")).to_have_text(report["note"])
-    expect(page.locator("#int8-table tbody tr[data-recipe]")).to_have_count(1)
-    expect(active).to_contain_text(f"agreement {report['rows'][0]['agreement']:.2f}")
-    page.locator("#setting-precision").scroll_into_view_if_needed()
-    screenshot(page, "desktop-int8.png")
+    screenshot(page, "desktop-engines.png")
+
+    # Force NCNN FP16: the settings and what runs follow.
+    fp16 = page.locator("#int8-table tr[data-row^='ncnn-fp16']")
+    fp16.get_by_test_id("use-row").click()
+    assert wait_for(lambda: requests.get(f"{auto_server}/api/status", timeout=5).json()["precision"]["engine"] == "ncnn")
+    expect(page.locator("#setting-engine")).to_have_value('"ncnn"', timeout=10_000)
+    expect(active).to_contain_text("Running NCNN FP16")
+    status = requests.get(f"{auto_server}/api/status", timeout=5).json()
+    assert (status["settings"]["engine"], status["settings"]["precision"]) == ("ncnn", "fp16")
 
     phone = tabs(**PHONE)
-    phone.goto(int8_server)
+    phone.goto(auto_server)
     expect(phone.locator("#int8-table tr.chosen")).to_be_visible(timeout=10_000)
     # The table may scroll inside its box, never the page itself.
     assert phone.evaluate("() => document.documentElement.scrollWidth") <= PHONE["viewport"]["width"]
-    phone.locator("#precision-info").screenshot(path=str(ARTIFACTS / "phone-int8.png"))
+    phone.locator("#precision-info").screenshot(path=str(ARTIFACTS / "phone-engines.png"))

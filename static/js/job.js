@@ -4,7 +4,7 @@ import { $ } from "./dom.js";
 import { page } from "./page.js";
 import { setProgress } from "./uploads.js";
 
-const TITLES = { quantize: "Quantizing to INT8", convert: "Converting a model to ONNX", export: "Exporting the video" };
+const TITLES = { quantize: "Timing the engines on this device (and tuning INT8)", convert: "Converting a model to ONNX", export: "Exporting the video" };
 
 // "about 40 s left" from the server's estimate (eta_s is null until enough of the job is done to tell).
 function timeLeft(job) {

@@ -1,7 +1,9 @@
-// Under the precision setting: what actually runs (fp32 or int8, which may differ from the setting while int8
-// is tuned) and the table of what the int8 tuning tried.
+// Under the engine setting: what actually runs (auto's pick, or fp32 while the engines are timed or int8 tuned)
+// and the table of what this device measured: every engine x precision x threads, with a button to force one.
 
+import { postJSON } from "./api.js";
 import { $, el, formatNumber } from "./dom.js";
+import { page, renderAll } from "./page.js";
 
 const table = {
   signature: "",
@@ -24,68 +26,108 @@ function waitingReason(status) {
   return "INT8 will be tuned once a video and a model are uploaded";
 }
 
+const ENGINE_NAMES = { onnxruntime: "ONNX Runtime", ncnn: "NCNN" };
+const engineName = (engine) => ENGINE_NAMES[engine] || engine;
+
 // One sentence on what actually runs.
 function precisionSentence(status) {
   const precision = status.precision || {};
   const report = precision.int8;
+  const running = `${engineName(precision.engine)} ${String(precision.active || "fp32").toUpperCase()}`
+    + (precision.threads ? `, ${precision.threads} threads` : "");
+  if (status.settings.engine === "auto") {
+    if (report && report.auto && report.auto.engine) {
+      return { kind: "int8", text: `Auto: running ${running} — ${report.auto.why}` };
+    }
+    return { kind: precision.building ? "tuning" : "waiting",
+      text: `Auto: running ${running} — ${waitingReason(status).replace("INT8 is being tuned", "the engines are being timed")
+        .replace("INT8 will be tuned", "the engines will be timed")}` };
+  }
   const chosen = report && (report.rows || []).find((row) => row.chosen);
   const speed = chosen && Number.isFinite(chosen.speedup)
     ? `${formatSpeedup(chosen.speedup)} ${chosen.speedup >= 1 ? "faster than" : "the speed of"} FP32` : "";
   const agreement = chosen && Number.isFinite(chosen.agreement) ? `agreement ${chosen.agreement.toFixed(2)}` : "";
-  if (precision.active === "int8" && report) {
+  if (precision.active === "int8" && precision.engine === "onnxruntime" && report) {
     const facts = [`recipe ${report.chosen}`, speed, agreement].filter(Boolean).join(", ");
     const warning = report.qualified ? ""
       : ` — below the ${Number(report.min_agreement).toFixed(2)} agreement bar, so boxes may differ from FP32`;
-    return { kind: "int8", text: `Running INT8 (${facts})${warning}` };
+    return { kind: "int8", text: `Running ONNX Runtime INT8 (${facts})${warning}` };
   }
-  if (status.settings.precision !== "int8") {
-    const ready = report ? `. A tuned INT8 model is ready (${[speed, agreement].filter(Boolean).join(", ")})` : "";
-    return { kind: "fp32", text: `Running FP32${ready}` };
+  if (status.settings.precision !== "int8" || status.settings.engine !== "onnxruntime") {
+    return { kind: "fp32", text: `Running ${running}` };
   }
-  return { kind: precision.building ? "tuning" : "waiting", text: `Running FP32 — ${waitingReason(status)}` };
+  return { kind: precision.building ? "tuning" : "waiting", text: `Running ${running} — ${waitingReason(status)}` };
 }
 
-// Four narrow columns fit a phone: the chosen mark rides in the name, errors are told below the table.
-function tuningRow(row, report) {
+// Forcing a row: the engine, precision and threads it ran with become the settings.
+async function useRow(row, button) {
+  button.disabled = true;
+  try {
+    const settings = await postJSON("/api/settings",
+      { engine: row.engine, precision: row.precision, ...(row.threads ? { threads: row.threads } : {}) });
+    if (page.status) page.status.settings = settings;
+    renderAll();
+  } catch (error) {
+    button.title = error.message;
+    button.textContent = "refused";
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function isRunning(row, status) {
+  const precision = status.precision || {};
+  return row.engine === precision.engine && row.precision === precision.active
+    && (!row.threads || row.threads === precision.threads);
+}
+
+// One row per engine x precision x threads timed; ✓ marks auto's pick, the button forces the row.
+function tuningRow(row, report, status) {
   const failed = Boolean(row.error);
   const below = !failed && Number.isFinite(row.agreement) && row.agreement < report.min_agreement;
+  const recipe = row.engine === "onnxruntime" && row.precision === "int8" ? ` ${row.recipe}` : "";
   const name = el("th", { scope: "row" },
-    row.chosen ? el("span", { class: "mark", "aria-hidden": "true", text: "✓ " }) : null,
-    row.recipe,
-    row.chosen ? el("span", { class: "visually-hidden", text: " (chosen)" }) : null);
-  return el("tr", { class: row.chosen ? "chosen" : failed ? "failed" : null, "data-recipe": row.recipe },
+    row.picked ? el("span", { class: "mark", "aria-hidden": "true", text: "✓ " }) : null,
+    `${engineName(row.engine)} ${row.precision.toUpperCase()}${recipe}`,
+    row.picked ? el("span", { class: "visually-hidden", text: " (auto's choice)" }) : null);
+  const usable = !failed && (row.engine !== "onnxruntime" || row.precision !== "int8" || row.chosen);
+  const button = el("button", { type: "button", class: "use-row", "data-testid": "use-row",
+    text: isRunning(row, status) && status.settings.engine !== "auto" ? "in use" : "Use" });
+  button.disabled = !usable;
+  button.addEventListener("click", () => useRow(row, button));
+  return el("tr", { class: row.picked ? "chosen" : failed ? "failed" : null, "data-row": row.recipe,
+    "data-testid": "engine-row" },
     name,
+    el("td", { text: row.threads ? String(row.threads) : "–" }),
     el("td", { text: failed ? "failed" : formatNumber(row.ms, 1) }),
     el("td", { text: formatSpeedup(row.speedup) }),
     el("td", { class: below ? "below" : null, title: below ? "too different from FP32" : null,
-      text: formatNumber(row.agreement, 2) }));
+      text: formatNumber(row.agreement, 2) }),
+    el("td", { class: "why", text: row.why || "" }),
+    el("td", {}, button));
 }
 
-function tuningTable(report) {
-  const reference = el("tr", { class: "reference" },
-    el("th", { scope: "row", text: "fp32" }),
-    el("td", { text: formatNumber(report.fp32_ms, 1) }),
-    el("td", { text: "1.0×" }),
-    el("td", { text: "1.00" }));
+function tuningTable(report, status) {
   return el("table", { id: "int8-table", class: "tuning-table", "data-testid": "int8-table" },
     el("thead", {}, el("tr", {},
-      ...["Recipe", "ms", "Speed-up", "Agree\u00ADment"].map((name) => el("th", { scope: "col", text: name })))),
-    el("tbody", {}, reference, ...(report.rows || []).map((row) => tuningRow(row, report))));
+      ...["Engine", "Threads", "ms", "Speed-up", "Agree\u00ADment", "Why", ""]
+        .map((name) => el("th", { scope: "col", text: name })))),
+    el("tbody", {}, ...(report.rows || []).map((row) => tuningRow(row, report, status))));
 }
 
-function tuningDetails(report) {
+function tuningDetails(report, status) {
   const failures = (report.rows || []).filter((row) => row.error);
   const details = el("details", { class: "tuning", "data-testid": "int8-tuning", open: table.open },
-    el("summary", { text: "What the INT8 tuning tried" }),
-    el("div", { class: "table-scroll", role: "region", "aria-label": "INT8 tuning results", tabindex: "0" },
-      tuningTable(report)),
+    el("summary", { text: "What this device measured" }),
+    el("div", { class: "table-scroll", role: "region", "aria-label": "Engine timing results", tabindex: "0" },
+      tuningTable(report, status)),
     failures.length ? el("ul", { class: "tuning-errors", "data-testid": "int8-errors" },
       ...failures.map((row) => el("li", {}, el("b", { text: row.recipe }), ` could not be used: ${row.error}`))) : null,
     el("p", { id: "int8-note", class: "tuning-note", "data-testid": "int8-note", text: report.note }),
     el("p", { class: "tuning-facts",
-      text: `✓ marks the recipe in use. Agreement is how closely its boxes match FP32's; `
+      text: `✓ marks what Auto runs. Agreement is how closely a row's boxes match ONNX Runtime FP32's; `
         + `${Number(report.min_agreement).toFixed(2)} is needed to qualify (lower ones in orange). `
-        + `Tuned at ${report.imgsz} px in ${formatNumber(report.seconds, 0)} s.` }));
+        + `Timed at ${report.imgsz} px in ${formatNumber(report.seconds, 0)} s; Use forces a row.` }));
   details.addEventListener("toggle", () => { table.open = details.open; });
   return details;
 }
@@ -108,8 +150,8 @@ export function renderPrecision(status) {
   if (line.textContent !== sentence.text) line.textContent = sentence.text;
   // Rebuilt only when the report changes, so a table scrolled sideways stays put.
   const report = (status.precision && status.precision.int8) || null;
-  const signature = JSON.stringify(report);
+  const signature = JSON.stringify([report, status.precision, status.settings.engine]);
   if (signature === table.signature) return;
   table.signature = signature;
-  $("int8-tuning-slot").replaceChildren(...(report ? [tuningDetails(report)] : []));
+  $("int8-tuning-slot").replaceChildren(...(report ? [tuningDetails(report, status)] : []));
 }

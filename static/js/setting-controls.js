@@ -64,7 +64,7 @@ function buildSelect(key, spec, status) {
   return el("div", { class: "setting", "data-key": key },
     el("div", { class: "setting-head" }, el("label", { for: controlId(key), text: spec.label })),
     select, help(key, spec), settingError(key),
-    key === "precision" ? buildPrecisionInfo() : null);
+    key === "engine" ? buildPrecisionInfo() : null);
 }
 
 function buildCheck(key, spec) {

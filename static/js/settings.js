@@ -4,7 +4,7 @@
 import { $, el } from "./dom.js";
 import { buildControl, updateSettingValues } from "./setting-controls.js";
 
-const ORDER = ["conf", "iou", "imgsz", "precision", "detect_every", "classes",
+const ORDER = ["conf", "iou", "imgsz", "engine", "precision", "detect_every", "classes",
   "realtime", "loop", "threads", "jpeg_quality", "output_width"];
 // Rarely touched: folded away so the everyday controls fit on one screen.
 const ADVANCED = ["threads", "jpeg_quality", "output_width"];
@@ -22,9 +22,12 @@ const SPECS = {
     help: "Overlapping boxes above this are merged into one." },
   imgsz: { type: "select", label: "Input size", choices: (o) => o.imgsz,
     format: (v) => `${v} px`, help: "Smaller is faster; larger finds small objects." },
+  engine: { type: "select", label: "Engine", choices: (o) => o.engine,
+    format: (v) => ({ auto: "Auto (fastest measured here)", onnxruntime: "ONNX Runtime", ncnn: "NCNN" }[v] || v),
+    help: "Auto times every engine on this device once per model and runs the fastest that agrees." },
   precision: { type: "select", label: "Precision", choices: (o) => o.precision,
     format: (v) => (v === "int8" ? "INT8 (quantized, faster)" : v === "fp32" ? "FP32 (exact)" : String(v).toUpperCase()),
-    help: "INT8 needs a one-off quantization step." },
+    help: "With a chosen engine: INT8 needs a one-off tuning step; FP16 is NCNN's." },
   detect_every: { type: "range", label: "Detect every", step: 1,
     format: (v) => (Number(v) === 1 ? "every frame" : `every ${v} frames`),
     help: "Boxes are carried forward between detections." },

@@ -59,7 +59,10 @@ RAW_SCORE_TOLERANCE = 1e-4
 # NCNN against ONNX Runtime on one CPU (tests/test_ncnn.py holds the same bars on x86): fp32 raw outputs within
 # 1e-3 relative on the same input; fp16 boxes matched within BOX_TOLERANCE_PX, scores within SCORE_TOLERANCE.
 NCNN_RAW_RELATIVE = 1e-3
-SETTINGS = {"imgsz": 320, "loop": False, "detect_every": 1, "jpeg_quality": 95, "output_width": None}
+# ONNX Runtime fp32 on both sides, not auto: the two devices would each pick their own engine, and under
+# emulation auto's timing would take the check's CPU (the engines are compared in step 5 instead).
+SETTINGS = {"imgsz": 320, "loop": False, "detect_every": 1, "jpeg_quality": 95, "output_width": None,
+            "engine": "onnxruntime", "precision": "fp32"}
 
 
 def paint_number(image: np.ndarray, number: int) -> None:

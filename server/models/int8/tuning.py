@@ -287,6 +287,9 @@ def tune_int8(
                 candidates[name] = detector
         fp32_ms = _time_candidates(reference, candidates, rows, held, steps)
 
+        for row in rows:
+            if row.is_recipe:
+                row.threads = reference.threads
         rows.insert(0, TuneRow(REFERENCE_ROW, fp32_ms, 1.0, 1.0, noise=0.0, engine="onnxruntime", precision="fp32",
                                threads=reference.threads))
         best, qualified, auto = judge(rows, min_agreement)
