@@ -46,7 +46,7 @@ class Config:
     )
     engine: str = field(
         default=AUTO, metadata={"help": f"the engine setting at start-up: {AUTO} (timed on this device once per "
-                                        f"model) or {' or '.join(ENGINES)}"}
+                                        f"model) or {' or '.join(ENGINES)}", "choices": (AUTO, *ENGINES)}
     )
     int8_recipes: str = field(
         default="", metadata={"help": "comma-separated int8 recipes to try when tuning (empty: all)"}
@@ -201,11 +201,17 @@ def build_parser(environ=os.environ) -> argparse.ArgumentParser:
         else:
             parser.add_argument(
                 flag, dest=item.name, metavar=_option_name(item).upper(), default=default, help=help_text,
-                type=lambda raw, item=item: _convert(item, raw),
+                type=lambda raw, item=item: _convert(item, raw), choices=item.metadata.get("choices"),
             )
     return parser
 
 
 def config_from_args(argv: list[str] | None = None, environ=os.environ) -> Config:
     """Parse flags (with env fallbacks) into a Config."""
-    return Config(**vars(build_parser(environ).parse_args(argv)))
+    parser = build_parser(environ)
+    values = vars(parser.parse_args(argv))
+    for item in fields(Config):  # argparse checks a flag's choices, not a default taken from the environment
+        choices = item.metadata.get("choices")
+        if choices and values[item.name] not in choices:
+            parser.error(f"{_env_name(item)}={values[item.name]!r}: choose from {', '.join(choices)}")
+    return Config(**values)

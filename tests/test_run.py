@@ -22,6 +22,15 @@ def test_flags_fall_back_to_environment_variables(tmp_path):
     assert (config.port, config.log_level, config.host) == (7000, "DEBUG", "0.0.0.0")
 
 
+def test_the_engine_is_auto_unless_a_flag_or_the_environment_names_a_known_one(capsys):
+    assert config_from_args([], environ={}).engine == "auto"
+    assert config_from_args([], environ={"EDGE_ENGINE": "ncnn"}).engine == "ncnn"
+    for argv, env in ((["--engine", "tensorrt"], {}), ([], {"EDGE_ENGINE": "tensorrt"})):
+        with pytest.raises(SystemExit):
+            config_from_args(argv, environ=env)
+        assert "choose from" in capsys.readouterr().err
+
+
 def _mapped_libraries(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
