@@ -132,3 +132,15 @@ def test_stop_cancels_the_timing_and_leaves_no_verdict_or_partial_files(tmp_path
     left = sorted(p.name for p in (tmp_path / "up").rglob("*") if p.is_file())
     # (an NCNN int8 model finished before the stop is whole, and kept: only the int8 tuning's files count here)
     assert not [name for name in left if ("int8" in name and "ncnn-int8" not in name) or name.startswith(".")], left
+
+
+def test_a_precision_chosen_while_on_auto_chooses_the_engine_that_offers_it():
+    from server.vision.settings import Settings, SettingsError, apply_changes
+
+    auto = Settings()
+    assert auto.engine == "auto"
+    assert apply_changes(auto, {"precision": "int8"}, offered=OFFERED).engine == "onnxruntime"
+    assert apply_changes(auto, {"precision": "fp16"}, offered=OFFERED).engine == "ncnn"
+    assert apply_changes(auto, {"engine": "auto", "precision": "fp16"}, offered=OFFERED).engine == "auto"
+    with pytest.raises(SettingsError, match="not offered"):
+        apply_changes(auto, {"precision": "fp16"}, offered={"onnxruntime": ["fp32", "int8"]})

@@ -155,5 +155,10 @@ def apply_changes(
     unknown = sorted(set(changes) - set(validators))
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+    offered = ENGINE_PRECISIONS if offered is None else offered
     changed = replace(current, **{key: validators[key](value) for key, value in changes.items()})
-    return _offered(changed, ENGINE_PRECISIONS if offered is None else offered, why_not or {})
+    if changed.engine == AUTO and "precision" in changes and "engine" not in changes:
+        # Choosing a precision is choosing an engine: the first that offers it (ONNX Runtime first), as before auto.
+        engine = next((name for name, precisions in offered.items() if changed.precision in precisions), None)
+        changed = replace(changed, engine=engine or ENGINES[0])
+    return _offered(changed, offered, why_not or {})
