@@ -6,6 +6,9 @@ import faulthandler
 import logging
 import signal
 import sys
+import threading
+
+from waitress import wasyncore
 
 from server import create_app
 from server.config import Config, config_from_args
@@ -20,13 +23,14 @@ def serve(app, config: Config) -> None:
     service = app.extensions["detection"]
     try:
         if config.dev:
+            _WAITRESS[0] = False
             _log_urls(app, lan_urls(config.host, config.port))
             app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
             return
         server = make_server(app, config)
         logger.info("serving on %s:%s with %d threads", config.host, server.effective_port, config.http_threads)
         _log_urls(app, lan_urls(config.host, server.effective_port))
-        server.run()  # returns on Ctrl-C or SIGTERM
+        _run_until_stopped(server)
     except KeyboardInterrupt:
         pass
     finally:
@@ -34,8 +38,29 @@ def serve(app, config: Config) -> None:
         service.stop()
 
 
+STOP = threading.Event()  # set by SIGINT (Ctrl-C) and SIGTERM (systemd)
+LOOP_POLL_S = 0.5
+
+
+def _run_until_stopped(server) -> None:
+    """waitress' loop, a poll at a time, until a signal asks to stop.
+
+    Not server.run() with KeyboardInterrupt: waitress runs its trigger's callbacks under a bare except, so a
+    Ctrl-C that lands in one of them (an MJPEG viewer's wake-up, many a second) is swallowed and the server
+    never stops. The signal only sets STOP; the loop sees it within LOOP_POLL_S.
+    """
+    while not STOP.is_set():
+        wasyncore.loop(timeout=LOOP_POLL_S, use_poll=True, map=server._map, count=1)
+    server.task_dispatcher.shutdown()
+
+
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    STOP.set()
+    if not _WAITRESS[0]:  # Flask's development server stops on KeyboardInterrupt
+        raise KeyboardInterrupt
+
+
+_WAITRESS = [True]
 
 
 def _log_urls(app, urls: list[str]) -> None:
@@ -54,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     signal.signal(signal.SIGTERM, _interrupt)  # systemd and docker stop with SIGTERM
+    signal.signal(signal.SIGINT, _interrupt)  # Ctrl-C
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack, for a hang
     app = create_app(config)
     if config.demo:

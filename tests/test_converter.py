@@ -324,8 +324,8 @@ def test_int8_tuning_works_on_a_converted_graph(tmp_path):
     rng = np.random.default_rng(1)
     scenes = [render_scene(rng)[0] for _ in range(9)]
     report = tune_int8(ours, scenes, 320, int8_path_for(ours), recipes=["u8s8-pc-rr"], threads=1)
-    (row,) = report.rows
-    assert row.error is None and row.agreement >= 0.9, row
+    reference, row = report.rows  # ONNX Runtime fp32, the one recipe (no other engine asked for)
+    assert reference.precision == "fp32" and row.is_recipe and row.error is None and row.agreement >= 0.9, row
     tail = set(walk_head(onnx.load(str(preprocess_model(ours, tmp_path / "p.onnx"))))[0])
     quantized = onnx.load(report.path)  # the chosen recipe's model
     kept = {node.name for node in quantized.graph.node}
