@@ -23,7 +23,7 @@ def serve(app, config: Config) -> None:
     service = app.extensions["detection"]
     try:
         if config.dev:
-            _WAITRESS[0] = False
+            DEV_SERVER.set()
             _log_urls(app, lan_urls(config.host, config.port))
             app.run(host=config.host, port=config.port, threaded=True, use_reloader=False)
             return
@@ -56,11 +56,11 @@ def _run_until_stopped(server) -> None:
 
 def _interrupt(signum, frame) -> None:
     STOP.set()
-    if not _WAITRESS[0]:  # Flask's development server stops on KeyboardInterrupt
+    if DEV_SERVER.is_set():  # Flask's development server stops on KeyboardInterrupt only
         raise KeyboardInterrupt
 
 
-_WAITRESS = [True]
+DEV_SERVER = threading.Event()  # set when --dev serves with Flask's server instead of waitress
 
 
 def _log_urls(app, urls: list[str]) -> None:
