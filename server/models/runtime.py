@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from server.models.ncnn import NcnnBuild, ncnn_model_for
-from server.models.ncnn.int8 import int8_ready
+from server.models.ncnn.int8 import int8_files, int8_ready
+from server.vision.engines.ncnn_engine import NcnnFiles
 from server.vision.detector import Detector
 from server.vision.engines import AUTO, ENGINE_PRECISIONS, NCNN, ONNXRUNTIME, Engine, EngineKey
 from server.vision.engines.ncnn_engine import NcnnEngine
@@ -36,6 +37,7 @@ class ModelRuntime:
         self._ncnn = ncnn
         self._lock = threading.Lock()
         self._ncnn_lock = threading.Lock()
+        self._int8_seen: tuple[int | None, NcnnFiles | None] = (None, None)  # (its .json's mtime, int8_ready then)
         self._detectors: collections.OrderedDict[tuple, Detector] = collections.OrderedDict()
 
     def ncnn(self) -> NcnnBuild:
@@ -45,12 +47,26 @@ class ModelRuntime:
                 self._ncnn = ncnn_model_for(self.fp32_path)
             return self._ncnn
 
+    def ncnn_int8(self) -> NcnnFiles | None:
+        """int8_ready for this model, read again only when the int8 model's .json changes.
+
+        The producer asks on every frame (key_for); int8_ready reads and parses two .json files, a stat does not.
+        """
+        files = int8_files(self.ncnn())
+        try:
+            stamp = files.head.stat().st_mtime_ns if files is not None else None
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._int8_seen[0]:
+            self._int8_seen = (stamp, int8_ready(self.ncnn()) if stamp is not None else None)
+        return self._int8_seen[1]
+
     def offered(self) -> tuple[dict[str, list[str]], dict[str, str]]:
         """Return the precisions each engine offers for this model, and why an engine is left out."""
         offered = {ONNXRUNTIME: list(ENGINE_PRECISIONS[ONNXRUNTIME])}
         build = self.ncnn()
         if build.files is not None:  # NCNN int8 once its calibrated files exist (server.models.ncnn.int8)
-            offered[NCNN] = [p for p in ENGINE_PRECISIONS[NCNN] if p != "int8" or int8_ready(build) is not None]
+            offered[NCNN] = [p for p in ENGINE_PRECISIONS[NCNN] if p != "int8" or self.ncnn_int8() is not None]
         return offered, ({} if build.files is not None else {NCNN: build.reason or "not built"})
 
     def onnx_path(self, key: EngineKey) -> Path:
@@ -65,7 +81,7 @@ class ModelRuntime:
             return self._auto_key(settings)
         if settings.engine == NCNN and self.ncnn().files is not None:
             # NCNN int8 not made (or made stale) runs NCNN fp32 meanwhile, as ONNX Runtime int8 runs fp32 until tuned
-            precision = "fp32" if settings.precision == "int8" and int8_ready(self.ncnn()) is None \
+            precision = "fp32" if settings.precision == "int8" and self.ncnn_int8() is None \
                 else settings.precision
             return EngineKey(NCNN, precision, settings.threads)
         precision = "int8" if settings.precision == "int8" and self.int8_path() else "fp32"
@@ -84,14 +100,14 @@ class ModelRuntime:
         """Whether the files key needs exist now (an int8 model once tuned or made, NCNN once written)."""
         if key.engine == NCNN:
             build = self.ncnn()
-            return build.files is not None and (key.precision != "int8" or int8_ready(build) is not None)
+            return build.files is not None and (key.precision != "int8" or self.ncnn_int8() is not None)
         return key.precision != "int8" or self.int8_path() is not None
 
     def engine_for(self, key: EngineKey) -> Engine:
         """Load the engine of a key (not warmed up)."""
         if key.engine == NCNN:
             build = self.ncnn()
-            files = int8_ready(build) if key.precision == "int8" else build.files
+            files = self.ncnn_int8() if key.precision == "int8" else build.files
             if files is None:
                 raise RuntimeError("the NCNN int8 model has not been made")
             return NcnnEngine(files, key.threads, key.precision)
@@ -103,7 +119,8 @@ class ModelRuntime:
         if key.engine == ONNXRUNTIME:  # the int8 file is swapped in place once tuned: the path is part of the key
             key = (*key, self.onnx_path(key))
         elif key.precision == "int8":  # NCNN int8 made again (new frames) is a new model: its .json's time is the key
-            key = (*key, self.ncnn().files.int8().head.stat().st_mtime_ns)
+            self.ncnn_int8()  # brings _int8_seen up to date
+            key = (*key, self._int8_seen[0])
         with self._lock:
             if key not in self._detectors:
                 detector = Detector(self.engine_for(EngineKey(*key[:3])))
