@@ -7,8 +7,6 @@ stop cancels it.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from server import create_app
@@ -17,6 +15,7 @@ from server.models.choice import candidate_keys, pick, reference_key, thread_cou
 from server.models.int8.judging import TuneRow
 from server.vision.engines import EngineKey
 from tests.helpers import upload
+from tests.waiting import status_when
 
 OFFERED = {"onnxruntime": ["fp32", "int8"], "ncnn": ["fp32", "fp16", "int8"]}
 
@@ -60,16 +59,6 @@ def test_onnx_runtime_fp32_is_kept_when_nothing_beats_it_beyond_the_noise():
     assert chosen.recipe == "onnxruntime-fp32" and "agrees less" in table[1].why
 
 
-def wait_for(client, predicate, timeout=600):
-    deadline, status = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        status = client.get("/api/status").get_json()
-        if predicate(status):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"status never matched: {status}")
-
-
 def start_streaming(client, make_video, demo_onnx):
     upload(client, "/upload/video", make_video(frames=30))
     upload(client, "/upload/model", demo_onnx)
@@ -86,7 +75,7 @@ def test_auto_times_every_engine_streams_its_pick_reuses_it_after_a_restart_and_
     assert client.get("/api/status").get_json()["settings"]["engine"] == "auto"  # the default
     start_streaming(client, make_video, demo_onnx)
     seen = []
-    status = wait_for(client, lambda s: seen.append(s["job"]) or (s["precision"]["int8"] and s["job"] is None))
+    status = status_when(client, lambda s: seen.append(s["job"]) or (s["precision"]["int8"] and s["job"] is None))
     assert any(job and job["kind"] == "quantize" and "left" in job["message"] for job in seen if job), seen
     report = status["precision"]["int8"]
     table = {(r["engine"], r["precision"]): r for r in report["rows"]}
@@ -96,10 +85,10 @@ def test_auto_times_every_engine_streams_its_pick_reuses_it_after_a_restart_and_
     picked = [r for r in report["rows"] if r["picked"]]
     assert len(picked) == 1 and report["auto"]["row"] == picked[0]["recipe"]
     auto = report["auto"]
-    wait_for(client, lambda s: (s["precision"]["engine"], s["precision"]["active"], s["precision"]["threads"])
+    status_when(client, lambda s: (s["precision"]["engine"], s["precision"]["active"], s["precision"]["threads"])
              == (auto["engine"], auto["precision"], auto["threads"]), timeout=30)
     runner = app.extensions["detection"].stream.runner
-    wait_for(client, lambda s: (runner.pipeline.engine, runner.pipeline.precision)
+    status_when(client, lambda s: (runner.pipeline.engine, runner.pipeline.precision)
              == (auto["engine"], auto["precision"]), timeout=30)
     client.post("/stream/stop")
 
@@ -122,7 +111,7 @@ def test_stop_cancels_the_timing_and_leaves_no_verdict_or_partial_files(tmp_path
     app = create_app(Config(uploads=tmp_path / "up", host="127.0.0.1", int8_recipes="u8s8-pc-rr"))
     client = app.test_client()
     start_streaming(client, make_video, demo_onnx)
-    wait_for(client, lambda s: s["job"] is not None and s["job"]["kind"] == "quantize", timeout=60)
+    status_when(client, lambda s: s["job"] is not None and s["job"]["kind"] == "quantize", timeout=60)
     assert client.post("/stream/stop").status_code == 200
     service = app.extensions["detection"]
     assert service.int8.cancel()  # joined: nothing runs on

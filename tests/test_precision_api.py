@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from server import create_app
 from server.config import Config
 from tests.helpers import upload
-
-
-def wait_for_status(client, predicate, timeout=600):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.get("/api/status").get_json()
-        if predicate(status):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"status never matched: {status}")
+from tests.waiting import status_when
 
 
 @pytest.mark.slow
@@ -32,7 +21,7 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_on
     upload(client, "/upload/model", demo_onnx)
     assert client.post("/api/settings", json={"precision": "int8", "imgsz": 320}).status_code == 200
     seen_jobs = []
-    status = wait_for_status(
+    status = status_when(
         client, lambda s: seen_jobs.append(s["job"]) or s["precision"]["active"] == "int8" and s["job"] is None
     )
     assert any(job and job["kind"] == "quantize" for job in seen_jobs), "tuning progress was never shown"
