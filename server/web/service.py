@@ -101,7 +101,7 @@ class DetectionService:
             "stages": list(STAGES),  # the stages of stats.latency_ms, in the order a frame passes them
             "job": self.jobs.current(),
             "error": self.stream.last_error or self.int8.error,
-            "precision": {**self.int8.status(model.onnx_path if model else None, settings.precision), **self.model.active()},
+            "precision": {**self.int8.status(model.onnx_path if model else None), **self.model.active()},
             "restored": self.store.restored,
             "source": self.sources.status(),
             "storage": self.store.space.status(),

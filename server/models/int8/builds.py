@@ -122,11 +122,9 @@ class Int8Models:
     def building(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def status(self, fp32: Path | None, precision: str) -> dict:
-        """What runs now under the precision setting (int8 once tuned), and the tuning table when there is one."""
-        report = self.report(fp32) if fp32 else None
-        active = "int8" if precision == "int8" and report and report["path"] else "fp32"
-        return {"active": active, "building": self.building(), "int8": report}
+    def status(self, fp32: Path | None) -> dict:
+        """Whether the job runs, and its table once there is one (what runs is CurrentModel.active's to say)."""
+        return {"building": self.building(), "int8": self.report(fp32) if fp32 else None}
 
     def build(self, fp32: Path, frames: Callable[[int], list[np.ndarray]], imgsz: int, min_agreement: float,
               threads: int, engines: quantize.EnginesFor | None = None) -> None:
