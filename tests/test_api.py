@@ -166,6 +166,21 @@ def test_settings_rejects_bad_values(client, change):
     assert next(iter(change)) in response.get_json()["error"]
 
 
+def test_detect_every_takes_auto_and_interpolate_its_choices_both_offered_in_options(client):
+    options = client.get("/api/status").get_json()["options"]
+    assert options["detect_every_auto"] == "auto" and options["interpolate"] == ["files", "always", "never"]
+    assert client.get("/api/status").get_json()["settings"]["interpolate"] == "files"
+    for value in options["interpolate"]:
+        assert client.post("/api/settings", json={"interpolate": value}).get_json()["interpolate"] == value
+    assert client.post("/api/settings", json={"detect_every": "auto"}).get_json()["detect_every"] == "auto"
+    for change in ({"detect_every": "fast"}, {"detect_every": "3"}, {"detect_every": True}, {"interpolate": True},
+                   {"interpolate": "sometimes"}):
+        response = client.post("/api/settings", json=change)
+        assert response.status_code == 400 and next(iter(change)) in response.get_json()["error"], change
+    keyframes = client.get("/api/status").get_json()["stats"]["keyframes"]
+    assert keyframes == {"per_frame": 0.0, "per_s": 0.0, "interpolating": False, "added_delay_ms": 0.0}
+
+
 def test_settings_rejects_non_json(client):
     response = client.post("/api/settings", data="conf=0.5", content_type="text/plain")
     assert response.status_code == 400 and response.get_json()["error"]

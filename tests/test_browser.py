@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
 import os
+import re
+from urllib.parse import urlparse
 from pathlib import Path
 
 import pytest
@@ -230,9 +231,13 @@ def test_demo_plays_on_arrival_and_says_how_to_use_your_own_files(live_server, t
     page.click("#classes-all")
     assert wait_for(lambda: settings()["classes"] is None)
     expect(page.locator("#classes-all")).to_be_hidden()
-    page.locator("#setting-detect_every").fill("3")
-    expect(page.locator("#value-detect_every")).to_have_text("every 3 frames")
+    page.locator("#setting-detect_every").select_option(label="every 3 frames")
     assert wait_for(lambda: settings()["detect_every"] == 3)
+    page.locator("#setting-detect_every").select_option(label="Auto (when things move)")
+    page.locator("#setting-interpolate").select_option(label="Interpolate (live: adds delay)")
+    assert wait_for(lambda: settings()["detect_every"] == "auto" and settings()["interpolate"] == "always")
+    expect(page.locator("#stat-keyframes")).to_contain_text("/frame)")
+    expect(page.locator("#stat-added-delay")).to_have_text(re.compile(r"^[1-9][0-9]*$"))  # 2 frame intervals
     assert api_status(live_server)["streaming"] is True
     screenshot(page, "desktop-demo.png")
 

@@ -98,10 +98,15 @@ def test_export_writes_a_video_and_the_streams_detections(serve, demo_onnx, tmp_
     assert len(rows) == done["rows"] > 0
     assert list(rows[0]) == ["frame", "time_s", "class_id", "class", "score", "x1", "y1", "x2", "y2", "track_id"]
 
+    assert_stream_shows_the_exported_boxes(server, demo_onnx, done, rows, fps=15)
+
+
+def assert_stream_shows_the_exported_boxes(server, model: Path, done: dict, rows: list[dict], fps: float) -> None:
+    """The export's CSV rows are the boxes the stream's producer publishes on each frame with the same settings."""
     settings = Settings(**{k: tuple(v) if k == "classes" and v else v for k, v in done["settings"].items()})
     classes = requests.get(server.url + "/api/status", timeout=10).json()["model"]["classes"]
-    stream = stream_detections(server.uploads / "video" / "clip.mp4", demo_onnx, settings, classes)
-    assert sorted(stream) == list(range(40))
+    stream = stream_detections(server.uploads / "video" / "clip.mp4", model, settings, classes)
+    assert sorted(stream) == list(range(done["frames"]))
     by_frame: dict[int, list[dict]] = {}
     for row in rows:
         by_frame.setdefault(int(row["frame"]), []).append(row)
@@ -114,7 +119,24 @@ def test_export_writes_a_video_and_the_streams_detections(serve, demo_onnx, tmp_
             assert float(row["score"]) == pytest.approx(score, abs=1e-3)
             assert [float(row[k]) for k in ("x1", "y1", "x2", "y2")] == pytest.approx([x1, y1, x2, y2], abs=0.05)
             assert row["track_id"] == ("" if track is None else str(track))
-            assert float(row["time_s"]) == pytest.approx(frame / 15, abs=1e-3)
+            assert float(row["time_s"]) == pytest.approx(frame / fps, abs=1e-3)
+
+
+@pytest.mark.slow  # exports a video
+@pytest.mark.parametrize("detect_every", [3, "auto"])
+def test_an_export_between_keyframes_has_the_interpolated_boxes_the_stream_shows(serve, demo_onnx, tmp_path,
+                                                                                 detect_every):
+    server = serve()
+    video = write_video(tmp_path / "clip.mp4", width=320, height=240, fps=15, frames=31)
+    loaded(server, video, demo_onnx)
+    changed = requests.post(server.url + "/api/settings", json={"detect_every": detect_every}, timeout=10)
+    assert changed.status_code == 200 and changed.json()["interpolate"] == "files"
+    assert requests.post(server.url + "/api/export", timeout=30).status_code == 202
+    done = finished(server)
+    assert done["state"] == "done" and done["frames_done"] == 31, done
+    rows = list(csv.DictReader(io.StringIO(requests.get(server.url + done["detections"]["url"], timeout=30).text)))
+    assert {int(row["frame"]) for row in rows} == set(range(31)), "every frame has its boxes, also between keyframes"
+    assert_stream_shows_the_exported_boxes(server, demo_onnx, done, rows, fps=15)
 
 
 @pytest.mark.slow  # exports a video

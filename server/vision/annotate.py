@@ -70,11 +70,11 @@ class Overlay:
     fps: float
     precision: str
     imgsz: int
-    detect_every: int
+    detect_every: int | str  # or "auto"
     objects: int
 
     def text(self) -> str:
-        mode = f"{self.precision} {self.imgsz}" + (f" det/{self.detect_every}" if self.detect_every > 1 else "")
+        mode = f"{self.precision} {self.imgsz}" + (f" det/{self.detect_every}" if self.detect_every != 1 else "")
         return f"{self.fps:.1f} fps | {mode} | {self.objects} objects"
 
 

@@ -1,7 +1,8 @@
 """Export an uploaded video: every frame through the one detect path, flat out, into an annotated video that
 browsers play and a CSV file with one row per frame and box.
 
-The frames go through FramePipeline.process, exactly as the stream's (same detector, tracker, drawing), and
+The frames go through a Keyframer and FramePipeline.render, exactly as the stream's (same keyframes, detector,
+tracker, interpolation, drawing), and
 its JPEG is decoded back for the video writer: that costs a few ms a frame and keeps the export's pictures
 the stream's. The codec is VP8 in WebM: this OpenCV build (opencv-python-headless 5.0, its FFmpeg without
 x264 or OpenH264) cannot open an avc1/H264 writer at all, mp4v (MPEG-4 Part 2) does not play in browsers,
@@ -29,7 +30,8 @@ import cv2
 import numpy as np
 
 from server.storage import DiskSpace
-from server.vision.pipeline import FramePipeline
+from server.vision.keyframer import Keyframer
+from server.vision.pipeline import Detected, FramePipeline
 from server.vision.processing import Detections
 from server.vision.settings import Settings
 from server.vision.sources import FrameSource, VideoInfo
@@ -129,22 +131,31 @@ def _run(video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settin
     fps = info.fps
     source = FrameSource(video, loop=False)
     sink = VideoSink(partials[0], fps)
+    keyframer = Keyframer(pipeline, fps)
     done = rows = 0
     started = time.perf_counter()
+
+    def write(items: list[Detected]) -> None:
+        nonlocal done, rows
+        for item in items:
+            result = pipeline.render(item, settings)
+            sink.put(result.jpeg)
+            frame = result.frame
+            found = detection_rows(frame.position, frame.position / fps, result.detections, pipeline.class_names)
+            table.writerows(found)
+            done, rows = done + 1, rows + len(found)
+            if done % CHECK_EVERY_FRAMES == 0:
+                handle.flush()
+                _check_headroom(space, partials, done)
+                on_progress(done, max(info.frames, done), time.perf_counter() - started)
+
     try:
         with partials[1].open("w", newline="") as handle:
             table = csv.writer(handle)
             table.writerow(DETECTIONS_HEADER)
             while (frame := _next_frame(source, cancel)) is not None:
-                result = pipeline.process(frame, settings)
-                sink.put(result.jpeg)
-                found = detection_rows(frame.position, frame.position / fps, result.detections, pipeline.class_names)
-                table.writerows(found)
-                done, rows = done + 1, rows + len(found)
-                if done % CHECK_EVERY_FRAMES == 0:
-                    handle.flush()
-                    _check_headroom(space, partials, done)
-                    on_progress(done, max(info.frames, done), time.perf_counter() - started)
+                write(keyframer.push(frame, settings))
+            write(keyframer.flush(settings))
         sink.finish()
     finally:
         source.close()

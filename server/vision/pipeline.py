@@ -115,7 +115,7 @@ class FramePipeline:
         self._last_detect_index = None
 
     def _should_detect(self, index: int, every: int) -> bool:
-        if self.tracker is None or every <= 1 or self._last_detect_index is None:
+        if self.tracker is None or not isinstance(every, int) or every <= 1 or self._last_detect_index is None:
             return True
         return index - self._last_detect_index >= every or index < self._last_detect_index
 
@@ -126,10 +126,15 @@ class FramePipeline:
         classes = list(settings.classes) if settings.classes is not None else None
         return detector.detect(image, settings.imgsz, settings.conf, settings.iou, classes, lap=watch.lap)
 
-    def detect(self, frame: Frame, settings: Settings, trace: TraceRecorder | None = None) -> Detected:
-        """The detect half: run the network (or only the tracker, between detections) on one frame."""
+    def detect(self, frame: Frame, settings: Settings, trace: TraceRecorder | None = None,
+               network: bool | None = None) -> Detected:
+        """The detect half: run the network (or only the tracker, between detections) on one frame.
+
+        network says whether the network runs (a Keyframer decides); None: every detect_every-th frame.
+        """
         watch = Stopwatch()
-        detected = self._should_detect(frame.index, settings.detect_every)
+        detected = self._should_detect(frame.index, settings.detect_every) if network is None else network
+        detected = detected or self.tracker is None
         nonfinite = 0
         if detected:
             detections = self._infer(frame.image, settings, watch)

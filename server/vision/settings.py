@@ -7,10 +7,14 @@ from dataclasses import asdict, dataclass, replace
 
 from server.vision.detector import default_threads
 from server.vision.engines import AUTO, ENGINE_PRECISIONS, ENGINES
+from server.vision.motion import AUTO as DETECT_AUTO
 
 IMGSZ_CHOICES = (320, 416, 512, 640)
 PRECISIONS = ("fp32", "int8", "fp16")
 DETECT_EVERY_RANGE = (1, 10)
+# Frames between keyframes wait for the next one and get interpolated boxes: for files only (a live source
+# would show its frames detect_every - 1 intervals late), for every source, or never (the tracker moves them).
+INTERPOLATE_CHOICES = ("files", "always", "never")
 JPEG_QUALITY_RANGE = (30, 95)
 OUTPUT_WIDTH_RANGE = (160, 1920)
 FRACTION_RANGE = (0, 1)  # conf, iou and min_agreement: greater than 0, at most 1
@@ -36,7 +40,8 @@ class Settings:
     loop: bool = True
     engine: str = AUTO  # or one of ENGINES, with precision and threads as set
     precision: str = "fp32"
-    detect_every: int = 1
+    detect_every: int | str = 1  # or "auto": motion decides (server/vision/motion.py)
+    interpolate: str = INTERPOLATE_CHOICES[0]
     classes: tuple[int, ...] | None = None
     threads: int = default_threads()  # ONNX Runtime intra-op threads (HTTP workers: Config.http_threads)
     jpeg_quality: int = 80
@@ -63,6 +68,8 @@ def options_for(imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES, offered: dict | 
         "engines": {engine: list(precisions) for engine, precisions in offered.items()},
         "precision": list(PRECISIONS),
         "detect_every": list(DETECT_EVERY_RANGE),
+        "detect_every_auto": DETECT_AUTO,  # the one word detect_every also takes
+        "interpolate": list(INTERPOLATE_CHOICES),
         "threads": [1, max_threads()],
         "jpeg_quality": list(JPEG_QUALITY_RANGE),
         "output_width": list(OUTPUT_WIDTH_RANGE),
@@ -85,6 +92,16 @@ def _boolean(name: str, value) -> bool:
 def _integer(name: str, value, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _detect_every(value) -> int | str:
+    if value == DETECT_AUTO:
+        return value
+    low, high = DETECT_EVERY_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SettingsError(f"detect_every must be a whole number from {low} to {high} or {DETECT_AUTO!r}, "
+                            f"got {value!r}")
     return value
 
 
@@ -146,7 +163,8 @@ def apply_changes(
         "loop": lambda v: _boolean("loop", v),
         "engine": lambda v: _choice("engine", v, (AUTO, *ENGINES)),
         "precision": lambda v: _choice("precision", v, PRECISIONS),
-        "detect_every": lambda v: _integer("detect_every", v, *DETECT_EVERY_RANGE),
+        "detect_every": _detect_every,
+        "interpolate": lambda v: _choice("interpolate", v, INTERPOLATE_CHOICES),
         "classes": lambda v: _classes(v, class_count),
         "threads": lambda v: _integer("threads", v, 1, max_threads()),
         "jpeg_quality": lambda v: _integer("jpeg_quality", v, *JPEG_QUALITY_RANGE),

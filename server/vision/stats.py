@@ -10,6 +10,7 @@ from server.vision.pipeline import STAGES
 
 EMA_ALPHA = 0.1
 FPS_WINDOW_S = 2.0
+PUBLISHED_WINDOW = 120  # frames the rates are measured over
 
 
 class StreamStats:
@@ -29,7 +30,10 @@ class StreamStats:
             self.nonfinite = 0  # boxes dropped because a box or score was NaN/infinite
             self.latency_ms = {stage: 0.0 for stage in (*self.stages, "total")}
             self.frame_latency_ms = 0.0
-            self._published: collections.deque[float] = collections.deque(maxlen=120)
+            self._published: collections.deque[float] = collections.deque(maxlen=PUBLISHED_WINDOW)
+            self._keyframes: collections.deque[bool] = collections.deque(maxlen=PUBLISHED_WINDOW)
+            self.interpolating = False
+            self.added_delay_ms = 0.0
             self._ended = False
 
     def end(self) -> None:
@@ -41,8 +45,8 @@ class StreamStats:
         return value if self.frames == 0 else old + EMA_ALPHA * (value - old)
 
     def record(self, timings_ms: dict[str, float], detections: int, frame_latency_ms: float = 0.0,
-               nonfinite: int = 0) -> None:
-        """Count one published frame: its stage times, boxes and decode-to-publish latency."""
+               nonfinite: int = 0, keyframe: bool = True) -> None:
+        """Count one published frame: its stage times, boxes, decode-to-publish latency and whether the network ran."""
         total = sum(timings_ms.get(stage, 0.0) for stage in self.stages)
         with self._lock:
             for stage, value in {**timings_ms, "total": total}.items():
@@ -52,6 +56,19 @@ class StreamStats:
             self.detections = detections
             self.nonfinite += nonfinite
             self._published.append(time.monotonic())
+            self._keyframes.append(keyframe)
+
+    def keyframing(self, interpolating: bool, added_delay_ms: float) -> None:
+        """Say whether frames wait for the next keyframe, and how late that makes a paced output."""
+        with self._lock:
+            self.interpolating, self.added_delay_ms = interpolating, added_delay_ms
+
+    def _keyframe_rates(self, fps: float) -> dict:
+        with self._lock:
+            flags, interpolating, delay = list(self._keyframes), self.interpolating, self.added_delay_ms
+        per_frame = sum(flags) / len(flags) if flags else 0.0
+        return {"per_frame": round(per_frame, 3), "per_s": round(per_frame * fps, 2),
+                "interpolating": interpolating, "added_delay_ms": round(delay, 1)}
 
     def drop(self, count: int = 1) -> None:
         """Count frames decoded but never published (late for realtime, or overtaken by a newer one)."""
@@ -73,8 +90,9 @@ class StreamStats:
             latency = {stage: round(value, 2) for stage, value in self.latency_ms.items()}
             frames, detections, dropped, nonfinite = self.frames, self.detections, self.dropped, self.nonfinite
             frame_latency = round(self.frame_latency_ms, 2)
+        fps = self.fps()
         return {
-            "fps": round(self.fps(), 2),
+            "fps": round(fps, 2),
             "frames": frames,
             "viewers": viewers,
             "detections": detections,
@@ -82,4 +100,5 @@ class StreamStats:
             "dropped_nonfinite": nonfinite,
             "latency_ms": latency,
             "frame_latency_ms": frame_latency,
+            "keyframes": self._keyframe_rates(fps),  # network runs per published frame and per second
         }

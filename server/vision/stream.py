@@ -9,10 +9,15 @@ Each stage works on a different frame at the same time, so throughput approaches
 instead of the sum of all of them. The hand-off to the render thread holds one frame: with realtime
 pacing a newer frame replaces one not yet rendered (it is counted as dropped: realtime shows the
 newest); flat out, the detect thread waits for the slot instead, so no frame of the file is lost.
+
+The detect thread asks a Keyframer which frames the network runs on; with interpolation the frames between two
+keyframes come out together once the later one is detected. Paced (realtime, or a live source), they wait in an
+outbox and leave one per frame read, so the output keeps the input's cadence, a fixed number of frames late.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -20,6 +25,7 @@ import time
 from typing import Callable
 
 from server.vision.hub import FrameHub
+from server.vision.keyframer import Keyframer, added_delay_frames, interpolates
 from server.vision.pipeline import STAGES, Detected, FramePipeline, Span
 from server.vision.settings import Settings
 from server.vision.sources.base import Frame, Source
@@ -128,6 +134,8 @@ class StreamRunner:
         self.stop_event = threading.Event()
         self.tracing = StreamTracing(pipeline)
         self._source: Source | None = None
+        self._keyframer: Keyframer | None = None
+        self._outbox: collections.deque[Detected] = collections.deque()  # detected, waiting for their turn
         self._handoff = Handoff()
         self._source_ended = False
         self._render_error: str | None = None
@@ -198,11 +206,16 @@ class StreamRunner:
         except queue.Empty:
             return False
         if frame is not None and frame.position == 0 and frame.index > 0:
-            self.pipeline.reset()  # the video looped: old tracks do not belong to the new first frame
+            # The video looped: old tracks do not belong to the new first frame (the held ones get theirs first).
+            self._outbox.extend(self._keyframer.flush(self.settings()))
+            self._keyframer.reset()
+            self.pipeline.reset()
         return frame
 
     def _detect_loop(self, source: Source) -> None:
         pacer = Pacer(source.fps)
+        live = source.paces_itself
+        self._keyframer = Keyframer(self.pipeline, source.fps, live=live)
         while not self.stop_event.is_set() and not self._source_ended:
             settings = self.settings()
             source.loop = settings.loop
@@ -212,7 +225,7 @@ class StreamRunner:
                 continue
             if frame is None:
                 logger.info("video ended")
-                return
+                break
             if realtime:
                 frame = self._pace(pacer, frame, source)
             else:
@@ -221,9 +234,29 @@ class StreamRunner:
                 continue
             # A trace takes frames detected after it began, so its spans and any operator profile match.
             recorder = self.tracing.before_detect(settings)
-            item = self.pipeline.detect(frame, settings, recorder)
+            self._outbox.extend(self._keyframer.push(frame, settings, recorder))
+            lag = added_delay_frames(settings, live)
+            self.stats.keyframing(interpolates(settings, live), lag * 1000 / source.fps)
+            paced = realtime or live
+            self._send_due(frame.index - lag if paced else None, realtime)
+        if not self.stop_event.is_set():
+            self._drain(source)
+
+    def _drain(self, source: Source) -> None:
+        """The video ended: the frames still held get their boxes and are shown, paced as the others were."""
+        self._outbox.extend(self._keyframer.flush(self.settings()))
+        paced = self.settings().realtime or source.paces_itself
+        while self._outbox and not self.stop_event.is_set():
+            self._send_due(self._outbox[0].frame.index, realtime=False)
+            if paced:
+                self.stop_event.wait(1 / source.fps)
+
+    def _send_due(self, up_to: int | None, realtime: bool) -> None:
+        """Hand the outbox's frames up to index up_to (None: all of them) to the render stage, oldest first."""
+        while self._outbox and (up_to is None or self._outbox[0].frame.index <= up_to):
+            item = self._outbox.popleft()
             if not self.pipelined:
-                self._render(item, settings)
+                self._render(item, self.settings())
             elif self._handoff.put(item, replace=realtime):
                 self.stats.drop()
 
@@ -266,7 +299,8 @@ class StreamRunner:
         published = time.perf_counter()
         frame = result.frame
         latency_ms = (published - frame.decoded_at) * 1000 + frame.decode_ms
-        self.stats.record(result.timings_ms, len(result.detections), latency_ms, nonfinite=result.nonfinite)
+        self.stats.record(result.timings_ms, len(result.detections), latency_ms, nonfinite=result.nonfinite,
+                          keyframe=result.detected)
         self._source.published(frame, published)  # a live source measures its lag from this
         if self.on_publish is not None:
             self.on_publish(item, result, published)

@@ -4,7 +4,7 @@
 import { $, el } from "./dom.js";
 import { buildControl, updateSettingValues } from "./setting-controls.js";
 
-const ORDER = ["conf", "iou", "imgsz", "engine", "precision", "detect_every", "classes",
+const ORDER = ["conf", "iou", "imgsz", "engine", "precision", "detect_every", "interpolate", "classes",
   "realtime", "loop", "threads", "jpeg_quality", "output_width"];
 // Rarely touched: folded away so the everyday controls fit on one screen.
 const ADVANCED = ["threads", "jpeg_quality", "output_width"];
@@ -28,9 +28,13 @@ const SPECS = {
   precision: { type: "select", label: "Precision", choices: (o) => o.precision,
     format: (v) => (v === "int8" ? "INT8 (quantized, faster)" : v === "fp32" ? "FP32 (exact)" : String(v).toUpperCase()),
     help: "With a chosen engine: INT8 needs a one-off tuning step; FP16 is NCNN's." },
-  detect_every: { type: "range", label: "Detect every", step: 1,
-    format: (v) => (Number(v) === 1 ? "every frame" : `every ${v} frames`),
-    help: "Boxes are carried forward between detections." },
+  detect_every: { type: "select", label: "Detect every", choices: detectEveryChoices,
+    format: (v) => (v === "auto" ? "Auto (when things move)" : Number(v) === 1 ? "every frame" : `every ${v} frames`),
+    help: "The network runs on these frames (keyframes); Auto runs it when something moves, not while the scene is still." },
+  interpolate: { type: "select", label: "Between keyframes", choices: (o) => o.interpolate,
+    format: (v) => ({ files: "Interpolate files, track live", always: "Interpolate (live: adds delay)",
+      never: "Track (no delay)" }[v] || v),
+    help: "Interpolating waits for the next keyframe and moves each box smoothly between the two." },
   realtime: { type: "check", label: "Real-time pacing",
     help: "Play at the video's own speed, skipping frames when detection is slower." },
   loop: { type: "check", label: "Loop the video", help: "Start again at the end instead of stopping." },
@@ -41,6 +45,12 @@ const SPECS = {
   output_width: { type: "select", label: "Stream width", choices: outputWidthChoices,
     format: (v) => (v === null ? "Original size" : `${v} px`), help: "Scale the stream down to save bandwidth." },
 };
+
+function detectEveryChoices(options) {
+  const [low, high] = options.detect_every;
+  const numbers = Array.from({ length: high - low + 1 }, (_, i) => low + i);
+  return options.detect_every_auto ? [options.detect_every_auto, ...numbers] : numbers;
+}
 
 function outputWidthChoices(options) {
   const [low, high] = options.output_width;

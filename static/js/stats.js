@@ -54,6 +54,11 @@ export function renderStats(status) {
   $("stat-viewers").textContent = formatNumber(stats.viewers);
   $("stat-latency").textContent = formatNumber(stats.frame_latency_ms, 1);
   $("stat-dropped").textContent = formatNumber(stats.dropped);
+  const keyframes = stats.keyframes || {};
+  $("stat-keyframes").textContent = keyframes.per_s === undefined ? "–"
+    : `${formatNumber(keyframes.per_s, 1)} (${formatNumber(keyframes.per_frame, 2)}/frame)`;
+  $("stat-added-delay").textContent = keyframes.interpolating ? formatNumber(keyframes.added_delay_ms, 0)
+    : (keyframes.per_s === undefined ? "–" : "0");
   renderLatency(stats.latency_ms || {}, (status && status.stages) || []);
 }
 
