@@ -14,8 +14,11 @@ from server.vision.motion import Decision
 from server.vision.pipeline import FramePipeline
 from server.vision.processing import Detections
 from server.vision.settings import Settings
+from server.vision.sources import FrameSource
 from server.vision.sources.base import Frame
 from server.vision.tracker import Tracker
+from tests.helpers import make_runner
+from tests.waiting import wait_for
 
 
 def tracked(boxes, track_ids, class_ids=None, scores=None) -> Detections:
@@ -133,3 +136,52 @@ def test_auto_runs_nothing_on_a_still_scene_and_boxes_what_enters(demo_detector)
     assert [item.frame.index for item in out if item.detected] == [0]
     entering = Frame(20, cv2.resize(gray_with(20, (300, 200)), (320, 240)), 0.0, 20)
     assert [item.detected for item in keyframer.push(entering, settings)] == [True]
+
+
+class CameraLike:
+    """A real FrameSource that says it paces itself, as a live camera does, and remembers the last frame read."""
+
+    def __init__(self, path):
+        self.inner = FrameSource(path, loop=False)
+        self.fps, self.paces_itself, self.loop, self.last_read = self.inner.fps, True, False, -1
+
+    def read(self, timeout: float):
+        frame = self.inner.read(timeout)
+        self.last_read = frame.index if frame is not None else self.last_read
+        return frame
+
+    def published(self, frame, published_at):
+        self.inner.published(frame, published_at)
+
+    def close(self):
+        self.inner.close()
+
+
+@pytest.mark.parametrize("interpolate, lag", [("files", 0), ("always", 2)])
+def test_a_live_source_is_shown_n_minus_1_frames_late_only_when_interpolation_is_asked_for(
+        make_video, demo_detector, interpolate, lag):
+    camera = CameraLike(make_video(frames=15))
+    shown = []  # (published frame, newest frame read then)
+    runner, ended = make_runner(None, demo_detector, Settings(imgsz=320, detect_every=3, interpolate=interpolate,
+                                                              threads=1), pipelined=False,
+                                open_source=lambda loop: camera,
+                                on_publish=lambda item, result, at: shown.append((item.frame.index, camera.last_read)))
+    runner.start()
+    assert wait_for(lambda: ended, timeout=60) and ended == [None]
+    assert [index for index, _ in shown] == list(range(15))
+    assert {read - index for index, read in shown if read < 14} == {lag}  # before the end drains what is held
+    assert runner.stats.snapshot(0)["keyframes"]["interpolating"] is (lag > 0)
+
+
+def test_a_looping_stream_shows_every_frame_once_in_order_across_the_loop(make_video, demo_detector):
+    published = []
+    runner, ended = make_runner(make_video(frames=11), demo_detector,
+                                Settings(imgsz=320, detect_every=3, realtime=False, loop=True, threads=1),
+                                on_publish=lambda item, result, at: published.append(item))
+    runner.start()
+    assert wait_for(lambda: len(published) >= 27, timeout=60)
+    runner.stop()
+    assert [item.frame.index for item in published] == list(range(len(published)))
+    assert [item.frame.position for item in published[:27]] == [*range(11), *range(11), *range(5)]
+    # The frame held at the loop gets a keyframe of its own (the video's last), and the loop starts afresh.
+    assert [item.frame.position for item in published[:27] if item.detected] == [0, 3, 6, 9, 10] * 2 + [0, 3]

@@ -7,6 +7,8 @@ decodes the stamp of every frame: lag = arrival time - stamp. Median and p95 per
 first and last 30 s (lag must not grow).
 
     .venv/bin/python -m tools.lag --seconds 120 --source rtsp http --variant fp32@640 int8@320 --json lag.json
+
+A variant may add detect_every and interpolate: fp32@320:3:always (interpolated live: N - 1 frames later).
 """
 
 from __future__ import annotations
@@ -206,9 +208,17 @@ class Run:
     load_average: float
 
 
+def variant_settings(variant: str) -> dict:
+    """The settings of a variant: precision@imgsz, then optionally :detect_every and :interpolate (fp32@320:3:always)."""
+    head, *keyframing = variant.split(":")
+    precision, imgsz = head.split("@")
+    every = keyframing[0] if keyframing else "1"
+    settings = {"precision": precision, "imgsz": int(imgsz), "detect_every": every if every == "auto" else int(every)}
+    return {**settings, "interpolate": keyframing[1]} if len(keyframing) > 1 else settings
+
+
 def measure(server: Server, source: StampedSource, variant: str, seconds: float, epoch: float) -> Run:
-    precision, imgsz = variant.split("@")
-    server.post("/api/settings", json={"precision": precision, "imgsz": int(imgsz), "detect_every": 1})
+    server.post("/api/settings", json=variant_settings(variant))
     server.post("/source", json={"url": source.url})
     server.post("/stream/start")
     lags: list[tuple[float, float]] = []
@@ -298,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
                 requests.post(server.url + "/upload/model", files={"file": (args.model.name, handle)}, timeout=300)
             for variant in args.variant:
                 if variant.startswith("int8"):
-                    prepare_int8(server, video, int(variant.split("@")[1]))
+                    prepare_int8(server, video, variant_settings(variant)["imgsz"])
             for kind in args.source:
                 source = StampedSource(kind, free_port(), args.fps, size, video, epoch)
                 try:
