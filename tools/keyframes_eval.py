@@ -58,6 +58,7 @@ class Run:
     detections: list[Detections]
     detected: list[bool]  # per frame: did the network run on it
     detect_ms: dict[str, float]  # per stage, mean per displayed frame
+    ran: str  # the engine and precision that ran last (a missing NCNN build would fall back to ONNX Runtime)
 
     def network_per_frame(self, frames: slice = slice(None)) -> float:
         flags = self.detected[frames]
@@ -85,7 +86,8 @@ def run(video: Path, runtime: ModelRuntime, settings: Settings, limit: int | Non
     shown.extend(keyframer.flush(settings))
     assert [item.frame.index for item in shown] == list(range(len(shown))), "frames came out of order"
     totals = {stage: sum(item.timings_ms.get(stage, 0.0) for item in shown) / len(shown) for stage in STAGES[1:5]}
-    return Run([item.detections for item in shown], [item.detected for item in shown], totals)
+    return Run([item.detections for item in shown], [item.detected for item in shown], totals,
+               f"{pipeline.engine} {pipeline.precision}")
 
 
 def frame_f1(predicted: Detections, truth: Detections) -> tuple[float, int, int]:
@@ -114,7 +116,7 @@ def onnx_for(model: Path, folder: Path, imgsz: int) -> Path:
 
 def print_row(name: str, result: Run, scores: dict) -> None:
     stages = " ".join(f"{stage} {ms:5.1f}" for stage, ms in result.detect_ms.items())
-    print(f"{name:<22} mAP50 {scores['map50']:.3f}  F1 {scores['f1']:.3f}  FP {scores['fp']:5d}  FN {scores['fn']:5d}"
+    print(f"{name:<24} {result.ran:<17} mAP50 {scores['map50']:.3f}  F1 {scores['f1']:.3f}  FP {scores['fp']:5d}  FN {scores['fn']:5d}"
           f"  net/frame {result.network_per_frame():.3f}  ms/frame: {stages}", flush=True)
 
 
@@ -127,7 +129,7 @@ def compare(video: Path, runtime: ModelRuntime, base: Settings, everies: list, l
           f"at {base.imgsz}, {sum(len(d) for d in truth.detections)} boxes; rows: {base.engine} {base.precision}")
     # The floor: how well the truth agrees with itself one frame later (low-confidence boxes come and go).
     floor = agreement(truth.detections[:-1], truth.detections[1:])
-    print(f"{'truth one frame late':<22} mAP50 {floor['map50']:.3f}  F1 {floor['f1']:.3f}  FP {floor['fp']:5d}  "
+    print(f"{'truth one frame late':<42} mAP50 {floor['map50']:.3f}  F1 {floor['f1']:.3f}  FP {floor['fp']:5d}  "
           f"FN {floor['fn']:5d}", flush=True)
     for every in everies:
         for interpolate in (("files",) if every == 1 else ("files", "never")):

@@ -236,7 +236,9 @@ class StreamRunner:
             recorder = self.tracing.before_detect(settings)
             self._outbox.extend(self._keyframer.push(frame, settings, recorder))
             lag = added_delay_frames(settings, live)
-            self.stats.keyframing(interpolates(settings, live), lag * 1000 / source.fps)
+            # The frames taken come at the published rate (a live source drops the stale ones), not the nominal one.
+            rate = self.stats.fps() or source.fps
+            self.stats.keyframing(interpolates(settings, live), lag * 1000 / rate)
             paced = realtime or live
             self._send_due(frame.index - lag if paced else None, realtime)
         if not self.stop_event.is_set():
