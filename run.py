@@ -35,7 +35,7 @@ def serve(app, config: Config) -> None:
         pass
     finally:
         logger.info("shutting down")
-        service.stop()
+        service.shutdown()
 
 
 STOP = threading.Event()  # set by SIGINT (Ctrl-C) and SIGTERM (systemd)

@@ -76,7 +76,7 @@ def config(tmp_path):
 def app(config):
     app = create_app(config)
     yield app
-    app.extensions["detection"].stop()
+    app.extensions["detection"].shutdown()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from server import create_app
 from server.config import Config
 from server.models.choice import candidate_keys, pick, reference_key, thread_counts
-from server.models.int8.judging import TuneRow
+from server.models.tuning.judging import TuneRow
 from server.vision.engines import EngineKey
 from tests.helpers import upload
 from tests.waiting import status_when

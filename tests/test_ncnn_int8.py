@@ -13,8 +13,8 @@ import onnx
 import pytest
 
 from server.demo.video import render_frames
-from server.models.int8 import judging
-from server.models.int8.calibration import split_frames
+from server.models.tuning import judging
+from server.models.tuning.calibration import split_frames
 from server.models.ncnn import ncnn_model_for
 from server.models.ncnn.int8 import (
     KEEP_HEAD,

@@ -210,14 +210,14 @@ def ultralytics_onnx(model: Path, cache: Path) -> Path:
 
 def int8_model(onnx_path: Path, video: Path, threads: int, retune: bool) -> tuple[Path, dict]:
     """Tune int8 on frames of the video (or reuse a tuning of this very model on this CPU)."""
-    from server.models.int8 import tuning as quantize  # noqa: PLC0415
+    from server.models.tuning import tune as quantize  # noqa: PLC0415
     from server.vision.sources import sample_frames  # noqa: PLC0415
 
     out = quantize.int8_path_for(onnx_path)
     report = None if retune else quantize.cached_tuning(onnx_path, out)
     if report is None:
         progress = ProgressLine("int8 tuning", 100)
-        report = quantize.tune_int8(
+        report = quantize.tune(
             onnx_path, sample_frames(video, CALIBRATION_FRAMES), 640, out, threads=threads,
             on_progress=lambda stage, done, message: progress.update(round(done * 100), message[:40]),
         )

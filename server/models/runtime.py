@@ -32,7 +32,7 @@ class ModelRuntime:
                  ncnn: NcnnBuild | None = None, verdict: Callable[[], dict | None] = lambda: None):
         self.fp32_path = Path(fp32_path)
         self.int8_path = int8_path
-        self.verdict = verdict  # what engine auto runs once this device has timed them (Int8Models.verdict)
+        self.verdict = verdict  # what engine auto runs once this device has timed them (TuningJob.verdict)
         self.keep = keep
         self._ncnn = ncnn
         self._lock = threading.Lock()

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from server.vision.trace import TraceRecorder
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "draw", "encode")
+RAN_KEPT = 32  # changes of what ran kept per pipeline (a slider dragged back and forth must not grow it forever)
 
 
 class EncodeFailed(RuntimeError):
@@ -91,6 +92,23 @@ def scaled(detections: Detections, factor: float) -> Detections:
     )
 
 
+@dataclass(frozen=True)
+class Ran:
+    """What the network ran on from one frame on, until the next change: recorded as it happens, not as set."""
+
+    frame: int  # index of the first frame it ran on
+    at: float  # time.time() then
+    engine: str
+    precision: str
+    threads: int
+    input_hw: tuple[int, int]  # the network's input, aspect-true for the frame and imgsz
+    detect_every: int
+
+    def as_dict(self) -> dict:
+        return {"frame": self.frame, "at": round(self.at, 3), "engine": self.engine, "precision": self.precision,
+                "threads": self.threads, "input": list(self.input_hw), "detect_every": self.detect_every}
+
+
 class FramePipeline:
     """Turn decoded frames into annotated JPEGs; the server's producer and the benchmark both use it."""
 
@@ -108,6 +126,19 @@ class FramePipeline:
         self.precision = "fp32"  # of the model that ran last, which may lag the setting while int8 is tuned
         self.engine = "onnxruntime"  # likewise: auto runs ONNX Runtime until the device has timed the engines
         self.profiling: Detector | None = None  # a profiling session a trace runs in place of the usual one
+        self._ran: list[Ran] = []  # the changes of what ran, oldest first (RAN_KEPT at most)
+
+    @property
+    def ran(self) -> list[dict]:
+        """What ran, from which frame on: one entry per change of engine, precision, threads, input or interval."""
+        return [entry.as_dict() for entry in list(self._ran)]
+
+    def _record(self, index: int, detector: Detector, image: np.ndarray, settings: Settings) -> None:
+        input_hw = detector.input_hw(image.shape[:2], settings.imgsz)
+        now = (detector.engine.name, detector.precision, detector.threads, tuple(input_hw), settings.detect_every)
+        last = self._ran[-1] if self._ran else None
+        if last is None or now != (last.engine, last.precision, last.threads, last.input_hw, last.detect_every):
+            self._ran = [*self._ran[-(RAN_KEPT - 1):], Ran(index, time.time(), *now)]
 
     def reset(self) -> None:
         """Forget tracks, as when the video loops or the model changes."""
@@ -119,9 +150,10 @@ class FramePipeline:
             return True
         return index - self._last_detect_index >= every or index < self._last_detect_index
 
-    def _infer(self, image: np.ndarray, settings: Settings, watch: Stopwatch) -> Detections:
+    def _infer(self, index: int, image: np.ndarray, settings: Settings, watch: Stopwatch) -> Detections:
         detector = self.profiling or self.detector_for(settings)
         self.precision, self.engine = detector.precision, detector.engine.name
+        self._record(index, detector, image, settings)
         watch.skip()  # loading a new session after a settings change is not a per-frame cost
         classes = list(settings.classes) if settings.classes is not None else None
         return detector.detect(image, settings.imgsz, settings.conf, settings.iou, classes, lap=watch.lap)
@@ -132,7 +164,7 @@ class FramePipeline:
         detected = self._should_detect(frame.index, settings.detect_every)
         nonfinite = 0
         if detected:
-            detections = self._infer(frame.image, settings, watch)
+            detections = self._infer(frame.index, frame.image, settings, watch)
             nonfinite = detections.nonfinite  # the tracker's Detections do not carry it
             if self.tracker is not None:
                 detections = self.tracker.update(frame.image, detections)

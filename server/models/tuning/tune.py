@@ -27,14 +27,14 @@ import onnx
 import onnxruntime as ort
 
 from server.files import copy_file, write_text
-from server.models.int8.calibration import (
+from server.models.tuning.calibration import (
     CACHE_SUPPORTED,
     Calibration,
     calibrate,
     split_frames,
     spread,
 )
-from server.models.int8.judging import (
+from server.models.tuning.judging import (
     SCORE_MAP,
     TIMED_FRAMES,
     TIMING_ROUNDS,
@@ -46,8 +46,8 @@ from server.models.int8.judging import (
     time_models,
     timing_rows,
 )
-from server.models.int8.quiet import quiet_quantizer
-from server.models.int8.recipes import (
+from server.models.tuning.quiet import quiet_quantizer
+from server.models.tuning.recipes import (
     DEFAULT_RECIPES,
     RECIPES_BY_NAME,
     Recipe,
@@ -99,7 +99,7 @@ class TuneReport:
 
 
 def load_report(path: str | Path) -> TuneReport:
-    """Read a report written by tune_int8."""
+    """Read a report written by tune."""
     data = json.loads(Path(path).read_text())
     data["rows"] = [TuneRow(**row) for row in data["rows"]]
     return TuneReport(**data)
@@ -220,7 +220,7 @@ class _Steps:
         return f" (about {left / 60:.0f} min left)" if left >= 90 else f" (about {left:.0f} s left)"
 
 
-def tune_int8(
+def tune(
     fp32_onnx: Path,
     frames: list[np.ndarray],
     imgsz: int,
