@@ -83,7 +83,7 @@ class CurrentModel:
         self.tuning.forget()
         self.onnx_path, self.info = Path(onnx_path), info
         self.runtime = ModelRuntime(self.onnx_path, lambda: self.tuning.ready(self.onnx_path), ncnn=ncnn,
-                                    verdict=lambda: self.tuning.verdict(self.onnx_path))
+                                    verdict=lambda: self.tuning.verdict(self.onnx_path), turns=self.tuning.turns)
         choices = self.imgsz_choices()
         imgsz = info.imgsz if info.imgsz in choices else choices[-1]
         changes = {"imgsz": imgsz, "classes": None}

@@ -38,6 +38,7 @@ from server.models.runtime import ModelRuntime
 from server.storage import DiskSpace, InsufficientStorage, is_disk_full
 from server.vision.detector import Detector
 from server.vision.sources.base import CALIBRATION_FRAMES
+from server.vision.turns import InferenceTurns
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class TuningJob:
         self.jobs = jobs
         self.recipes = recipes or None
         self.space = space  # checked before a build starts; a disk that fills during one fails it cleanly
+        self.turns = InferenceTurns()  # the job's timed inferences and the stream's take turns (CurrentModel)
         self.error: str | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -213,6 +215,7 @@ class TuningJob:
                 cancel=cancel,
                 disk_guard=self._disk_guard(fp32),
                 engines=engines and (lambda tensors, progress: engines(tensors, progress, cancel)),
+                turns=self.turns,
             )
             wanted = self._wanted_agreement.pop(fp32, min_agreement)
             if abs(wanted - min_agreement) > 1e-9:

@@ -37,6 +37,7 @@ class Steps:
         self.spent: dict[str, list[float]] = {}  # seconds of each finished step, by kind
         self.inference_s: dict[str, float] = {}  # seconds one inference took, by candidate (agreement runs)
         self.timing_inferences = 0  # inferences per candidate in the timing rounds
+        self.turns = None  # server.vision.turns.InferenceTurns the run's inferences take (set by tune)
 
     @property
     def total(self) -> int:

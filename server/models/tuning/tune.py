@@ -60,6 +60,7 @@ from server.models import choice
 from server.vision import processing
 from server.vision.detector import Detector
 from server.vision.engines import EngineKey
+from server.vision.turns import InferenceTurns
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ def tune(
     cancel: threading.Event | None = None,
     disk_guard: contextlib.AbstractContextManager | None = None,
     engines: Callable[[list[np.ndarray], Progress], Engines] | None = None,
+    turns: InferenceTurns | None = None,
 ) -> TuneReport:
     """Build int8 models with a few recipes, keep the fastest that agrees with fp32, next to out_path.
 
@@ -212,6 +214,9 @@ def tune(
     row name -> its EngineKey and a function loading it, after making what needs the frames (NCNN int8): loaded,
     judged on the same held-back frames and timed in the same rounds as the recipes; report.auto is the row auto
     runs (ONNX Runtime fp32 unless another is faster beyond the noise).
+
+    turns: shared with the stream's detectors (server.vision.turns), so that a candidate is timed alone on the CPU
+    and the stream keeps playing; None when nothing streams beside the run (the tools).
     """
     started = time.perf_counter()
     quiet_quantizer()
@@ -221,6 +226,7 @@ def tune(
     plan = ["prepare", "reference", *["calibrate"] * len(methods), *["quantize", "agreement"] * len(chosen_recipes),
             *(["engines"] if engines else []), TIMING, "save"]
     steps = Steps(plan, on_progress, cancel)
+    steps.turns = turns or InferenceTurns()
     calibration_frames, held_frames = split_frames(frames)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The work folder sits next to the result, hidden, so that a crash leaves it where start-up cleaning finds it.
@@ -435,7 +441,9 @@ def _run_held_back(name: str, detector: Detector, held: HeldBack, steps: Steps) 
     for index, tensor in enumerate(held.tensors):
         steps.report("measuring", f"agreement of {name} with fp32, frame {index + 1}/{len(held.tensors)}",
                      index / len(held.tensors))
-        outputs.append(detector.infer(tensor))
+        with steps.turns.timed():
+            outputs.append(detector.infer(tensor))
+        steps.turns.rest()
     steps.inference_s[name] = (time.perf_counter() - started) / max(1, len(held.tensors))
     return outputs
 
@@ -453,7 +461,7 @@ def _time_candidates(reference: Detector, candidates: dict[str, Detector], rows:
     names = list(candidates)
     detectors = [reference, *candidates.values()]
     medians = time_models(
-        detectors, spread(held.tensors, TIMED_FRAMES),
+        detectors, spread(held.tensors, TIMED_FRAMES), turns=steps.turns,
         on_round=lambda done: steps.report("timing", f"timing fp32 and {len(names)} candidates, round "
                                            f"{done + 1}/{TIMING_ROUNDS}", done / TIMING_ROUNDS),
     )  # fmt: skip
