@@ -11,7 +11,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from server.web.lan import lan_urls
-from server.demo.loader import start_demo
+from server.web.demo import start_demo
 from tests.browser_fixtures import (
     ARTIFACTS,
     DESKTOP,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 from playwright.sync_api import expect
 
-from server.demo.loader import start_demo
+from server.web.demo import start_demo
 from tests.browser_fixtures import PHONE, screenshot
 from tests.waiting import wait_for
 

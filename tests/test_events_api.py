@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from server.demo.loader import start_demo
+from server.web.demo import start_demo
 from server.demo.video import write_demo_video
 from server.events.store import EventQuery, EventRecord
 from tests.helpers import config_for, serving

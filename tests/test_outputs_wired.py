@@ -8,7 +8,7 @@ import json
 
 import requests
 
-from server.demo.loader import start_demo
+from server.web.demo import start_demo
 from tests.helpers import config_for, serving
 from tests.outputs_parts import Mosquitto, Receiver, Subscriber
 from tests.waiting import wait_for

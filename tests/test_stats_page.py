@@ -7,7 +7,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from server.demo.loader import start_demo
+from server.web.demo import start_demo
 from tests.browser_fixtures import DESKTOP, api_status, screenshot
 from tests.waiting import wait_for
 
