@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 
 from server.web.lan import lan_urls
 from server.web.demo import start_demo
-from tests.browser_fixtures import (
+from tests.support.browser_fixtures import (
     ARTIFACTS,
     DESKTOP,
     PHONE,
@@ -20,8 +20,8 @@ from tests.browser_fixtures import (
     screenshot,
     wait_for_new_frame,
 )
-from tests.helpers import upload
-from tests.waiting import wait_for
+from tests.support.helpers import upload
+from tests.support.waiting import wait_for
 
 EMPTY_TEXT = "Upload a video and a YOLOv8 model, then press Start"
 RESET_REASON = "Stop the stream first: reset deletes the uploaded files"

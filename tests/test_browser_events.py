@@ -6,8 +6,8 @@ import requests
 from playwright.sync_api import expect
 
 from server.web.demo import start_demo
-from tests.browser_fixtures import PHONE, screenshot
-from tests.waiting import wait_for
+from tests.support.browser_fixtures import PHONE, screenshot
+from tests.support.waiting import wait_for
 
 
 def stored_events(server) -> list[dict]:

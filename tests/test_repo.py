@@ -156,3 +156,4 @@ def test_imports_run_one_way():
             imported = layer_of(target)
             assert imported in (importer, "base") or LAYERS[imported] < LAYERS[importer], \
                 f"{module} ({importer}) imports {target} ({imported})"
+

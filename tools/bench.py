@@ -42,7 +42,7 @@ from server.vision.settings import Settings
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
 from server.vision.sources import CALIBRATION_FRAMES, Frame, FrameSource, probe_video
-from tools.server_process import ServerProcess
+from tests.support.server_process import ServerProcess
 
 logger = logging.getLogger(__name__)
 
