@@ -25,7 +25,7 @@ import requests
 
 from server.demo import DEMO_ONNX
 from server.demo.video import write_demo_video
-from tools.bench import Viewer
+from tools.bench.server_http import Viewer
 from tests.support.helpers import upload
 from tests.support.server_process import ServerProcess
 
