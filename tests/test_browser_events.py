@@ -29,6 +29,7 @@ def test_events_appear_with_thumbnails_and_filter_by_class_at_390_px(live_server
     expect(section.get_by_test_id("events-empty")).to_be_hidden()
     thumb = items.first.get_by_test_id("event-thumb")
     expect(thumb).to_be_visible()
+    thumb.scroll_into_view_if_needed()  # thumbnails load lazily: on a phone the events come below the stream's stats
     page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
     assert thumb.evaluate("img => img.src").split("?")[0].endswith("/crop.jpg")
 
