@@ -125,8 +125,8 @@ def test_cancel_keeps_nothing_and_a_second_export_or_a_stream_is_409_meanwhile(s
     assert again.status_code == 409 and "export" in again.json()["error"]
     stream = requests.post(server.url + "/stream/start", timeout=30)
     assert stream.status_code == 409 and "export" in stream.json()["error"]
-    upload = upload(server, "/upload/video", write_video(tmp_path / "other.mp4", frames=5))
-    assert upload.status_code == 409
+    refused = upload(server, "/upload/video", write_video(tmp_path / "other.mp4", frames=5))
+    assert refused.status_code == 409
     status_job = requests.get(server.url + "/api/status", timeout=10).json()["job"]
     assert status_job["kind"] == "export" and status_job["progress"] > 0
 
