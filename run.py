@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack, for a hang
     app = create_app(config)
     if config.demo:
-        from server.demo.loader import start_demo
+        from server.web.demo import start_demo
 
         start_demo(app.extensions["detection"])
     serve(app, config)

@@ -14,8 +14,8 @@ from server.config import Config
 from server.models.choice import candidate_keys, pick, reference_key, thread_counts
 from server.models.tuning.judging import TuneRow
 from server.vision.engines import EngineKey
-from tests.helpers import upload
-from tests.waiting import status_when
+from tests.support.helpers import upload
+from tests.support.waiting import status_when
 
 OFFERED = {"onnxruntime": ["fp32", "int8"], "ncnn": ["fp32", "fp16", "int8"]}
 

@@ -30,8 +30,8 @@ from server.models.tuning.recipes import preprocess_model, walk_head
 from server.models.onnx_info import inspect_onnx
 from server.vision import processing
 from server.vision.detector import Detector
-from tests.helpers import upload
-from tests.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
+from tests.support.helpers import upload
+from tests.support.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
     Cache,
     LARGE_LAYOUTS,
     LAYOUTS,

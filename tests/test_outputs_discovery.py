@@ -21,8 +21,8 @@ from server.vision.settings import Settings
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
 from server.vision.sources import FileChoice
-from tests.outputs_parts import Mosquitto, Subscriber, ha_discovery_problems
-from tests.waiting import wait_for
+from tests.support.outputs_parts import Mosquitto, Subscriber, ha_discovery_problems
+from tests.support.waiting import wait_for
 
 TOPICS = Topics("edge_detect", "homeassistant")
 

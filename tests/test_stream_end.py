@@ -15,10 +15,10 @@ import requests
 from server.demo import DEMO_ONNX
 from server.demo.video import write_demo_video
 from server.outputs.discovery import OFF, ON
-from tests.helpers import config_for, serving, upload, upload_model_at_320
-from tests.outputs_parts import Mosquitto, Receiver, Subscriber
-from tests.waiting import wait_for
-from tools.server_process import ServerProcess
+from tests.support.helpers import config_for, serving, upload, upload_model_at_320
+from tests.support.outputs_parts import Mosquitto, Receiver, Subscriber
+from tests.support.waiting import wait_for
+from tests.support.server_process import ServerProcess
 
 PREFIX = "edge_end"
 SERVER_CLIENT_DISCONNECTED = re.compile(rf"Client {PREFIX}-[0-9a-f]+ disconnected\.")

@@ -57,10 +57,6 @@ class Detector:
         return self.engine.precision
 
     @property
-    def engine_name(self) -> str:
-        return self.engine.name
-
-    @property
     def session(self):
         """The ONNX Runtime session (metadata, operator profiles); only an ONNX Runtime engine has one."""
         return self.engine.session

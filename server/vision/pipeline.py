@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
@@ -20,9 +20,6 @@ from server.vision.detector import Detector
 from server.vision.processing import Detections
 from server.vision.settings import Settings
 from server.vision.sources.base import Frame
-
-if TYPE_CHECKING:
-    from server.vision.trace import TraceRecorder
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "draw", "encode")
 RAN_KEPT = 32  # changes of what ran kept per pipeline (a slider dragged back and forth must not grow it forever)
@@ -62,6 +59,12 @@ class Stopwatch:
         self._last = now
 
 
+class FrameTrace(Protocol):
+    """Where a frame's spans go once it is published (trace.TraceRecorder); the pipeline only carries it along."""
+
+    def add_frame(self, index: int, spans: list[Span], published_at: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class Detected:
     """One frame on its way through the stages: the detect half fills in its boxes and costs, render its JPEG."""
@@ -73,7 +76,7 @@ class Detected:
     spans: list[Span]
     nonfinite: int = 0  # detector candidates dropped for NaN/infinite boxes or scores (before tracking)
     jpeg: bytes = b""  # the annotated frame, once rendered
-    trace: TraceRecorder | None = None  # the trace that was recording when its detection began
+    trace: FrameTrace | None = None  # the trace that was recording when its detection began
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -158,7 +161,7 @@ class FramePipeline:
         classes = list(settings.classes) if settings.classes is not None else None
         return detector.detect(image, settings.imgsz, settings.conf, settings.iou, classes, lap=watch.lap)
 
-    def detect(self, frame: Frame, settings: Settings, trace: TraceRecorder | None = None) -> Detected:
+    def detect(self, frame: Frame, settings: Settings, trace: FrameTrace | None = None) -> Detected:
         """The detect half: run the network (or only the tracker, between detections) on one frame."""
         watch = Stopwatch()
         detected = self._should_detect(frame.index, settings.detect_every)
