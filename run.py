@@ -35,7 +35,7 @@ def serve(app, config: Config) -> None:
         pass
     finally:
         logger.info("shutting down")
-        service.stop()
+        service.shutdown()
 
 
 STOP = threading.Event()  # set by SIGINT (Ctrl-C) and SIGTERM (systemd)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack, for a hang
     app = create_app(config)
     if config.demo:
-        from server.demo.loader import start_demo
+        from server.web.demo import start_demo
 
         start_demo(app.extensions["detection"])
     serve(app, config)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the app, live waitress servers (tests.helpers), real YOLO models built from yaml, generated videos."""
+"""Shared fixtures: the app, live waitress servers (tests.support.helpers), real YOLO models built from yaml, generated videos."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from server import create_app
-from tests.helpers import LiveServer, config_for, serving, write_video
-from tests.model_zoo import build_model_zoo
+from tests.support.helpers import LiveServer, config_for, serving, write_video
+from tests.support.model_zoo import build_model_zoo
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-pytest_plugins = ["tests.browser_fixtures"]
+pytest_plugins = ["tests.support.browser_fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +76,7 @@ def config(tmp_path):
 def app(config):
     app = create_app(config)
     yield app
-    app.extensions["detection"].stop()
+    app.extensions["detection"].shutdown()
 
 
 @pytest.fixture

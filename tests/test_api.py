@@ -8,7 +8,7 @@ import pytest
 
 from server import create_app
 from server.config import Config
-from tests.helpers import upload
+from tests.support.helpers import upload
 
 
 def visible_files(root):

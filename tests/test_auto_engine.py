@@ -12,10 +12,10 @@ import pytest
 from server import create_app
 from server.config import Config
 from server.models.choice import candidate_keys, pick, reference_key, thread_counts
-from server.models.int8.judging import TuneRow
+from server.models.tuning.judging import TuneRow
 from server.vision.engines import EngineKey
-from tests.helpers import upload
-from tests.waiting import status_when
+from tests.support.helpers import upload
+from tests.support.waiting import status_when
 
 OFFERED = {"onnxruntime": ["fp32", "int8"], "ncnn": ["fp32", "fp16", "int8"]}
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import bench
+from tools.bench.cli import main
+from tools.bench.records import Variant
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "server" / "demo" / "model" / "shapes-yolov8n.onnx"
 
@@ -17,7 +18,7 @@ DEMO_MODEL = Path(__file__).resolve().parent.parent / "server" / "demo" / "model
 def test_bench_writes_table_json_and_plot(make_video, tmp_path, capsys):
     video = make_video("bench.mp4", width=320, height=240, frames=12)
     out_json, out_plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    results = bench.main([
+    results = main([
         "--video", str(video), "--model", str(DEMO_MODEL), "--frames", "10", "--warmup", "2",
         "--variants", "fp32-640", "fp32-320-de3", "--serial", "fp32-640", "--http", "fp32-320-de3", "--viewers", "1", "2",
         "--http-seconds", "1", "--threads", "1", "--cache", str(tmp_path / "cache"),
@@ -50,11 +51,11 @@ def test_bench_writes_table_json_and_plot(make_video, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("fp32-640", bench.Variant("fp32", 640, 1)),
-    ("int8-320-de3", bench.Variant("int8", 320, 3)),
-    ("fp32-640-t1", bench.Variant("fp32", 640, 1, 1)),
-    ("int8-320-de3-t3", bench.Variant("int8", 320, 3, 3)),
+    ("fp32-640", Variant("fp32", 640, 1)),
+    ("int8-320-de3", Variant("int8", 320, 3)),
+    ("fp32-640-t1", Variant("fp32", 640, 1, 1)),
+    ("int8-320-de3-t3", Variant("int8", 320, 3, 3)),
 ])
 def test_variant_names_round_trip(text, expected):
-    assert bench.Variant.parse(text) == expected
+    assert Variant.parse(text) == expected
     assert expected.name == text

@@ -12,8 +12,8 @@ import requests
 from playwright.sync_api import Page, expect
 
 from server.web.lan import lan_urls
-from server.demo.loader import start_demo
-from tests.browser_fixtures import (
+from server.web.demo import start_demo
+from tests.support.browser_fixtures import (
     ARTIFACTS,
     DESKTOP,
     PHONE,
@@ -21,8 +21,8 @@ from tests.browser_fixtures import (
     screenshot,
     wait_for_new_frame,
 )
-from tests.helpers import upload
-from tests.waiting import wait_for
+from tests.support.helpers import upload
+from tests.support.waiting import wait_for
 
 EMPTY_TEXT = "Upload a video and a YOLOv8 model, then press Start"
 RESET_REASON = "Stop the stream first: reset deletes the uploaded files"
@@ -240,6 +240,57 @@ def test_demo_plays_on_arrival_and_says_how_to_use_your_own_files(live_server, t
     expect(page.locator("#stat-added-delay")).to_have_text(re.compile(r"^[1-9][0-9]*$"))  # 2 frame intervals
     assert api_status(live_server)["streaming"] is True
     screenshot(page, "desktop-demo.png")
+
+
+# The page's parts from top to bottom on a phone: the stream, what a person operates, what it reports, export, reset.
+PHONE_ORDER = ("#stream-frame", ".viewer > .controls-row", ".files-card", ".settings-card", ".stats", ".events-card",
+               ".export-card", ".lan", ".danger-zone")
+
+
+def boxes(page: Page, selectors) -> dict[str, dict]:
+    """The bounding box of each selector's one element, visible on the page."""
+    found = {}
+    for selector in selectors:
+        element = page.locator(selector)
+        expect(element).to_have_count(1)
+        found[selector] = element.bounding_box()
+        assert found[selector], f"{selector} is not shown"
+    return found
+
+
+def test_a_phone_shows_the_stream_first_then_controls_stats_events_export_reset(live_server, tabs):
+    start_demo(live_server.app.extensions["detection"])
+    page = tabs(**PHONE)
+    page.goto(live_server.url)
+    wait_for_new_frame(page)
+    placed = boxes(page, PHONE_ORDER)
+    tops = [placed[selector]["y"] for selector in PHONE_ORDER]
+    order = ", ".join(f"{selector} at {top:.0f}" for selector, top in zip(PHONE_ORDER, tops))
+    assert tops == sorted(tops) and len(set(tops)) == len(tops), order
+    for selector, box in placed.items():  # one column: each part below the last, none beside another
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["viewport"]["width"], (selector, box)
+    for above, below in zip(PHONE_ORDER, PHONE_ORDER[1:]):
+        assert placed[above]["y"] + placed[above]["height"] <= placed[below]["y"] + 1, (above, below)
+    assert tops[0] < PHONE["viewport"]["height"] / 2  # the stream is on the first screen
+    screenshot(page, "phone-order.png")
+
+
+def test_a_desktop_keeps_the_stream_on_the_left_and_files_to_export_on_the_right(live_server, tabs):
+    start_demo(live_server.app.extensions["detection"])
+    page = tabs(**DESKTOP)
+    page.goto(live_server.url)
+    left, right = ("#stream-frame", ".stats", ".events-card", ".lan"), (".files-card", ".settings-card",
+                                                                        ".export-card", ".danger-zone")
+    placed = boxes(page, (".viewer", ".side") + left + right)
+    viewer, side = placed[".viewer"], placed[".side"]
+    assert side["x"] >= viewer["x"] + viewer["width"]
+    for column, column_parts in ((viewer, left), (side, right)):
+        for selector in column_parts:
+            box = placed[selector]
+            assert column["x"] <= box["x"] and box["x"] + box["width"] <= column["x"] + column["width"], selector
+    for column_parts in (left, right):  # each column in the page's own order
+        tops = [placed[selector]["y"] for selector in column_parts]
+        assert tops == sorted(tops), dict(zip(column_parts, tops))
 
 
 @pytest.fixture

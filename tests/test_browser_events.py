@@ -5,9 +5,9 @@ from __future__ import annotations
 import requests
 from playwright.sync_api import expect
 
-from server.demo.loader import start_demo
-from tests.browser_fixtures import PHONE, screenshot
-from tests.waiting import wait_for
+from server.web.demo import start_demo
+from tests.support.browser_fixtures import PHONE, screenshot
+from tests.support.waiting import wait_for
 
 
 def stored_events(server) -> list[dict]:
@@ -29,6 +29,7 @@ def test_events_appear_with_thumbnails_and_filter_by_class_at_390_px(live_server
     expect(section.get_by_test_id("events-empty")).to_be_hidden()
     thumb = items.first.get_by_test_id("event-thumb")
     expect(thumb).to_be_visible()
+    thumb.scroll_into_view_if_needed()  # thumbnails load lazily: on a phone the events come below the stream's stats
     page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
     assert thumb.evaluate("img => img.src").split("?")[0].endswith("/crop.jpg")
 

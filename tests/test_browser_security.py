@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 from playwright.sync_api import expect
-from tests.helpers import upload
+from tests.support.helpers import upload
 
 PASSWORD = "pi-on-the-shelf"
 

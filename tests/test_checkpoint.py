@@ -20,7 +20,7 @@ import pytest
 from server.models.checkpoint import MAX_PICKLE_OPS, read_checkpoint
 from server.models.identify import inspect_model
 from server.models.info import ModelRejected
-from tests.helpers import upload
+from tests.support.helpers import upload
 
 ROOT = Path(__file__).resolve().parent.parent
 

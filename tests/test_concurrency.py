@@ -16,8 +16,8 @@ import requests
 
 from server.vision import detector as detector_module
 from server.web import uploads as uploads_module
-from tests.helpers import upload
-from tests.waiting import wait_for
+from tests.support.helpers import upload
+from tests.support.waiting import wait_for
 
 ANSWER_S = 30.0  # a request that waited for the held step would never answer: this only ends such a wait
 

@@ -26,12 +26,12 @@ import pytest
 from server.models.convert import ConversionFailed, convert_cached, convert_to_onnx
 from server.models.identify import inspect_checkpoint
 from server.models.info import ModelInfo, ModelRejected
-from server.models.int8.recipes import preprocess_model, walk_head
+from server.models.tuning.recipes import preprocess_model, walk_head
 from server.models.onnx_info import inspect_onnx
 from server.vision import processing
 from server.vision.detector import Detector
-from tests.helpers import upload
-from tests.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
+from tests.support.helpers import upload
+from tests.support.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
     Cache,
     LARGE_LAYOUTS,
     LAYOUTS,
@@ -317,13 +317,13 @@ def test_int8_finds_the_same_head_on_the_converted_graph_as_on_ultralytics(tmp_p
 @pytest.mark.slow
 def test_int8_tuning_works_on_a_converted_graph(tmp_path):
     from server.demo.shapes import render_scene
-    from server.models.int8.tuning import int8_path_for, tune_int8
+    from server.models.tuning.tune import int8_path_for, tune
 
     ours = tmp_path / "ours.onnx"
     convert_to_onnx(DEMO_PT, ours)
     rng = np.random.default_rng(1)
     scenes = [render_scene(rng)[0] for _ in range(9)]
-    report = tune_int8(ours, scenes, 320, int8_path_for(ours), recipes=["u8s8-pc-rr"], threads=1)
+    report = tune(ours, scenes, 320, int8_path_for(ours), recipes=["u8s8-pc-rr"], threads=1)
     reference, row = report.rows  # ONNX Runtime fp32, the one recipe (no other engine asked for)
     assert reference.precision == "fp32" and row.is_recipe and row.error is None and row.agreement >= 0.9, row
     tail = set(walk_head(onnx.load(str(preprocess_model(ours, tmp_path / "p.onnx"))))[0])

@@ -17,10 +17,10 @@ import pytest
 import requests
 
 from server.files import TEMPORARY_PATTERN
-from tests.held_conversion_run import HOLDING
-from tests.helpers import files_under, upload
-from tests.waiting import wait_for
-from tools.server_process import ServerProcess
+from tests.support.held_conversion_run import HOLDING
+from tests.support.helpers import files_under, upload
+from tests.support.waiting import wait_for
+from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ def test_sigkill_during_a_conversion_then_restart(servers, tmp_path, demo_onnx, 
     The current model (an .onnx, so the cache folder is kept) stays in place and is re-adopted.
     """
     uploads = tmp_path / "uploads"
-    first = servers(uploads, entry=("-m", "tests.held_conversion_run"))
+    first = servers(uploads, entry=("-m", "tests.support.held_conversion_run"))
     assert upload(first.url, "/upload/model", demo_onnx).status_code == 201
     sender = threading.Thread(target=post_quietly, args=(first.url, "/upload/model", demo_pt), daemon=True)
     sender.start()

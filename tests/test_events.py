@@ -21,7 +21,7 @@ from server.events.store import EventQuery, EventRecord, EventStore
 from server.files import temporary_name_for
 from server.vision.processing import Detections
 from server.vision.sources import Frame
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 
 def frame_detections(*objects):

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import requests
 
-from server.demo.loader import start_demo
+from server.web.demo import start_demo
 from server.demo.video import write_demo_video
 from server.events.store import EventQuery, EventRecord
-from tests.helpers import config_for, serving
-from tests.live_servers import ffmpeg_missing, mjpeg_server
-from tests.waiting import wait_for
+from tests.support.helpers import config_for, serving, upload
+from tests.support.live_servers import ffmpeg_missing, mjpeg_server
+from tests.support.waiting import wait_for
 
 PASSWORD = "events are private too"
 FOREIGN = "http://evil.example"
@@ -215,8 +215,7 @@ def test_a_live_source_makes_events_named_by_its_masked_url(serve, tmp_path, dem
         count += 1
     capture.release()
     live = serve(event_min_frames=3)
-    with open(demo_onnx, "rb") as handle:
-        assert requests.post(live.url + "/upload/model", files={"file": (demo_onnx.name, handle)}, timeout=120).ok
+    assert upload(live, "/upload/model", demo_onnx).ok
     camera = mjpeg_server(str(frames / "%05d.jpg")).start()
     try:
         secret_url = camera.url.replace("http://", "http://viewer:hunter2@")

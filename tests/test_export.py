@@ -17,16 +17,11 @@ from server.vision.settings import Settings
 from server.vision.sources import FileChoice
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from tests.helpers import config_for, serving, write_video
-from tests.small_disk import MB, every_file, fill, mounted_tmpfs
-from tests.waiting import wait_for
+from tests.support.helpers import config_for, serving, upload, write_video
+from tests.support.small_disk import MB, every_file, fill, mounted_tmpfs
+from tests.support.waiting import wait_for
 
 IMGSZ = 320
-
-
-def post_file(server, route: str, path: Path) -> requests.Response:
-    with path.open("rb") as handle:
-        return requests.post(server.url + route, files={"file": (path.name, handle)}, timeout=60)
 
 
 def export_status(server) -> dict:
@@ -34,8 +29,8 @@ def export_status(server) -> dict:
 
 
 def loaded(server, video: Path, model: Path) -> None:
-    assert post_file(server, "/upload/video", video).status_code == 201
-    assert post_file(server, "/upload/model", model).status_code == 201
+    assert upload(server, "/upload/video", video).status_code == 201
+    assert upload(server, "/upload/model", model).status_code == 201
     assert requests.post(server.url + "/api/settings", json={"imgsz": IMGSZ}, timeout=10).status_code == 200
 
 
@@ -96,7 +91,8 @@ def test_export_writes_a_video_and_the_streams_detections(serve, demo_onnx, tmp_
     assert table.status_code == 200 and table.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(table.text)))
     assert len(rows) == done["rows"] > 0
-    assert list(rows[0]) == ["frame", "time_s", "class_id", "class", "score", "x1", "y1", "x2", "y2", "track_id"]
+    assert list(rows[0]) == ["frame", "time_s", "class_id", "class", "score", "x1", "y1", "x2", "y2", "track_id",
+                             "engine", "precision"]
 
     assert_stream_shows_the_exported_boxes(server, demo_onnx, done, rows, fps=15)
 
@@ -152,8 +148,8 @@ def test_cancel_keeps_nothing_and_a_second_export_or_a_stream_is_409_meanwhile(s
     assert again.status_code == 409 and "export" in again.json()["error"]
     stream = requests.post(server.url + "/stream/start", timeout=30)
     assert stream.status_code == 409 and "export" in stream.json()["error"]
-    upload = post_file(server, "/upload/video", write_video(tmp_path / "other.mp4", frames=5))
-    assert upload.status_code == 409
+    refused = upload(server, "/upload/video", write_video(tmp_path / "other.mp4", frames=5))
+    assert refused.status_code == 409
     status_job = requests.get(server.url + "/api/status", timeout=10).json()["job"]
     assert status_job["kind"] == "export" and status_job["progress"] > 0
 

@@ -6,7 +6,6 @@ nothing is left half-written in the uploads folder.
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 
 from server import create_app
 from server.config import Config
-from tests.helpers import write_video
+from tests.support.helpers import upload, write_video
 
 FUZZ = settings(
     max_examples=150,
@@ -46,7 +45,7 @@ def real_video(tmp_path_factory) -> bytes:
 def client(tmp_path_factory):
     app = create_app(Config(uploads=tmp_path_factory.mktemp("fuzz"), host="127.0.0.1", max_video_mb=1, max_model_mb=1))
     yield app.test_client()
-    app.extensions["detection"].stop()
+    app.extensions["detection"].shutdown()
 
 
 def assert_clean(response, root=None):
@@ -108,7 +107,7 @@ def test_upload_shapes_never_500(client, route, parts, boundary, declared):
 def test_upload_filenames_never_500(client, real_video, name, suffix, real):
     route = "/upload/model" if suffix in (".onnx", ".pt") else "/upload/video"
     payload = real_video if real else b"not a real file" * 10
-    response = client.post(route, data={"file": (io.BytesIO(payload), name + suffix)}, content_type="multipart/form-data")
+    response = upload(client, route, payload=payload, name=name + suffix)
     assert_clean(response, client.application.extensions["uploads"].root)
     if response.status_code == 201:
         shown = response.get_json()["video"]["name"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from server.jobs import JobBoard, eta_seconds
-from server.models.int8.judging import (
+from server.models.tuning.judging import (
     MIN_REFERENCE_BOXES,
     SCORE_MAP,
     HeldBack,

@@ -17,8 +17,8 @@ from server.vision.settings import Settings
 from server.vision.sources import FrameSource
 from server.vision.sources.base import Frame
 from server.vision.tracker import Tracker
-from tests.helpers import make_runner
-from tests.waiting import wait_for
+from tests.support.helpers import make_runner
+from tests.support.waiting import wait_for
 
 
 def tracked(boxes, track_ids, class_ids=None, scores=None) -> Detections:

@@ -24,16 +24,15 @@ from server.vision.settings import Settings
 from server.vision.sources import CaptureConnection, LiveSource, SourceInfo, parse_source
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from tests.helpers import upload, upload_model_at_320
-from tests.live_servers import (
+from tests.support.helpers import free_port, upload, upload_model_at_320
+from tests.support.live_servers import (
     ffmpeg_missing,
-    free_port,
     mjpeg_server,
     rtsp_missing,
     rtsp_server,
     write_frames,
 )
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 RESUME_LIMIT_S = 10.0
 SOURCE_TIMEOUT_S = 2.0

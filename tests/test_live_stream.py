@@ -9,8 +9,8 @@ import numpy as np
 import requests
 
 from server.vision import mjpeg
-from tests.helpers import upload
-from tests.waiting import wait_for
+from tests.support.helpers import upload
+from tests.support.waiting import wait_for
 
 
 class Viewer(threading.Thread):

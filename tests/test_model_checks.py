@@ -12,9 +12,9 @@ import resource
 import pytest
 import requests
 
-from tests import crafted_onnx
-from tests.helpers import upload
-from tests.waiting import wait_for
+from tests.support import crafted_onnx
+from tests.support.helpers import upload
+from tests.support.waiting import wait_for
 
 TRIAL_TIMEOUT_S = 3.0
 SERVER_GROWTH_MB = 300  # the server's own peak memory may not grow by more than this during a refusal

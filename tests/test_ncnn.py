@@ -1,6 +1,6 @@
 """NCNN models written by the project's own code give ONNX Runtime's detections; the engine setting and its files.
 
-Equality (tests/engine_equality.py): NCNN fp32 gives the same detections after NMS as ONNX Runtime fp32 and raw
+Equality (tests/support/engine_equality.py): NCNN fp32 gives the same detections after NMS as ONNX Runtime fp32 and raw
 outputs within 1e-3 relative; NCNN fp16 boxes stay within 1 px at agreement >= 0.98 (the int8 verdict's agreement).
 The demo model is compared here quickly; every converter layout, the zoo's exports and the real checkpoints in the
 slow tests.
@@ -19,7 +19,7 @@ from server.demo.video import render_frames
 from server.models.convert import convert_to_onnx
 from server.models.ncnn import ncnn_model_for
 from server.vision.engines.ncnn_engine import NcnnFiles
-from tests.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
+from tests.support.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
     LARGE_LAYOUTS,
     LAYOUTS,
     REAL_CHECKPOINTS,
@@ -29,7 +29,8 @@ from tests.converter_models import (  # noqa: F401 (cache and real_checkpoints a
     photos,
     real_checkpoints,
 )
-from tests.engine_equality import compare_engines
+from tests.support.engine_equality import compare_engines
+from tests.support.helpers import upload
 
 DEMO_FRAMES = 6
 SIZES = (320, 640)
@@ -130,11 +131,6 @@ def test_an_op_without_translation_keeps_onnx_runtime_and_says_why(demo_onnx, tm
 
 
 # --- over HTTP -------------------------------------------------------------------------------------------------------
-def upload(client, route, path, name=None):
-    with open(path, "rb") as handle:
-        return client.post(route, data={"file": (handle, name or path.name)}, content_type="multipart/form-data")
-
-
 def test_ncnn_fp16_streams_and_the_combinations_the_model_lacks_are_400(client, make_video, demo_onnx):
     assert upload(client, "/upload/video", make_video("clip.mp4")).status_code == 201
     model = upload(client, "/upload/model", demo_onnx).get_json()["model"]

@@ -13,8 +13,8 @@ import onnx
 import pytest
 
 from server.demo.video import render_frames
-from server.models.int8 import judging
-from server.models.int8.calibration import split_frames
+from server.models.tuning import judging
+from server.models.tuning.calibration import split_frames
 from server.models.ncnn import ncnn_model_for
 from server.models.ncnn.int8 import (
     KEEP_HEAD,
@@ -34,7 +34,8 @@ from server.vision.detector import Detector
 from server.vision.engines import EngineKey
 from server.vision.engines.ncnn_engine import NcnnEngine
 from server.vision.settings import Settings
-from tests.converter_models import real_checkpoints  # noqa: F401 (a fixture)
+from tests.support.converter_models import real_checkpoints  # noqa: F401 (a fixture)
+from tests.support.helpers import upload
 
 # Measured on the demo video (48 held-back frames, 272 fp32 boxes at conf 0.25): max-abs 0.943 at 640; the bar
 # leaves room for the smaller frame sample here.
@@ -201,11 +202,6 @@ def test_cancel_stops_before_anything_is_written(demo_build, demo_split):
     with pytest.raises(Int8Cancelled):
         build_ncnn_int8(build, tensors_of(demo_split[0][:6], onnx_path, 320), on_progress=progress, cancel=cancel)
     assert seen and not list(onnx_path.parent.glob("*.ncnn-int8.*"))
-
-
-def upload(client, route, path):
-    with open(path, "rb") as handle:
-        return client.post(route, data={"file": (handle, path.name)}, content_type="multipart/form-data")
 
 
 def test_reset_deletes_the_int8_files_and_start_up_cleans_a_half_written_one(client, app, demo_onnx, demo_split):

@@ -6,8 +6,8 @@ import pytest
 
 from server import create_app
 from server.config import Config
-from tests.helpers import upload
-from tests.waiting import status_when
+from tests.support.helpers import upload
+from tests.support.waiting import status_when
 
 
 @pytest.mark.slow

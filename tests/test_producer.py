@@ -13,8 +13,8 @@ from server.vision.hub import FrameHub
 from server.vision.settings import Settings
 from server.vision.stream import Handoff
 from server.vision.sources import FrameSource
-from tests.helpers import make_runner
-from tests.waiting import wait_for
+from tests.support.helpers import make_runner
+from tests.support.waiting import wait_for
 
 FLAT_OUT = Settings(imgsz=320, realtime=False, loop=False, threads=1)
 

@@ -13,14 +13,14 @@ import onnx
 import pytest
 
 from server.demo.shapes import render_scene
-from server.models.int8.judging import TuneRow, box_weighted_map50, choose
-from server.models.int8.recipes import walk_head
-from server.models.int8.tuning import (
+from server.models.tuning.judging import TuneRow, box_weighted_map50, choose
+from server.models.tuning.recipes import walk_head
+from server.models.tuning.tune import (
     cached_tuning,
     int8_path_for,
     load_report,
     report_path_for,
-    tune_int8,
+    tune,
 )
 from server.vision.detector import Detector
 from server.vision.metrics import map50
@@ -44,7 +44,7 @@ def tuned(tmp_path_factory):
     fp32.write_bytes(DEMO_MODEL.read_bytes())
     out = int8_path_for(fp32)
     calls = []
-    report = tune_int8(
+    report = tune(
         fp32, scenes(9, seed=1), IMGSZ, out, recipes=["u8s8-pc-rr"], threads=1,
         on_progress=lambda stage, progress, message: calls.append((stage, progress, message)),
     )

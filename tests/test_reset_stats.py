@@ -7,8 +7,8 @@ import time
 import requests
 
 from server.vision import mjpeg
-from tests.helpers import upload
-from tests.waiting import wait_for
+from tests.support.helpers import upload
+from tests.support.waiting import wait_for
 
 
 def test_stop_clears_the_stats(client, make_video, demo_onnx):

@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from server.config import config_from_args
-from tests.helpers import upload
-from tools.server_process import ServerProcess
+from tests.support.helpers import upload
+from tests.support.server_process import ServerProcess
 
 
 def test_flags_fall_back_to_environment_variables(tmp_path):

@@ -24,8 +24,8 @@ import requests
 from server import create_app
 from server.config import REPO_ROOT, Config, build_parser, config_from_args
 from server.web import auth
-from tests.helpers import LiveServer, upload
-from tests.waiting import wait_for
+from tests.support.helpers import LiveServer, upload
+from tests.support.waiting import wait_for
 
 PASSWORD = "correct horse battery staple"
 FOREIGN = "http://evil.example"

@@ -20,8 +20,8 @@ from server.vision.sources import (
     parse_source,
     redact,
 )
-from tests.live_servers import write_frames
-from tests.waiting import wait_for
+from tests.support.live_servers import write_frames
+from tests.support.waiting import wait_for
 
 
 # -- what a user may type -------------------------------------------------------------------------

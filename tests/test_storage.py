@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -20,15 +19,15 @@ from server import create_app
 from server.events.store import EventQuery, EventRecord, EventStore
 from server.jobs import JobBoard
 from server.models import convert
-from server.models.int8 import tuning
-from server.models.int8.builds import Int8Models
+from server.models.tuning import tune as tuning
+from server.models.tuning.job import TuningJob
 from server.storage import DiskSpace, InsufficientStorage
 from server.vision import mjpeg
 from server.vision.sources import sample_frames
 from server.web.wsgi import upload_footprint
-from tests.helpers import config_for, serving, write_video
-from tests.small_disk import MB, every_file, fill, free_bytes, mounted_tmpfs
-from tests.waiting import wait_for
+from tests.support.helpers import config_for, serving, upload, write_video
+from tests.support.small_disk import MB, every_file, fill, free_bytes, mounted_tmpfs
+from tests.support.waiting import wait_for
 
 DISK_MB = 40
 RESERVE_MB = 4
@@ -48,11 +47,6 @@ def server(disk, tmp_path):
     config = config_for(tmp_path, uploads=disk / "uploads", disk_reserve_mb=RESERVE_MB)
     with serving(config) as live:
         yield live
-
-
-def post_file(server, route: str, path: Path, name: str | None = None) -> requests.Response:
-    with path.open("rb") as handle:
-        return requests.post(server.url + route, files={"file": (name or path.name, handle)}, timeout=60)
 
 
 def assert_full_error(response: requests.Response, needed_at_least: int) -> tuple[float, float]:
@@ -80,8 +74,8 @@ def one_frame(server) -> bytes:
 def stored_video_and_model(server, demo_onnx, tmp_path):
     """The small disk already holding a video and the demo model, as a user left it."""
     video = write_video(tmp_path / "first.mp4", width=320, height=240, frames=20)
-    assert post_file(server, "/upload/video", video).status_code == 201
-    assert post_file(server, "/upload/model", demo_onnx).status_code == 201
+    assert upload(server, "/upload/video", video).status_code == 201
+    assert upload(server, "/upload/model", demo_onnx).status_code == 201
     folder = server.uploads
     return {p: sha(folder / p) for p in every_file(folder)}
 
@@ -116,7 +110,7 @@ def test_upload_larger_than_the_disk_is_507_keeps_nothing_and_the_next_upload_wo
     big = tmp_path / "big.mp4"
     big.write_bytes(os.urandom(50 * MB))
     try:
-        response = post_file(server, "/upload/video", big)
+        response = upload(server, "/upload/video", big)
     except requests.ConnectionError:
         response = None  # the server may close while the client still sends: it read none of the body
     if response is not None:
@@ -135,7 +129,7 @@ def test_upload_larger_than_the_disk_is_507_keeps_nothing_and_the_next_upload_wo
     requests.post(server.url + "/stream/stop", timeout=30)
 
     second = write_video(tmp_path / "second.mp4", width=320, height=240, frames=10)
-    assert post_file(server, "/upload/video", second).status_code == 201
+    assert upload(server, "/upload/video", second).status_code == 201
     assert requests.get(server.url + "/api/status", timeout=10).json()["video"]["name"] == "second.mp4"
 
 
@@ -149,8 +143,7 @@ def test_any_wsgi_server_refuses_before_opening_a_temporary_file(disk, tmp_path,
     opened = []
     monkeypatch.setattr(store, "incoming_file", lambda suffix: opened.append(suffix))
     fill(disk, leave_bytes=RESERVE_MB * MB + MB)
-    response = app.test_client().post("/upload/video", data={"file": (io.BytesIO(b"\0" * 2 * MB), "a.mp4")},
-                                      content_type="multipart/form-data")
+    response = upload(app.test_client(), "/upload/video", payload=b"\0" * 2 * MB, name="a.mp4")
     assert response.status_code == 507 and FULL.search(response.get_json()["error"])
     assert opened == []  # refused on the Content-Length, not after writing until the disk was full
     assert every_file(disk) == ["filler.bin"]
@@ -183,7 +176,7 @@ def test_disk_filling_during_the_write_is_507_removes_the_temporary_file_and_kee
     monkeypatch.setattr(store, "incoming_file", open_then_fill)
     video = write_video(tmp_path / "next.avi", width=640, height=480, frames=60)  # MJPG: larger than what is left
     assert video.stat().st_size > 2 * 256 * 1024
-    response = post_file(server, "/upload/video", video)
+    response = upload(server, "/upload/video", video)
     assert_full_error(response, video.stat().st_size)
     assert {p: sha(server.uploads / p) for p in every_file(server.uploads)} == before
     assert not list(server.uploads.glob(".upload-*"))
@@ -193,7 +186,7 @@ def test_disk_filling_during_the_write_is_507_removes_the_temporary_file_and_kee
     assert requests.post(server.url + "/stream/start", timeout=30).status_code == 200
     assert one_frame(server).startswith(b"\xff\xd8")  # the old video still streams
     requests.post(server.url + "/stream/stop", timeout=30)
-    assert post_file(server, "/upload/video", video).status_code == 201
+    assert upload(server, "/upload/video", video).status_code == 201
 
 
 # The stored model keeps its ONNX and its NCNN copy (12 MB each for the demo): a new .pt needs room beside them.
@@ -207,7 +200,7 @@ def test_pt_upload_whose_conversion_does_not_fit_is_507_and_keeps_the_old_model(
     pt_size = demo_pt.stat().st_size
     # Room for the .pt itself (and the reserve), not for its ONNX conversion (twice the .pt).
     fill(disk, leave_bytes=pt_size + RESERVE_MB * MB + 2 * MB)
-    response = post_file(server, "/upload/model", demo_pt)
+    response = upload(server, "/upload/model", demo_pt)
     assert_full_error(response, convert.onnx_bytes_for(demo_pt))
     assert started == []  # refused before converting, not when the disk filled
     assert {p: sha(server.uploads / p) for p in every_file(server.uploads)} == before
@@ -215,7 +208,7 @@ def test_pt_upload_whose_conversion_does_not_fit_is_507_and_keeps_the_old_model(
     assert status["model"]["name"] == demo_name() and status["job"] is None
 
     (disk / "filler.bin").unlink()
-    assert post_file(server, "/upload/model", demo_pt).status_code == 201
+    assert upload(server, "/upload/model", demo_pt).status_code == 201
     assert len(started) == 1
 
 
@@ -247,7 +240,7 @@ def test_int8_build_without_room_does_not_start_and_says_why(model_disk, demo_on
     fp32.write_bytes(demo_onnx.read_bytes())
     fill(disk, leave_bytes=fp32.stat().st_size * 2)  # far less than a tuning's work folder
     jobs = JobBoard()
-    int8 = Int8Models(jobs, ["u8s8-pc"], space=DiskSpace(disk, RESERVE_MB * MB))
+    int8 = TuningJob(jobs, ["u8s8-pc"], space=DiskSpace(disk, RESERVE_MB * MB))
     video = write_video(tmp_path / "calib.mp4", width=320, height=240, frames=10)
     int8.build(fp32, lambda count: sample_frames(video, count), 320, 0.9, 1)
     assert not int8.building() and jobs.current() is None
@@ -270,7 +263,7 @@ def test_int8_build_that_fills_the_disk_fails_cleanly(model_disk, demo_onnx, tmp
                 fill(disk, leave_bytes=256 * 1024)
 
     jobs = FillingJobs()
-    int8 = Int8Models(jobs, ["u8s8-pc"], space=DiskSpace(disk, 0))
+    int8 = TuningJob(jobs, ["u8s8-pc"], space=DiskSpace(disk, 0))
     video = write_video(tmp_path / "calib.mp4", width=320, height=240, frames=100)
     int8.build(fp32, lambda count: sample_frames(video, count), 320, 0.9, 1)
     assert wait_for(lambda: not int8.building(), timeout=600)

@@ -8,8 +8,8 @@ import threading
 import requests
 
 from server.vision.settings import Settings
-from tests.helpers import make_runner, upload
-from tests.waiting import wait_for
+from tests.support.helpers import make_runner, upload
+from tests.support.waiting import wait_for
 
 LOOPING = Settings(imgsz=320, realtime=False, loop=True, threads=1)
 

@@ -2,7 +2,7 @@
 
     python -m tools.engine_choice [--model M.onnx] [--imgsz 640] [--threads 2] [--recipes u8s8-pc-rr,...]
 
-The same job as the server's (server.models.int8.tuning.tune_int8 with server.models.int8.builds.auto_engines:
+The same job as the server's (server.models.tuning.tune.tune with server.models.tuning.job.auto_engines:
 the int8 recipes, NCNN fp32/fp16 and NCNN int8 made from the same calibration frames, x threads on 4+ cores,
 timed in interleaved rounds, agreement with ONNX Runtime fp32 on held-back frames), in a temporary folder, never
 beside the model. The CPU (and its flags) is printed first: the verdict is this device's.
@@ -21,8 +21,8 @@ from pathlib import Path
 from server.demo import DEMO_ONNX
 from server.demo.video import render_frames
 from server.models.choice import reference_key
-from server.models.int8.builds import auto_engines
-from server.models.int8.tuning import int8_path_for, machine_info, tune_int8
+from server.models.tuning.job import auto_engines
+from server.models.tuning.tune import int8_path_for, machine_info, tune
 from server.models.runtime import ModelRuntime
 from server.vision.detector import default_threads
 from server.vision.sources.base import CALIBRATION_FRAMES
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copyfile(args.model, model)
         runtime = ModelRuntime(model, lambda: None)
         engines = auto_engines(runtime, threads, cores)
-        report = tune_int8(model, frames, args.imgsz, int8_path_for(model), min_agreement=args.min_agreement,
+        report = tune(model, frames, args.imgsz, int8_path_for(model), min_agreement=args.min_agreement,
                            threads=threads, recipes=[r for r in args.recipes.split(",") if r] or None,
                            engines=lambda tensors, progress: engines(tensors, progress, None))
     print(f"{args.model.name} at {args.imgsz} ({'x'.join(map(str, report.input_hw))}), reference threads {threads}, "

@@ -3,7 +3,7 @@
     python -m tools.engine_timing [--model M.onnx] [--imgsz 640] [--threads 2] [--rounds 5] [--no-int8]
 
 Every engine runs the same demo-video frames (aspect-true input, as the server feeds it) in the same rounds, the
-order reversed every other round (server.models.int8.judging.time_models, as the int8 verdict times). For NCNN it
+order reversed every other round (server.models.tuning.judging.time_models, as the int8 verdict times). For NCNN it
 also prints the network alone (cut at the head's per-level maps) and the numpy head decode (DFL, anchors, class
 sigmoid) that follows it: the numbers behind the cut (docs/engines.md). NCNN int8 (server.models.ncnn.int8) is
 calibrated on 24 other frames of the demo video, and its agreement with ONNX Runtime fp32 is printed as the int8
@@ -25,9 +25,9 @@ import numpy as np
 
 from server.demo import DEMO_ONNX
 from server.demo.video import render_frames
-from server.models.int8 import judging
-from server.models.int8.judging import time_models
-from server.models.int8.tuning import machine_info
+from server.models.tuning import judging
+from server.models.tuning.judging import time_models
+from server.models.tuning.tune import machine_info
 from server.models.ncnn import ncnn_model_for
 from server.models.ncnn.int8 import build_ncnn_int8
 from server.vision import processing

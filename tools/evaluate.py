@@ -7,7 +7,7 @@ Our numbers come from server.vision.processing + server.vision.detector.Detector
 for a 640x480 frame at 640), with ultralytics' val settings: conf 0.001, NMS IoU 0.7, 300 detections.
 --ultralytics also runs ultralytics' own val on the same fp32 ONNX, with rect batches (the closest to
 our input shapes) and with square letterboxing (its default for exported models), for comparison.
-A precision variant is just another ONNX file: int8 is the one server.models.int8.tuning caches next to the model.
+A precision variant is just another ONNX file: int8 is the one server.models.tuning.tune caches next to the model.
 
 Where ours and ultralytics' val differ, it is by design, not by error: re-creating ultralytics'
 input, multi-label NMS and unclipped boxes with server.vision.processing and scoring with server.vision.metrics
@@ -145,11 +145,11 @@ def precision_variant(model: Path, precision: str) -> Path:
     """Return the ONNX file of a precision variant of a model: the model itself for fp32."""
     if precision == "fp32":
         return model
-    from server.models.int8.tuning import cached_tuning, int8_path_for
+    from server.models.tuning.tune import cached_tuning, int8_path_for
 
     report = cached_tuning(model)
     if report is None:
-        raise SystemExit(f"no int8 model tuned as {int8_path_for(model)}: build it with server.models.int8.tuning, "
+        raise SystemExit(f"no int8 model tuned as {int8_path_for(model)}: build it with server.models.tuning.tune, "
                          "or pass --extra-model int8=PATH")
     return Path(report.path)
 

@@ -19,7 +19,6 @@ import logging
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,9 +33,10 @@ import numpy as np
 import requests
 
 from server.vision import mjpeg
+from tests.support.helpers import free_port, upload
+from tests.support.live_servers import SOURCE_SERVERS
 
 REPO = Path(__file__).resolve().parents[1]
-TOOLS = Path(__file__).resolve().parent
 DEMO_MODEL = REPO / "server" / "demo" / "model" / "shapes-yolov8n.onnx"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, which has python3-gi for GStreamer
 
@@ -99,7 +99,7 @@ class StampedSource:
     def __init__(self, kind: str, port: int, fps: int, size: tuple[int, int], video: Path, epoch: float):
         self.kind, self.port, self.fps, self.size, self.epoch = kind, port, fps, size, epoch
         self.video = video
-        script = TOOLS / ("rtsp_server.py" if kind == "rtsp" else "mjpeg_server.py")
+        script = SOURCE_SERVERS / ("rtsp_server.py" if kind == "rtsp" else "mjpeg_server.py")
         command = [SYSTEM_PYTHON, str(script), "--port", str(port), "--fps", str(fps), "--stdin"]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         self.process.stdout.readline()  # "ready"
@@ -147,12 +147,6 @@ class StampedSource:
 
 
 # -- the server under test ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """run.py as production starts it, on a free loopback port, with its own uploads folder."""
 
@@ -261,8 +255,7 @@ def measure(server: Server, source: StampedSource, variant: str, seconds: float,
 
 def prepare_int8(server: Server, video: Path, imgsz: int) -> None:
     """Tune int8 on the demo video (live sources have no file to calibrate on), then drop the video."""
-    with video.open("rb") as handle:
-        requests.post(server.url + "/upload/video", files={"file": (video.name, handle)}, timeout=120).raise_for_status()
+    upload(server.url, "/upload/video", video).raise_for_status()
     server.post("/api/settings", json={"precision": "int8", "imgsz": imgsz})
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
@@ -304,8 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         server = Server(Path(tmp) / "uploads")
         runs = []
         try:
-            with args.model.open("rb") as handle:
-                requests.post(server.url + "/upload/model", files={"file": (args.model.name, handle)}, timeout=300)
+            upload(server.url, "/upload/model", args.model, timeout=300)
             for variant in args.variant:
                 if variant.startswith("int8"):
                     prepare_int8(server, video, variant_settings(variant)["imgsz"])

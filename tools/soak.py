@@ -2,7 +2,7 @@
 
     python -m tools.soak [--minutes 20] [--viewers 4] [--json soak.json]
 
-It starts the server as production does (run.py, in a child process on 127.0.0.1: tools.server_process),
+It starts the server as production does (run.py, in a child process on 127.0.0.1: tests.support.server_process),
 uploads the generated demo video and the demo model over HTTP, starts a looping realtime stream, connects
 viewers that read every part, and samples the server's resident memory, threads and open files every
 --every seconds. The baseline is taken after --warmup seconds (sessions loaded, buffers grown), so the growth
@@ -25,8 +25,9 @@ import requests
 
 from server.demo import DEMO_ONNX
 from server.demo.video import write_demo_video
-from tools.bench import Viewer
-from tools.server_process import ServerProcess
+from tools.bench.server_http import Viewer
+from tests.support.helpers import upload
+from tests.support.server_process import ServerProcess
 
 logger = logging.getLogger("soak")
 
@@ -54,17 +55,11 @@ def sample(process: psutil.Process, url: str, viewers: list[Viewer], started: fl
     )
 
 
-def upload(url: str, route: str, path: Path) -> None:
-    with path.open("rb") as handle:
-        response = requests.post(f"{url}{route}", files={"file": (path.name, handle)}, timeout=600)
-    response.raise_for_status()
-
-
 def start_stream(url: str, work: Path) -> None:
     """Upload the demo video and model, loop in realtime at the demo model's size, start."""
     video = write_demo_video(work / "demo-shapes.mp4")
-    upload(url, "/upload/video", Path(video))
-    upload(url, "/upload/model", DEMO_ONNX)
+    upload(url, "/upload/video", Path(video), timeout=600).raise_for_status()
+    upload(url, "/upload/model", DEMO_ONNX, timeout=600).raise_for_status()
     requests.post(f"{url}/api/settings", json={"loop": True, "realtime": True}, timeout=10).raise_for_status()
     requests.post(f"{url}/stream/start", timeout=60).raise_for_status()
 

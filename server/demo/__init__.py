@@ -1,4 +1,7 @@
-"""Offline demo: synthetic shapes renderer, dataset, demo video and a small model trained on them."""
+"""Offline demo data: synthetic shapes renderer, dataset, demo video and a small model trained on them.
+
+What `run.py --demo` loads; server.web.demo hands it to the service.
+"""
 
 from pathlib import Path
 

@@ -257,7 +257,7 @@ class EventSession:
         return not self._finished
 
     def finish(self) -> None:
-        """The stream ended: close what is open, save what is queued and join the writer."""
+        """The stream ended: close what is open (saved and announced), save what is queued and end the writer."""
         with self._lock:
             if self._finished:
                 return
@@ -269,6 +269,7 @@ class EventSession:
             for transition in self.detector.finish():
                 # Off the render thread: waiting a moment for room beats losing the event's end.
                 self._save(transition.candidate, now, closing=True, wait_s=JOIN_TIMEOUT_S / 5)
+                self._announce(transition.candidate, closing=True)  # a close the outputs hear as any other
             self.open_count = 0
         # Not joined here: this runs on the producer's thread as the stream ends, and a viewer asking whether
         # the stream still runs must not wait for disk writes. EventRecorder.stop joins it.

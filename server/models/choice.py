@@ -1,6 +1,6 @@
 """The `auto` engine: which engine x precision x threads to time on this device, and which of them to run.
 
-The timing itself is the int8 tuning's (server.models.int8.tuning): the same held-back frames, the same interleaved
+The timing itself is the int8 tuning's (server.models.tuning.tune): the same held-back frames, the same interleaved
 rounds and the same agreement with ONNX Runtime fp32, so that an NCNN row and an int8 recipe are judged alike.
 This module only says what to time (candidate_keys) and picks among what was measured (pick), both pure.
 
@@ -12,7 +12,7 @@ nothing beats it beyond the noise, auto keeps it: auto is never slower than fp32
 
 from __future__ import annotations
 
-from server.models.int8.judging import TuneRow, faster
+from server.models.tuning.judging import TuneRow, faster
 from server.vision.engines import ONNXRUNTIME, EngineKey
 
 # On this many cores or more, auto also times one thread fewer than the cores: the render thread then has a core.

@@ -16,6 +16,7 @@ from server.vision.engines import AUTO, ENGINE_PRECISIONS, NCNN, ONNXRUNTIME, En
 from server.vision.engines.ncnn_engine import NcnnEngine
 from server.vision.engines.onnxruntime_engine import OnnxRuntimeEngine
 from server.vision.settings import Settings
+from server.vision.turns import InferenceTurns, nothing
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +30,13 @@ class ModelRuntime:
     """
 
     def __init__(self, fp32_path: Path, int8_path: Callable[[], Path | None], keep: int = 1,
-                 ncnn: NcnnBuild | None = None, verdict: Callable[[], dict | None] = lambda: None):
+                 ncnn: NcnnBuild | None = None, verdict: Callable[[], dict | None] = lambda: None,
+                 turns: InferenceTurns | None = None):
         self.fp32_path = Path(fp32_path)
         self.int8_path = int8_path
-        self.verdict = verdict  # what engine auto runs once this device has timed them (Int8Models.verdict)
+        self.verdict = verdict  # what engine auto runs once this device has timed them (TuningJob.verdict)
         self.keep = keep
+        self.turns = turns  # shared with the on-device timing: the stream's detectors infer in turns with it
         self._ncnn = ncnn
         self._lock = threading.Lock()
         self._ncnn_lock = threading.Lock()
@@ -123,7 +126,8 @@ class ModelRuntime:
             key = (*key, self._int8_seen[0])
         with self._lock:
             if key not in self._detectors:
-                detector = Detector(self.engine_for(EngineKey(*key[:3])))
+                detector = Detector(self.engine_for(EngineKey(*key[:3])),
+                                    turn=self.turns.stream if self.turns else nothing)
                 detector.warm_up(detector.fixed_hw or (settings.imgsz, settings.imgsz))
                 self._detectors[key] = detector
                 while len(self._detectors) > self.keep:

@@ -6,7 +6,8 @@ once, all network work happens on the outputs' own threads):
   event_closed(event, snapshot_jpeg)   the same event closed (its final best snapshot, or None)
   counts(per_class)                    {class name: tracked objects now}, at most a few times a second
   classes(names)                       the classes events are made for (announced to Home Assistant early)
-  start() / stop()                     threads up / joined (stop publishes "offline" first)
+  nothing_tracked()                    the stream ended: no object is tracked, no event open (MQTT: OFF and 0)
+  start() / stop()                     threads up / joined (stop sends what is pending, then "offline")
   status()                             [{kind, target (no secrets), state, sent, failed, dropped, queued, ...}]
 Build it from the config with build_outputs; server.outputs.adapter turns the stream's tap into counts().
 """
@@ -47,6 +48,10 @@ class Outputs:
     def classes(self, names: list[str]) -> None:
         for output in self.outputs:
             output.classes(list(names))
+
+    def nothing_tracked(self) -> None:
+        for output in self.outputs:
+            output.nothing_tracked()
 
     def start(self) -> None:
         for output in self.outputs:

@@ -46,9 +46,3 @@ class CountsTap:
                 return
             self._last, self._last_at = counts, published
         self.report(counts)
-
-    def clear(self) -> None:
-        """Report that nothing is tracked any more (call when the stream stops)."""
-        with self._lock:
-            self._last, self._last_at = {}, float("-inf")
-        self.report({})

@@ -70,11 +70,6 @@ class BoundedQueue:
                 self._cond.wait(timeout)
             self._poked = False
 
-    def peek(self):
-        """Return the oldest item without removing it, or None."""
-        with self._cond:
-            return self._items[0] if self._items else None
-
     def pop(self):
         """Remove and return the oldest item, or None."""
         with self._cond:

@@ -156,6 +156,14 @@ class MqttOutput:
                 self._learn(name)
         self.queue.poke()
 
+    def nothing_tracked(self) -> None:
+        """The stream ended: every class OFF and counted 0 (retained), whatever events were still open."""
+        with self._lock:
+            self._open.clear()
+            self._counts = {}
+            self._dirty.update({"states", "counts"})
+        self.queue.poke()
+
     def _learn(self, name: str) -> None:
         """Add a class (under the lock); its entities are announced on the next flush."""
         if name not in self._classes:
@@ -172,6 +180,7 @@ class MqttOutput:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Send what is pending (the worker's last flush), say "offline" and disconnect."""
         self._stop.set()
         self.queue.poke()
         if self._thread is not None:
@@ -234,6 +243,9 @@ class MqttOutput:
                 self._flush_state()
                 self._send_events()
             self._count_acknowledged()
+        if self._connected:  # stopping: the last states and events go out before "offline"
+            self._flush_state()
+            self._send_events(final=True)
 
     def _take_dirty(self) -> tuple[set[str], list[str], dict[str, set], dict[str, int], bytes | None]:
         with self._lock:
@@ -260,9 +272,10 @@ class MqttOutput:
                     self._dirty |= dirty
                 return
 
-    def _send_events(self) -> None:
-        """Publish queued events in order while connected (QoS 1: sent counts the broker's acknowledgements)."""
-        while self._connected and not self._stop.is_set():
+    def _send_events(self, final: bool = False) -> None:
+        """Publish queued events in order while connected (QoS 1: sent counts the broker's acknowledgements);
+        final: also once stopping, for the last ones."""
+        while self._connected and (final or not self._stop.is_set()):
             item = self.queue.pop()
             if item is None:
                 return

@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = "edge-detect-webhook/1"
 IDLE_WAKE_S = 1.0
+DRAIN_SHARE = 0.8  # of stop()'s timeout spent posting what is still queued
 
 
 class NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -88,6 +90,7 @@ class WebhookOutput:
         self.last_error: str | None = None
         self._opener = urllib.request.build_opener(NoRedirects)
         self._stop = threading.Event()
+        self._drain_until = 0.0  # set by stop()
         self._thread: threading.Thread | None = None
 
     # -- what the producer side calls (never blocks) -----------------------------------------------
@@ -100,6 +103,9 @@ class WebhookOutput:
     def classes(self, names: list[str]) -> None:
         """Nothing to announce: a webhook has no discovery."""
 
+    def nothing_tracked(self) -> None:
+        """Nothing to send: the open events' closes, queued before this, say it."""
+
     # -- life ----------------------------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="output-webhook", daemon=True)
@@ -107,6 +113,8 @@ class WebhookOutput:
         logger.info("webhook output to %s", self.label)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (each once, no retries) within most of timeout, then end the worker."""
+        self._drain_until = time.monotonic() + DRAIN_SHARE * timeout
         self._stop.set()
         self.queue.poke()
         if self._thread is not None:
@@ -123,10 +131,21 @@ class WebhookOutput:
             if item is None:
                 self.queue.wait(IDLE_WAKE_S)
                 continue
-            kind, event, snapshot = item
-            message = event_message(kind, event, self.base_url, snapshot, self.inline_snapshot)
-            self._deliver(json.dumps(message).encode())
+            self._deliver(self._body(item))
+        self._drain()
         self.state = "stopped"
+
+    def _drain(self) -> None:
+        """Stopping: post what is still queued (a stream's last closes) once each, while the time stop gave lasts."""
+        while time.monotonic() < self._drain_until and (item := self.queue.pop()) is not None:
+            if self._post(self._body(item)):
+                self.counters.add("sent")
+            else:
+                self.counters.add("failed")
+
+    def _body(self, item: tuple) -> bytes:
+        kind, event, snapshot = item
+        return json.dumps(event_message(kind, event, self.base_url, snapshot, self.inline_snapshot)).encode()
 
     def _deliver(self, body: bytes) -> None:
         """POST body, retrying with backoff; count it sent or failed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,7 @@ from server.vision import processing
 from server.vision.engines import Engine
 from server.vision.engines.onnxruntime_engine import OnnxRuntimeEngine
 from server.vision.processing import Detections
+from server.vision.turns import nothing
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +28,12 @@ def default_threads() -> int:
 class Detector:
     """Run a YOLOv8 detect model on an engine: an ONNX path gets ONNX Runtime, or pass any Engine."""
 
-    def __init__(self, model: str | Path | Engine, threads: int | None = None, profile_prefix: str | None = None):
+    def __init__(self, model: str | Path | Engine, threads: int | None = None, profile_prefix: str | None = None,
+                 turn: Callable[[], AbstractContextManager] = nothing):
         if isinstance(model, (str, Path)):
             model = OnnxRuntimeEngine(model, threads or default_threads(), profile_prefix)
         self.engine: Engine = model
+        self.turn = turn  # held around detect's inference: the stream's turn at the CPU (server.vision.turns)
 
     # What callers read off a detector is the engine's.
     @property
@@ -51,10 +55,6 @@ class Detector:
     @property
     def precision(self) -> str:
         return self.engine.precision
-
-    @property
-    def engine_name(self) -> str:
-        return self.engine.name
 
     @property
     def session(self):
@@ -95,7 +95,8 @@ class Detector:
         tensor, box = processing.preprocess(frame, self.input_hw(frame_hw, imgsz))
         lap("preprocess")
         infer_above = getattr(self.engine, "infer_above", None)  # only the candidates, where an engine can
-        output = infer_above(tensor, conf) if infer_above is not None else self.infer(tensor)
+        with self.turn():
+            output = infer_above(tensor, conf) if infer_above is not None else self.infer(tensor)
         lap("inference")
         detections = processing.postprocess(output, box, frame_hw, conf, iou, classes)
         lap("postprocess")

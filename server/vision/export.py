@@ -41,7 +41,9 @@ logger = logging.getLogger(__name__)
 VIDEO_FOURCC = "VP80"
 VIDEO_SUFFIX = ".webm"
 CODEC = "VP8 (WebM)"
-DETECTIONS_HEADER = ("frame", "time_s", "class_id", "class", "score", "x1", "y1", "x2", "y2", "track_id")
+# engine and precision: what the network that found the box last ran on (fp32 until a tuning's verdict, say).
+DETECTIONS_HEADER = ("frame", "time_s", "class_id", "class", "score", "x1", "y1", "x2", "y2", "track_id", "engine",
+                     "precision")
 PARTIAL_PREFIX = ".partial-"
 EXPORT_JPEG_QUALITY = 95  # the stream's JPEG is the frame that gets encoded again: keep the first loss small
 CHECK_EVERY_FRAMES = 25
@@ -83,8 +85,15 @@ def partial_path(path: Path) -> Path:
     return path.with_name(PARTIAL_PREFIX + path.name)
 
 
-def detection_rows(frame: int, time_s: float, detections: Detections, class_names: list[str]) -> list[tuple]:
-    """One CSV row per box: frame number in the file, its time, class, score, box (source pixels), track id."""
+def export_settings(settings: Settings) -> Settings:
+    """The settings an export runs with: the stream's, unpaced, played once, encoded at a higher quality."""
+    return dataclasses.replace(settings, jpeg_quality=EXPORT_JPEG_QUALITY, realtime=False, loop=False)
+
+
+def detection_rows(frame: int, time_s: float, detections: Detections, class_names: list[str],
+                   ran: tuple[str, str] = ("", "")) -> list[tuple]:
+    """One CSV row per box: frame number in the file, its time, class, score, box (source pixels), track id, and
+    the engine and precision that ran."""
     rows = []
     for i in range(len(detections)):
         class_id = int(detections.class_ids[i])
@@ -92,7 +101,7 @@ def detection_rows(frame: int, time_s: float, detections: Detections, class_name
         track = "" if detections.track_ids is None else int(detections.track_ids[i])
         x1, y1, x2, y2 = (round(float(v), 2) for v in detections.boxes[i])
         rows.append((frame, round(time_s, 3), class_id, name, round(float(detections.scores[i]), 4),
-                     x1, y1, x2, y2, track))
+                     x1, y1, x2, y2, track, *ran))
     return rows
 
 
@@ -127,7 +136,7 @@ def export_video(
 
 def _run(video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settings, partials: tuple[Path, Path],
          space: DiskSpace, cancel: threading.Event, on_progress: Progress) -> ExportResult:
-    settings = dataclasses.replace(settings, jpeg_quality=EXPORT_JPEG_QUALITY, realtime=False, loop=False)
+    settings = export_settings(settings)
     fps = info.fps
     source = FrameSource(video, loop=False)
     sink = VideoSink(partials[0], fps)
@@ -141,7 +150,8 @@ def _run(video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settin
             result = pipeline.render(item, settings)
             sink.put(result.jpeg)
             frame = result.frame
-            found = detection_rows(frame.position, frame.position / fps, result.detections, pipeline.class_names)
+            found = detection_rows(frame.position, frame.position / fps, result.detections, pipeline.class_names,
+                                   (pipeline.engine, pipeline.precision))
             table.writerows(found)
             done, rows = done + 1, rows + len(found)
             if done % CHECK_EVERY_FRAMES == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
@@ -21,10 +21,8 @@ from server.vision.processing import Detections
 from server.vision.settings import Settings
 from server.vision.sources.base import Frame
 
-if TYPE_CHECKING:
-    from server.vision.trace import TraceRecorder
-
 STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "draw", "encode")
+RAN_KEPT = 32  # changes of what ran kept per pipeline (a slider dragged back and forth must not grow it forever)
 
 
 class EncodeFailed(RuntimeError):
@@ -61,6 +59,12 @@ class Stopwatch:
         self._last = now
 
 
+class FrameTrace(Protocol):
+    """Where a frame's spans go once it is published (trace.TraceRecorder); the pipeline only carries it along."""
+
+    def add_frame(self, index: int, spans: list[Span], published_at: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class Detected:
     """One frame on its way through the stages: the detect half fills in its boxes and costs, render its JPEG."""
@@ -72,7 +76,7 @@ class Detected:
     spans: list[Span]
     nonfinite: int = 0  # detector candidates dropped for NaN/infinite boxes or scores (before tracking)
     jpeg: bytes = b""  # the annotated frame, once rendered
-    trace: TraceRecorder | None = None  # the trace that was recording when its detection began
+    trace: FrameTrace | None = None  # the trace that was recording when its detection began
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -89,6 +93,23 @@ def scaled(detections: Detections, factor: float) -> Detections:
     return Detections(
         detections.boxes * factor, detections.scores, detections.class_ids, detections.track_ids
     )
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What the network ran on from one frame on, until the next change: recorded as it happens, not as set."""
+
+    frame: int  # index of the first frame it ran on
+    at: float  # time.time() then
+    engine: str
+    precision: str
+    threads: int
+    input_hw: tuple[int, int]  # the network's input, aspect-true for the frame and imgsz
+    detect_every: int | str  # or "auto"
+
+    def as_dict(self) -> dict:
+        return {"frame": self.frame, "at": round(self.at, 3), "engine": self.engine, "precision": self.precision,
+                "threads": self.threads, "input": list(self.input_hw), "detect_every": self.detect_every}
 
 
 class FramePipeline:
@@ -108,6 +129,19 @@ class FramePipeline:
         self.precision = "fp32"  # of the model that ran last, which may lag the setting while int8 is tuned
         self.engine = "onnxruntime"  # likewise: auto runs ONNX Runtime until the device has timed the engines
         self.profiling: Detector | None = None  # a profiling session a trace runs in place of the usual one
+        self._ran: list[Ran] = []  # the changes of what ran, oldest first (RAN_KEPT at most)
+
+    @property
+    def ran(self) -> list[dict]:
+        """What ran, from which frame on: one entry per change of engine, precision, threads, input or interval."""
+        return [entry.as_dict() for entry in list(self._ran)]
+
+    def _record(self, index: int, detector: Detector, image: np.ndarray, settings: Settings) -> None:
+        input_hw = detector.input_hw(image.shape[:2], settings.imgsz)
+        now = (detector.engine.name, detector.precision, detector.threads, tuple(input_hw), settings.detect_every)
+        last = self._ran[-1] if self._ran else None
+        if last is None or now != (last.engine, last.precision, last.threads, last.input_hw, last.detect_every):
+            self._ran = [*self._ran[-(RAN_KEPT - 1):], Ran(index, time.time(), *now)]
 
     def reset(self) -> None:
         """Forget tracks, as when the video loops or the model changes."""
@@ -119,14 +153,15 @@ class FramePipeline:
             return True
         return index - self._last_detect_index >= every or index < self._last_detect_index
 
-    def _infer(self, image: np.ndarray, settings: Settings, watch: Stopwatch) -> Detections:
+    def _infer(self, index: int, image: np.ndarray, settings: Settings, watch: Stopwatch) -> Detections:
         detector = self.profiling or self.detector_for(settings)
         self.precision, self.engine = detector.precision, detector.engine.name
+        self._record(index, detector, image, settings)
         watch.skip()  # loading a new session after a settings change is not a per-frame cost
         classes = list(settings.classes) if settings.classes is not None else None
         return detector.detect(image, settings.imgsz, settings.conf, settings.iou, classes, lap=watch.lap)
 
-    def detect(self, frame: Frame, settings: Settings, trace: TraceRecorder | None = None,
+    def detect(self, frame: Frame, settings: Settings, trace: FrameTrace | None = None,
                network: bool | None = None) -> Detected:
         """The detect half: run the network (or only the tracker, between detections) on one frame.
 
@@ -137,7 +172,7 @@ class FramePipeline:
         detected = detected or self.tracker is None
         nonfinite = 0
         if detected:
-            detections = self._infer(frame.image, settings, watch)
+            detections = self._infer(frame.index, frame.image, settings, watch)
             nonfinite = detections.nonfinite  # the tracker's Detections do not carry it
             if self.tracker is not None:
                 detections = self.tracker.update(frame.image, detections)

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from server.vision.detector import Detector
-from server.vision.pipeline import FramePipeline, Span
+from server.vision.pipeline import FramePipeline, FrameTrace, Span
 from server.vision.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class StreamTracing:
         self._profiled += 1
         return recorder
 
-    def published(self, recorder: TraceRecorder | None, index: int, spans: list[Span], published_at: float) -> None:
+    def published(self, recorder: FrameTrace | None, index: int, spans: list[Span], published_at: float) -> None:
         """Add a published frame to the trace that was recording when its detection began, if still running."""
         if recorder is not None and recorder is self.recorder:
             recorder.add_frame(index, spans, published_at)

@@ -12,8 +12,11 @@ from server.events.recorder import EventRecorder
 from server.events.settings import retention_from_config, settings_from_config
 from server.events.store import EventStore
 from server.jobs import JobBoard
+from server.models.current import CurrentModel
 from server.models.trial_run import TrialBudget
+from server.models.tuning.job import TuningJob
 from server.storage import is_disk_full
+from server.vision.export_job import Exports
 from server.web import auth, guards
 from server.web.export_routes import bp as export_bp
 from server.outputs import build_outputs
@@ -21,7 +24,9 @@ from server.outputs.messages import public_base_url
 from server.web.events_routes import bp as events_bp
 from server.web.lan import lan_urls
 from server.web.routes import bp
-from server.web.service import DetectionService
+from server.web.selection import SourceSelection
+from server.web.service import Collaborators, DetectionService
+from server.web.streaming import StreamControl
 from server.web.uploads import UploadStore, upload_suffix
 
 
@@ -64,6 +69,26 @@ class UploadRequest(Request):
             raise
 
 
+def build_collaborators(config: Config) -> Collaborators:
+    """Build what the detection service routes to: uploads, jobs, tuning, the current model, sources, the stream,
+    the export, events and outputs (which connect in the background: a broker that is down blocks nothing)."""
+    store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
+                        reserve_bytes=config.disk_reserve_bytes)
+    jobs = JobBoard()
+    tuning = TuningJob(jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
+    model = CurrentModel(tuning, config.engine)
+    if store.model is not None:  # re-adopted from a previous run (see UploadStore)
+        model.adopt(store.model.onnx_path, store.model.info)
+    # Snapshot URLs in webhook and MQTT messages: --public-url, else this server's first LAN address.
+    outputs = build_outputs(config, public_base_url(config.public_url, lan_urls(config.host, config.port)))
+    outputs.start()
+    events = EventRecorder(EventStore(config.uploads, retention_from_config(config), space=store.space),
+                           settings_from_config(config), outputs=outputs)
+    return Collaborators(store=store, jobs=jobs, tuning=tuning, model=model, sources=SourceSelection(config),
+                         stream=StreamControl(config), exports=Exports(store.root / "export", jobs, store.space),
+                         events=events, outputs=outputs)
+
+
 def create_app(config: Config | None = None) -> Flask:
     """Build the app with its upload store and detection service."""
     config = config or Config()
@@ -75,18 +100,11 @@ def create_app(config: Config | None = None) -> Flask:
         MAX_MODEL_BYTES=config.max_model_bytes,
         MAX_FORM_MEMORY_SIZE=1024 * 1024,  # form fields are small; files go to disk via UploadRequest
     )
-    store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
-                        reserve_bytes=config.disk_reserve_bytes)
-    app.extensions["uploads"] = store
-    # Snapshot URLs in webhook and MQTT messages: --public-url, else this server's first LAN address.
-    outputs = build_outputs(config, public_base_url(config.public_url, lan_urls(config.host, config.port)))
-    outputs.start()  # connects in the background: a broker that is down blocks nothing
-    app.extensions["outputs"] = outputs
-    events = EventRecorder(EventStore(config.uploads, retention_from_config(config), space=store.space),
-                           settings_from_config(config),
-                           outputs=outputs)
-    app.extensions["events"] = events
-    app.extensions["detection"] = DetectionService(config, store, JobBoard(), events)
+    parts = build_collaborators(config)
+    app.extensions["uploads"] = parts.store
+    app.extensions["outputs"] = parts.outputs
+    app.extensions["events"] = parts.events
+    app.extensions["detection"] = DetectionService(config, parts)
     app.register_blueprint(bp)
     app.register_blueprint(export_bp)
     app.register_blueprint(events_bp)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from server.files import TEMPORARY_PATTERN, sha256_of
 from server.models.identify import MODEL_EXTENSIONS, inspect_model
-from server.models.int8.tuning import WORK_PREFIX
+from server.models.tuning.tune import WORK_PREFIX
 from server.models.info import ModelRejected
 from server.vision.sources.file import VIDEO_EXTENSIONS, VideoUnreadable, probe_video
 

@@ -12,14 +12,26 @@ from server.web.uploads import StoredVideo
 class SourceSelection:
     """The live choice, if any (it replaces the uploaded video until a video is uploaded again)."""
 
-    def __init__(self, config: Config, on_calibration_ready: Callable[[], None]):
+    def __init__(self, config: Config):
         self.config = config
-        self.on_calibration_ready = on_calibration_ready  # a live stream sampled enough frames for int8
-        self.live: LiveChoice | None = LiveChoice.camera(config, on_calibration_ready) if config.camera else None
+        # Called when a live stream has sampled enough frames to tune on; the service sets it.
+        self.on_calibration_ready: Callable[[], None] = lambda: None
+        self.live: LiveChoice | None = LiveChoice.camera(config, self._calibration_ready) if config.camera else None
+
+    def _calibration_ready(self) -> None:
+        self.on_calibration_ready()
 
     def probe(self, url: str) -> LiveChoice:
         """Parse and probe what the user typed (up to source_timeout); raise SourceRejected saying what was tried."""
-        return LiveChoice.check(url, self.config, self.on_calibration_ready)
+        return LiveChoice.check(url, self.config, self._calibration_ready)
+
+    def choose(self, live: LiveChoice) -> None:
+        """Read this live source from the next Start on (it replaces the uploaded video)."""
+        self.live = live
+
+    def use_uploaded_video(self) -> None:
+        """Read the uploaded video again (a new upload, or a reset, ends the live choice)."""
+        self.live = None
 
     def for_stream(self, video: StoredVideo | None) -> SourceChoice | None:
         """What Start reads: the live choice, else the uploaded video, else nothing."""

@@ -1,64 +1,72 @@
-"""The detection service: what the routes talk to, orchestrating the uploads, the model, the source and the stream."""
+"""The detection service: what the routes talk to. It routes requests to its collaborators and owns lifetimes:
+a stream's start and its one end, what a change must stop first, and the server's ordered shutdown."""
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from server.demo import is_demo
 from server.config import Config
-from server.events.recorder import EventRecorder, chained
-from server.outputs.adapter import CountsTap
+from server.demo import is_demo
+from server.events.recorder import EventRecorder, EventSession, chained
 from server.jobs import JobBoard
 from server.models import convert
-from server.models.choice import reference_key
-from server.models.int8.builds import Int8Models, auto_engines
+from server.models.current import CurrentModel
 from server.models.ncnn import NcnnBuild, ncnn_model_for
+from server.models.tuning.job import TuningJob
+from server.outputs import Outputs
+from server.outputs.adapter import CountsTap
 from server.storage import InsufficientStorage
-from server.vision.engines import AUTO, ONNXRUNTIME
+from server.vision.export_job import ExportRunning, Exports
 from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.sources import DEFAULT_FPS, LiveChoice
-from server.vision.settings import Settings
 from server.vision.tracker import Tracker
-from server.web.current_model import CurrentModel
-from server.web.exports import ExportRunning, Exports
 from server.web.selection import SourceSelection
 from server.web.streaming import Busy, StreamControl, TooManyViewers
 from server.web.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
 
-STOP_TUNING_WAIT_S = 10.0  # at shutdown
+STOP_TUNING_WAIT_S = 10.0  # at stop and shutdown
 
-__all__ = ["Busy", "DetectionService", "TooManyViewers", "described"]
+__all__ = ["Busy", "Collaborators", "DetectionService", "TooManyViewers", "described"]
 
 PENDING = {"video": "a video upload", "model": "a model upload", "reset": "a reset", "source": "a source change"}
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    """What the service routes to, built by the app factory (server.web.app.build_collaborators)."""
+
+    store: UploadStore
+    jobs: JobBoard
+    tuning: TuningJob
+    model: CurrentModel
+    sources: SourceSelection
+    stream: StreamControl
+    exports: Exports
+    events: EventRecorder | None = None  # None: no events are recorded (as some tests build it)
+    outputs: Outputs | None = None  # webhook and MQTT; None or empty: nowhere
 
 
 class DetectionService:
     """What the routes talk to; every public method is safe to call from any request thread.
 
-    Its collaborators, all made here: the store of uploads, the current model and settings, the source
-    selection, the stream and the int8 builds. The lock guards swapping them and is only held to check and
-    swap: probing a video or a source, checking and converting a model, stopping a stream and joining int8
-    tuning all run outside it. While an upload, a source change or a reset is under way its kind is in
-    _pending, and whatever would conflict with it (start, another of them) is refused with Busy instead of waiting.
+    The lock guards swapping the collaborators' state and is only held to check and swap: probing a video or a
+    source, accepting a model, stopping a stream and joining the tuning all run outside it. While an upload, a
+    source change or a reset is under way its kind is in _pending, and whatever would conflict with it (start,
+    another of them) is refused with Busy instead of waiting.
     """
 
-    def __init__(self, config: Config, store: UploadStore, jobs: JobBoard | None = None,
-                 events: EventRecorder | None = None):
+    def __init__(self, config: Config, parts: Collaborators):
         self.config = config
-        self.store = store
-        self.jobs = jobs or JobBoard()
-        self.int8 = Int8Models(self.jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
-        self.exports = Exports(store.root / "export", self.jobs, store.space)
-        self.model = CurrentModel(store, self.int8, config.engine)
-        self.sources = SourceSelection(config, self._calibration_ready)
-        self.stream = StreamControl(config)
-        self.events = events  # None: no events are recorded (a service built without them, as some tests do)
+        self.store, self.jobs, self.tuning, self.model = parts.store, parts.jobs, parts.tuning, parts.model
+        self.sources, self.stream, self.exports = parts.sources, parts.stream, parts.exports
+        self.events, self.outputs = parts.events, parts.outputs
+        self.sources.on_calibration_ready = self._calibration_ready
         self._lock = threading.RLock()
         self._pending: set[str] = set()  # kinds of PENDING under way
 
@@ -90,35 +98,36 @@ class DetectionService:
 
     def status(self) -> dict:
         """Everything the page shows, as JSON-ready data; files vanishing meanwhile (a reset) are shown as gone."""
-        video, model, settings = self.store.video, self.store.model, self.model.settings
+        video, model = self.store.video, self.store.model
         return {
             "streaming": self.streaming,
             "video": described(video),
             "model": self.model.described(described(model)),
-            "settings": settings.as_dict(),
+            "settings": self.model.settings.as_dict(),
             "options": self.model.options(),
             "stats": self.stream.stats(),
             "stages": list(STAGES),  # the stages of stats.latency_ms, in the order a frame passes them
+            "ran": self.stream.ran(),  # what the running (or last) stream's frames ran on, from which frame
             "job": self.jobs.current(),
-            "error": self.stream.last_error or self.int8.error,
-            "precision": {**self.int8.status(model.onnx_path if model else None), **self.model.active()},
+            "error": self.stream.last_error or self.tuning.error,
+            "precision": self.model.tuning_status(),
             "restored": self.store.restored,
             "source": self.sources.status(),
             "storage": self.store.space.status(),
             "demo": is_demo(video, model),
             "events": self.events.status() if self.events else None,
-            "outputs": self.events.outputs.status() if self.events and self.events.outputs else None,
+            "outputs": self.outputs.status() if self.outputs and self.outputs.outputs else None,
         }
 
     # -- uploads -----------------------------------------------------------------------------
     def add_video(self, upload: Path, filename: str) -> dict:
-        """Probe and keep a video (outside the lock); a running int8 tuning is cancelled first."""
+        """Probe and keep a video (outside the lock); a running tuning is cancelled first."""
         self._begin("video", "replace the video")
         try:
-            self._cancel_int8("a new video was uploaded")
+            self._cancel_tuning("a new video was uploaded")
             video = self.store.add_video(upload, filename).as_dict()
             with self._lock:
-                self.sources.live = None  # an uploaded video replaces the live source
+                self.sources.use_uploaded_video()
             return video
         finally:
             self._end("video")
@@ -130,14 +139,13 @@ class DetectionService:
             self._end("model")
             raise Busy("another model is being converted; wait for it to finish")
         try:
-            self._cancel_int8("a new model was uploaded")
-            model = self.store.add_model(upload, filename, self._to_onnx)
+            self._cancel_tuning("a new model was uploaded")
+            stored = self.store.add_model(upload, filename, self._to_onnx)
             self.jobs.update("convert", "ncnn", 0.95, "writing the NCNN model")
-            ncnn = self._ncnn_for(model.onnx_path)
+            ncnn = self._ncnn_for(stored.onnx_path)
             with self._lock:
-                self.int8.forget()
-                self.model.adopt(model, ncnn)
-            return self.model.described(model.as_dict())
+                self.model.adopt(stored.onnx_path, stored.info, ncnn)
+            return self.model.described(stored.as_dict())
         finally:
             self.jobs.end("convert")
             self._end("model")
@@ -152,67 +160,63 @@ class DetectionService:
             space=self.store.space,
         )
 
+    def _ncnn_for(self, onnx_path: Path) -> NcnnBuild:
+        """Write the NCNN copy at upload (well under a second, docs/engines.md), when the disk has room for it."""
+        try:
+            self.store.space.require(onnx_path.stat().st_size)  # the .bin is about the ONNX's size
+        except InsufficientStorage as exc:
+            return NcnnBuild(None, f"NCNN is not offered for this model: {exc}")
+        return ncnn_model_for(onnx_path)
+
     def reset(self) -> list[str]:
-        """Cancel and join int8 tuning and an export, then delete every upload, derived file and export."""
+        """Cancel and join the tuning and an export, then delete every upload, derived file and export."""
         if not self.exports.cancel():
             raise Busy("the export is still stopping; try again in a moment")
         self._begin("reset", "reset")
         try:
-            self._cancel_int8("reset")
+            self._cancel_tuning("reset")
             with self._lock:
                 self.model.forget()
                 self.stream.forget()  # a finished stream's numbers go with its files
-                self.int8.forget()
-                self.sources.live = None
+                self.sources.use_uploaded_video()
                 if self.events:
                     self.events.clear()
                 return self.store.reset() + self.exports.delete()
         finally:
             self._end("reset")
 
-    # -- settings and int8 -------------------------------------------------------------------
+    # -- settings ----------------------------------------------------------------------------
     def update_settings(self, changes: dict) -> dict:
-        """Validate and apply a settings change; the producer picks it up on its next frame.
-
-        A new min_agreement re-judges the int8 recipes already measured (no retuning).
-        """
+        """Validate and apply a settings change; the producer picks it up on its next frame."""
         with self._lock:
-            old = self.model.update(changes)
-            settings, model = self.model.settings, self.store.model
-            if model is not None and settings.min_agreement != old.min_agreement:
-                self.int8.rejudge(model.onnx_path, settings.min_agreement)
-            if wants_tuning(settings):
-                self._build_int8()
-            return settings.as_dict()
+            self.model.update(changes)
+            self._tune_if_wanted()
+            return self.model.settings.as_dict()
 
-    def _build_int8(self) -> None:
-        """Time the engines and tune int8 on frames from the source Start reads, once it has them (a live one
+    def _tune_if_wanted(self) -> None:
+        """Time the engines (and tune int8) on frames from the source Start reads, once it has them (a live one
         after sampling a while): one job, whose verdict engine auto runs and whose int8 model precision int8 runs."""
-        model, source = self.store.model, self.sources.for_stream(self.store.video)
-        runtime = self.model.runtime
-        if model is None or source is None or runtime is None or not source.calibration_ready or self._pending:
-            return
-        settings, cores = self.model.settings, os.cpu_count() or 1
-        threads = reference_key(settings.threads, cores).threads
-        self.int8.build(model.onnx_path, source.calibration_frames, settings.imgsz, settings.min_agreement,
-                        threads, auto_engines(runtime, threads, cores))
+        source = self.sources.for_stream(self.store.video)
+        if source is not None and source.calibration_ready and not self._pending:
+            self.model.tune(source.calibration_frames)
 
     def _calibration_ready(self) -> None:
-        """A live stream sampled enough frames: tune int8 now if it was asked for before they came.
+        """A live stream sampled enough frames: tune now if it was asked for before they came.
 
         Called on the live reader's thread, which a stopping stream waits for: so no service lock here; the
-        build itself runs on Int8Models' own thread, which stop, reset and uploads cancel and join.
+        tuning itself runs on TuningJob's own thread, which stop, reset and uploads cancel and join.
         """
-        if wants_tuning(self.model.settings) and self.streaming:
-            self._build_int8()
+        if self.streaming:
+            self._tune_if_wanted()
 
-    def _cancel_int8(self, why: str) -> None:
-        """Cancel int8 tuning and wait for it: it reads the files about to change."""
-        if self.int8.building():
-            logger.info("cancelling int8 tuning: %s", why)
-        if not self.int8.cancel():
-            raise Busy("int8 tuning is still stopping; try again in a moment")
+    def _cancel_tuning(self, why: str) -> None:
+        """Cancel the tuning and wait for it: it reads the files about to change."""
+        if self.tuning.building():
+            logger.info("cancelling the on-device tuning: %s", why)
+        if not self.tuning.cancel():
+            raise Busy("the on-device tuning is still stopping; try again in a moment")
 
+    # -- export ------------------------------------------------------------------------------
     def start_export(self) -> dict:
         """Start exporting the uploaded video with the current settings (a job); raise Busy when it cannot run now."""
         with self._lock:
@@ -221,11 +225,14 @@ class DetectionService:
             if video is None or model is None:
                 missing = " and ".join(n for n, v in (("a video", video), ("a model", model)) if v is None)
                 raise Busy(f"upload {missing} before exporting (a live source cannot be exported)")
-            pipeline = FramePipeline(self.model.runtime.detector_for, model.info.classes, tracker_factory=Tracker)
             try:
-                return self.exports.start(video.path, video.info, pipeline, self.model.settings, video.path.stem)
+                return self.exports.start(video.path, video.info, self._pipeline(), self.model.settings,
+                                          video.path.stem, runs=self.model.active())
             except ExportRunning as exc:
                 raise Busy(str(exc)) from None
+
+    def _pipeline(self) -> FramePipeline:
+        return FramePipeline(self.model.runtime.detector_for, self.model.info.classes, tracker_factory=Tracker)
 
     # -- source and stream -------------------------------------------------------------------
     def select_source(self, url: str) -> dict:
@@ -233,10 +240,10 @@ class DetectionService:
         self._begin("source", "change the source")  # before probing: a webcam in use cannot be opened twice
         try:
             choice = self.sources.probe(url)  # outside the lock: probing takes up to source_timeout
-            self._cancel_int8("a live source replaces the video")
+            self._cancel_tuning("a live source replaces the video")
             with self._lock:
                 self.store.drop_video()
-                self.sources.live = choice
+                self.sources.choose(choice)
         finally:
             self._end("source")
         logger.info("live source selected: %s", choice.label)
@@ -254,42 +261,54 @@ class DetectionService:
                 needed = (("a video (or choose a live source)", choice), ("a model", model))
                 missing = " and ".join(n for n, v in needed if v is None)
                 raise Busy(f"upload {missing} before starting the stream")
-            if wants_tuning(self.model.settings):
-                self._build_int8()
-            pipeline = FramePipeline(self.model.runtime.detector_for, model.info.classes, tracker_factory=Tracker)
+            self._tune_if_wanted()
+            classes = model.info.classes
             live = isinstance(choice, LiveChoice)
             fps = (choice.info.fps if choice.info else DEFAULT_FPS) if live else self.store.video.info.fps
-            session = self.events.begin(choice.label, model.info.classes, fps, live) if self.events else None
-            self.stream.start(choice, pipeline, self.model.current,
-                              on_publish=chained(session and session.tap, self._counts_tap(model.info.classes)),
-                              on_end=session and session.finish)
+            session = self.events.begin(choice.label, classes, fps, live) if self.events else None
+            self.stream.start(choice, self._pipeline(), self.model.current,
+                              on_publish=chained(session and session.tap, self._counts_tap(classes)),
+                              on_end=lambda: self._stream_ended(session))
             logger.info("stream started: %s with %s", choice.label, model.path.name)
 
-    def _ncnn_for(self, onnx_path: Path) -> NcnnBuild:
-        """Write the NCNN copy at upload (well under a second, docs/engines.md), when the disk has room for it."""
-        try:
-            self.store.space.require(onnx_path.stat().st_size)  # the .bin is about the ONNX's size
-        except InsufficientStorage as exc:
-            return NcnnBuild(None, f"NCNN is not offered for this model: {exc}")
-        return ncnn_model_for(onnx_path)
-
     def _counts_tap(self, class_names: list[str]) -> CountsTap | None:
-        """The tap that sends per-class counts of tracked objects to MQTT (None when no output is configured)."""
-        outputs = self.events.outputs if self.events else None
-        if outputs is None or not outputs.outputs:
+        """The tap that sends per-class counts of tracked objects to the outputs (None when none is configured)."""
+        if self.outputs is None or not self.outputs.outputs:
             return None
-        outputs.classes(class_names)
-        return CountsTap(outputs.counts, class_names)
+        self.outputs.classes(class_names)
+        return CountsTap(self.outputs.counts, class_names)
+
+    def _stream_ended(self, session: EventSession | None) -> None:
+        """The one end of every stream, whatever ended it: Stop, the video's end with loop off, a source or render
+        failure, shutdown. Runs on the producer's thread once its stages are done (so no tap runs after it): the
+        open events close (saved, and announced to the outputs), and every output hears that nothing is tracked
+        any more (MQTT: each class OFF and 0, retained), so a dashboard never shows objects of a stopped camera.
+        The event writer finishes its queue by itself; stop and shutdown join it."""
+        if session is not None:
+            session.finish()
+        if self.outputs is not None:
+            self.outputs.nothing_tracked()
 
     def stop(self) -> None:
-        """Stop the stream (the producer is joined with a timeout) and cancel int8 tuning."""
+        """Stop the stream and join what it started: the producer (its end runs _stream_ended), the event writer,
+        the tuning."""
         self.stream.stop()
         if self.events:
             self.events.stop()
         # Not the full wait of a reset: nothing replaces the files, and a tuning's work folder left by an exit
         # during a quantize call is removed at the next start.
-        if not self.int8.cancel(timeout=STOP_TUNING_WAIT_S):
-            logger.info("int8 tuning is still finishing a step; its work folder is removed at the next start")
+        if not self.tuning.cancel(timeout=STOP_TUNING_WAIT_S):
+            logger.info("the on-device tuning is still finishing a step; its work folder is removed at the next start")
+
+    def shutdown(self) -> None:
+        """Stop every component, in order: the stream (its end tells the outputs nothing is tracked), an export,
+        the tuning, the event writer; the outputs last, once they have sent those final messages ("offline")."""
+        logger.info("shutting down: stream, export, tuning, events, then outputs")
+        self.stop()
+        if not self.exports.cancel():
+            logger.warning("the export did not stop; its partial files are removed at the next start")
+        if self.outputs is not None:
+            self.outputs.stop()
 
     def trace(self, frames: int, onnx_profile: bool = False) -> dict:
         """Record the next frames' stage spans as a Chrome trace; raise Busy when not streaming."""
@@ -298,11 +317,6 @@ class DetectionService:
     def viewer_frames(self) -> Iterator[bytes]:
         """Return a multipart generator for one viewer; raise Busy when not streaming or full."""
         return self.stream.viewer_frames()
-
-
-def wants_tuning(settings: Settings) -> bool:
-    """Whether the settings need the on-device timing: engine auto, or ONNX Runtime int8 (its recipes)."""
-    return settings.engine == AUTO or (settings.engine == ONNXRUNTIME and settings.precision == "int8")
 
 
 def described(stored) -> dict | None:

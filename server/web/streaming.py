@@ -79,6 +79,11 @@ class StreamControl:
         self.runner = None
         self.last_error = None
 
+    def ran(self) -> list[dict]:
+        """What the running (or last) stream's network ran on, from which frame on (FramePipeline.ran)."""
+        runner = self.runner
+        return runner.pipeline.ran if runner else []
+
     def stats(self) -> dict:
         runner = self.runner
         return runner.stats.snapshot(runner.hub.viewers) if runner else StreamStats().snapshot(0)

@@ -8,7 +8,7 @@
 postprocess, tracker, drawing with the status line, JPEG) on frames decoded from the file, then publishes each
 JPEG to a FrameHub and records the stream's stats, as the server's producer does, all on the main thread.
 `ultralytics` runs Ultralytics' predictor (predict(stream=True)) on its ONNX or NCNN export, then
-results.plot() and JPEG encoding, as tools/bench.py's peer does.
+results.plot() and JPEG encoding, as tools/bench/rows.py's peer (UltralyticsRun) does.
 
 Each stage ends with a mark (tools/pi/stage_marks.c counts instructions up to it). The detections of every
 frame go to stdout as one JSON object, for agreement. Run as a file (not as a module of the tools package) with
@@ -29,7 +29,7 @@ CODES = {
     "begin": 1, "decode": 2, "preprocess": 3, "inference": 4, "postprocess": 5, "track": 6, "draw": 7,
     "encode": 8, "publish": 9, "end": 10, "calibrate": 11,
 }  # the same as counts.MARK_CODES (a test checks): this file imports nothing of the tools package
-FONT_NAME = "DejaVuSans.ttf"  # as tools/bench.py: ultralytics finds it in matplotlib instead of downloading
+FONT_NAME = "DejaVuSans.ttf"  # as tools/bench/rows.py: ultralytics finds it in matplotlib instead of downloading
 _syscall = ctypes.CDLL(None, use_errno=True).syscall
 _syscall.restype = ctypes.c_long
 _syscall.argtypes = (ctypes.c_long, ctypes.c_long)

@@ -75,7 +75,7 @@ def prepare(args: argparse.Namespace) -> dict:
     import shutil
 
     from server.demo.video import render_frames
-    from server.models.int8.calibration import split_frames, spread
+    from server.models.tuning.calibration import split_frames, spread
     from server.models.ncnn import ncnn_model_for
     from server.models.ncnn.int8 import build_ncnn_int8
     from server.vision import processing
@@ -108,7 +108,7 @@ def prepare(args: argparse.Namespace) -> dict:
                                     frozenset({KEEP_HEAD, KEEP_WINOGRAD})).files
         np.save(folder / "frame.npy", processing.preprocess(held[0], input_hw)[0])
         if args.agreement:
-            from server.models.int8 import judging
+            from server.models.tuning import judging
 
             kept = judging.collect_held_back(Detector(copy, 1), held, size)
             np.savez(folder / "held.npz", **{f"t{i}": t for i, t in enumerate(kept.tensors)})
@@ -122,7 +122,7 @@ def prepare(args: argparse.Namespace) -> dict:
 
 def emulated_agreement(files: dict, size: int, precision: str, args: argparse.Namespace) -> float:
     """Run the variant on the held-back tensors in the emulator; return its agreement with ONNX Runtime fp32."""
-    from server.models.int8 import judging
+    from server.models.tuning import judging
     from server.vision.engines.head import HeadDecoder
     from server.vision.engines.ncnn_engine import NcnnHead
 

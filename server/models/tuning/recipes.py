@@ -18,7 +18,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from server.models.int8.calibration import CALIBRATION_METHODS, Calibration
+from server.models.tuning.calibration import CALIBRATION_METHODS, Calibration
 
 logger = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ import onnx
 import onnxruntime as ort
 
 from server.files import copy_file, write_text
-from server.models.int8.calibration import (
+from server.models.tuning.calibration import (
     CACHE_SUPPORTED,
     Calibration,
     calibrate,
     split_frames,
     spread,
 )
-from server.models.int8.judging import (
+from server.models.tuning.judging import (
     SCORE_MAP,
     TIMED_FRAMES,
     TIMING_ROUNDS,
@@ -46,8 +46,9 @@ from server.models.int8.judging import (
     time_models,
     timing_rows,
 )
-from server.models.int8.quiet import quiet_quantizer
-from server.models.int8.recipes import (
+from server.models.tuning.progress import TIMING, Progress, Steps, TuningCancelled
+from server.models.tuning.quiet import quiet_quantizer
+from server.models.tuning.recipes import (
     DEFAULT_RECIPES,
     RECIPES_BY_NAME,
     Recipe,
@@ -59,12 +60,12 @@ from server.models import choice
 from server.vision import processing
 from server.vision.detector import Detector
 from server.vision.engines import EngineKey
+from server.vision.turns import InferenceTurns
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_ROW = "onnxruntime-fp32"  # the row every other is judged against
 WORK_PREFIX = ".int8-tune-"  # the hidden work folder beside the result, which start-up cleanup knows
-Progress = Callable[[str, float, str], None]
 Engines = dict[str, tuple[EngineKey, Callable[[], Detector]]]  # auto's other rows: name -> key, loader
 EnginesFor = Callable[[list[np.ndarray], Progress, threading.Event], Engines]  # makes and lists them (with cancel)
 
@@ -99,7 +100,7 @@ class TuneReport:
 
 
 def load_report(path: str | Path) -> TuneReport:
-    """Read a report written by tune_int8."""
+    """Read a report written by tune."""
     data = json.loads(Path(path).read_text())
     data["rows"] = [TuneRow(**row) for row in data["rows"]]
     return TuneReport(**data)
@@ -188,39 +189,7 @@ def write_report(report: TuneReport, path: Path) -> None:
     write_text(path, json.dumps(report.as_dict(), indent=2))
 
 
-class TuningCancelled(Exception):
-    """Tuning was asked to stop (stream stopped, reset, a new upload); nothing was kept."""
-
-
-class _Steps:
-    """Turn finished steps into the 0..1 progress the status endpoint shows, "step i/n: ..." and cancellation."""
-
-    def __init__(self, total: int, on_progress: Progress | None, cancel: threading.Event | None = None):
-        self.total, self.done, self.on_progress, self.cancel = total, 0, on_progress, cancel
-        self.started = time.monotonic()
-
-    def check(self) -> None:
-        """Raise TuningCancelled once cancellation was asked for."""
-        if self.cancel is not None and self.cancel.is_set():
-            raise TuningCancelled("int8 tuning was cancelled")
-
-    def report(self, stage: str, message: str, fraction_of_step: float = 0.0) -> None:
-        self.check()
-        logger.debug("int8 tuning: %s", message)
-        if self.on_progress:
-            step = min(self.done + 1, self.total)
-            progress = min(1.0, (self.done + fraction_of_step) / self.total)
-            self.on_progress(stage, progress, f"step {step}/{self.total}: {message}{self._left(progress)}")
-
-    def _left(self, progress: float) -> str:
-        """About how long the rest takes, from the pace so far (said once a tenth is done)."""
-        if progress < 0.1 or progress >= 1:
-            return ""
-        left = (time.monotonic() - self.started) * (1 - progress) / progress
-        return f" (about {left / 60:.0f} min left)" if left >= 90 else f" (about {left:.0f} s left)"
-
-
-def tune_int8(
+def tune(
     fp32_onnx: Path,
     frames: list[np.ndarray],
     imgsz: int,
@@ -232,6 +201,7 @@ def tune_int8(
     cancel: threading.Event | None = None,
     disk_guard: contextlib.AbstractContextManager | None = None,
     engines: Callable[[list[np.ndarray], Progress], Engines] | None = None,
+    turns: InferenceTurns | None = None,
 ) -> TuneReport:
     """Build int8 models with a few recipes, keep the fastest that agrees with fp32, next to out_path.
 
@@ -244,13 +214,19 @@ def tune_int8(
     row name -> its EngineKey and a function loading it, after making what needs the frames (NCNN int8): loaded,
     judged on the same held-back frames and timed in the same rounds as the recipes; report.auto is the row auto
     runs (ONNX Runtime fp32 unless another is faster beyond the noise).
+
+    turns: shared with the stream's detectors (server.vision.turns), so that a candidate is timed alone on the CPU
+    and the stream keeps playing; None when nothing streams beside the run (the tools).
     """
     started = time.perf_counter()
     quiet_quantizer()
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     chosen_recipes = [RECIPES_BY_NAME[r] if isinstance(r, str) else r for r in (recipes or DEFAULT_RECIPES)]
     methods = sorted({r.calibration for r in chosen_recipes})
-    steps = _Steps(2 + len(methods) + 2 * len(chosen_recipes) + (1 if engines else 0) + 2, on_progress, cancel)
+    plan = ["prepare", "reference", *["calibrate"] * len(methods), *["quantize", "agreement"] * len(chosen_recipes),
+            *(["engines"] if engines else []), TIMING, "save"]
+    steps = Steps(plan, on_progress, cancel)
+    steps.turns = turns or InferenceTurns()
     calibration_frames, held_frames = split_frames(frames)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The work folder sits next to the result, hidden, so that a crash leaves it where start-up cleaning finds it.
@@ -260,14 +236,16 @@ def tune_int8(
         steps.report("preparing", "pre-processing the fp32 model")
         prepared = preprocess_model(fp32_onnx, work_dir / "prepared.onnx")
         tail, head_convs = walk_head(onnx.load(str(prepared)))
-        steps.done += 1
+        steps.finish()
 
         steps.report("measuring", "running fp32 on held-back frames until it has enough boxes")
         reference = Detector(fp32_onnx, threads=threads)
         held = collect_held_back(reference, held_frames, imgsz, steps.check)
         input_hw = reference.input_hw(held.frame_hw, imgsz)
         calibration_tensors = [processing.preprocess(f, input_hw)[0] for f in calibration_frames]
-        steps.done += 1
+        steps.inference_s[REFERENCE_ROW] = _seconds_per_inference(reference, held.tensors[:1])
+        steps.timing_inferences = TIMING_ROUNDS * (len(spread(held.tensors, TIMED_FRAMES)) + 1)
+        steps.finish()
 
         calibrations = {m: _calibrate_step(m, prepared, reference.engine.input_name, calibration_tensors, work_dir, steps)
                         for m in methods}
@@ -384,7 +362,7 @@ def _note(best: TuneRow | None, qualified: bool, min_agreement: float, held: Hel
 
 
 def _calibrate_step(method: str, prepared: Path, input_name: str, tensors: list[np.ndarray], work_dir: Path,
-                    steps: _Steps) -> Calibration:
+                    steps: Steps) -> Calibration:
     """Calibrate once per method (when onnxruntime can cache it), reporting progress frame by frame."""
 
     def on_frame(index: int) -> None:
@@ -395,52 +373,47 @@ def _calibrate_step(method: str, prepared: Path, input_name: str, tensors: list[
     steps.report("calibrating", f"calibrating ({method}) on {len(tensors)} frames")
     if CACHE_SUPPORTED:
         calibrate(calibration, prepared, work_dir / f"calibration-{method}.json", on_frame)
-    steps.done += 1
+    steps.finish()
     return calibration
 
 
 def _try_recipe(recipe: Recipe, prepared: Path, path: Path, calibration: Calibration,
                 head: tuple[list[str], list[str]], held: HeldBack, threads: int | None,
-                steps: _Steps) -> tuple[TuneRow, Detector | None]:
+                steps: Steps) -> tuple[TuneRow, Detector | None]:
     """Build one recipe and measure its agreement; a recipe that fails becomes a row with its error."""
     settings = {key: value for key, value in asdict(recipe).items() if key != "name"}
     first_step = steps.done
     try:
         steps.report("quantizing", f"quantizing with {recipe.name}")
         quantize_with(recipe, prepared, path, calibration, *head)
-        steps.done += 1
+        steps.finish()
         steps.report("measuring", f"agreement of {recipe.name} with fp32 on {len(held.tensors)} frames")
         candidate = Detector(path, threads=threads)
-        outputs = []
-        for index, tensor in enumerate(held.tensors):
-            steps.report("measuring", f"agreement of {recipe.name} with fp32, frame {index + 1}/{len(held.tensors)}",
-                         index / len(held.tensors))
-            outputs.append(candidate.infer(tensor))
-        score = agreement(outputs, held)
+        score = agreement(_run_held_back(recipe.name, candidate, held, steps), held)
     except TuningCancelled:
         raise
     except Exception as error:  # a recipe this CPU or ONNX Runtime cannot run must not end the tuning
         logger.warning("int8 recipe %s failed: %s", recipe.name, error)
-        steps.done = first_step + 2
+        steps.skip_to(first_step + 2)
         return TuneRow(recipe.name, None, None, None, error=str(error), settings=settings), None
-    steps.done = first_step + 2
+    steps.finish()
     return TuneRow(recipe.name, None, None, round(score, 4), settings=settings), candidate
 
 
 def _other_engines(engines: Callable[[list[np.ndarray], Progress], Engines] | None, tensors: list[np.ndarray],
-                   steps: _Steps) -> Engines:
+                   steps: Steps) -> Engines:
     """Make what auto's other engines need from the calibration frames and list them (a step, then 2 per engine)."""
     if engines is None:
         return {}
     steps.report("preparing", "preparing the other engines")
     others = engines(tensors, lambda stage, fraction, message: steps.report(stage, message, fraction))
-    steps.done += 1
-    steps.total += 2 * len(others)
+    steps.finish()
+    steps.add_before(TIMING, ["load", "agreement"] * len(others))
     return others
 
 
 def _try_engine(name: str, key: EngineKey, load: Callable[[], Detector], held: HeldBack,
-                steps: _Steps) -> tuple[TuneRow, Detector | None]:
+                steps: Steps) -> tuple[TuneRow, Detector | None]:
     """Load one of auto's other engines and measure its agreement; one that fails becomes a row with its error."""
     first_step = steps.done
     row = TuneRow(name, None, None, None, engine=key.engine, precision=key.precision, threads=key.threads)
@@ -448,29 +421,47 @@ def _try_engine(name: str, key: EngineKey, load: Callable[[], Detector], held: H
         steps.report("loading", f"loading {key.engine} {key.precision} with {key.threads} threads")
         detector = load()
         detector.warm_up(tuple(held.tensors[0].shape[2:]))
-        steps.done += 1
-        outputs = []
-        for index, tensor in enumerate(held.tensors):
-            steps.report("measuring", f"agreement of {name} with fp32, frame {index + 1}/{len(held.tensors)}",
-                         index / len(held.tensors))
-            outputs.append(detector.infer(tensor))
-        row.agreement = round(agreement(outputs, held), 4)
+        steps.finish()
+        row.agreement = round(agreement(_run_held_back(name, detector, held, steps), held), 4)
     except TuningCancelled:
         raise
     except Exception as error:  # an engine this model or CPU cannot run is a row saying so, not a failed tuning
         logger.warning("engine %s failed: %s", name, error)
         row.error, detector = str(error), None
-    steps.done = first_step + 2
+        steps.skip_to(first_step + 2)
+        return row, detector
+    steps.finish()
     return row, detector
 
 
+def _run_held_back(name: str, detector: Detector, held: HeldBack, steps: Steps) -> list[np.ndarray]:
+    """Run a candidate on the held-back frames (its agreement's outputs), learning its time per inference."""
+    outputs = []
+    started = time.perf_counter()
+    for index, tensor in enumerate(held.tensors):
+        steps.report("measuring", f"agreement of {name} with fp32, frame {index + 1}/{len(held.tensors)}",
+                     index / len(held.tensors))
+        with steps.turns.timed():
+            outputs.append(detector.infer(tensor))
+        steps.turns.rest()
+    steps.inference_s[name] = (time.perf_counter() - started) / max(1, len(held.tensors))
+    return outputs
+
+
+def _seconds_per_inference(detector: Detector, tensors: list[np.ndarray]) -> float:
+    started = time.perf_counter()
+    for tensor in tensors:
+        detector.infer(tensor)
+    return (time.perf_counter() - started) / max(1, len(tensors))
+
+
 def _time_candidates(reference: Detector, candidates: dict[str, Detector], rows: list[TuneRow], held: HeldBack,
-                     steps: _Steps) -> float:
+                     steps: Steps) -> float:
     """Time fp32 and every candidate in shared interleaved rounds; fill the rows' ms, speed-up and noise."""
     names = list(candidates)
     detectors = [reference, *candidates.values()]
     medians = time_models(
-        detectors, spread(held.tensors, TIMED_FRAMES),
+        detectors, spread(held.tensors, TIMED_FRAMES), turns=steps.turns,
         on_round=lambda done: steps.report("timing", f"timing fp32 and {len(names)} candidates, round "
                                            f"{done + 1}/{TIMING_ROUNDS}", done / TIMING_ROUNDS),
     )  # fmt: skip
@@ -482,5 +473,5 @@ def _time_candidates(reference: Detector, candidates: dict[str, Detector], rows:
         row.settings["fp32_ms"] = fp32_ms
         logger.info("%s: %.1f ms (fp32 %.1f ms), x%.2f +- %.2f, agreement %.3f",
                     name, ms, fp32_ms, speedup, noise, row.agreement)
-    steps.done += 1
+    steps.finish()
     return fp32_ms

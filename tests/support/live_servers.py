@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
+from tests.support.helpers import free_port
+
+SOURCE_SERVERS = Path(__file__).resolve().parent  # rtsp_server.py and mjpeg_server.py are beside this module
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_ELEMENTS = ("multifilesrc", "appsrc", "jpegdec", "videoconvert", "x264enc", "rtph264pay")
 RTSP_PACKAGES = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly"
@@ -40,12 +41,6 @@ def rtsp_missing() -> str | None:
 
 def ffmpeg_missing() -> str | None:
     return None if shutil.which("ffmpeg") else "ffmpeg is missing: apt-get install ffmpeg"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_frames(folder: Path, count: int = 50, width: int = 640, height: int = 480) -> str:
@@ -105,13 +100,13 @@ class SourceServer:
 
 def rtsp_server(frames: str, port: int | None = None, fps: int = 25) -> SourceServer:
     port = port or free_port()
-    script = str(TOOLS / "rtsp_server.py")
+    script = str(SOURCE_SERVERS / "rtsp_server.py")
     command = [SYSTEM_PYTHON, script, "--port", str(port), "--fps", str(fps), "--frames", frames]
     return SourceServer(command, f"rtsp://127.0.0.1:{port}/stream")
 
 
 def mjpeg_server(frames: str, port: int | None = None, fps: int = 25) -> SourceServer:
     port = port or free_port()
-    script = str(TOOLS / "mjpeg_server.py")
+    script = str(SOURCE_SERVERS / "mjpeg_server.py")
     command = [sys.executable, script, "--port", str(port), "--fps", str(fps), "--frames", frames]
     return SourceServer(command, f"http://127.0.0.1:{port}/")

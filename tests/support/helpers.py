@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import socket
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,7 +83,7 @@ def serving(config: Config, app=None) -> Iterator[LiveServer]:
     try:
         yield LiveServer(f"http://127.0.0.1:{server.effective_port}", int(server.effective_port), app, config)
     finally:
-        app.extensions["detection"].stop()
+        app.extensions["detection"].shutdown()
         stop_waitress(server)
         thread.join(timeout=STOP_TIMEOUT_S)
 
@@ -104,6 +105,13 @@ def stop_waitress(server) -> None:
     server.trigger.pull_trigger(close_connections)
     server.task_dispatcher.shutdown(timeout=STOP_TIMEOUT_S)
     server.trigger.pull_trigger(server.trigger.close)  # the loop's map is then empty: run() returns
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a server that cannot be started on port 0 and asked."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def upload(to, route: str, path: Path | None = None, *, name: str | None = None, payload: bytes | None = None,

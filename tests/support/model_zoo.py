@@ -1,4 +1,4 @@
-"""Build (or reuse) the test model zoo by running tests/build_models.py in a subprocess."""
+"""Build (or reuse) the test model zoo by running tests/support/build_models.py in a subprocess."""
 
 from __future__ import annotations
 

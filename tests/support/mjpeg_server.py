@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, with any python3
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script, with any python3
 from server.vision.mjpeg import split_jpegs  # noqa: E402
 
 BOUNDARY = b"ffmpeg"

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVING_LINE = re.compile(r"serving on 127\.0\.0\.1:(\d+)")
 START_TIMEOUT_S = 120
 

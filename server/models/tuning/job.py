@@ -1,7 +1,7 @@
 """The on-device tuning of the current model, one background job: the int8 recipes and the `auto` engine choice.
 
 It builds and judges ONNX Runtime's int8 recipes and times them with every other engine the model offers (NCNN
-fp32/fp16, NCNN int8 made from the same calibration frames) in the same rounds (server.models.int8.tuning), and
+fp32/fp16, NCNN int8 made from the same calibration frames) in the same rounds (server.models.tuning.tune), and
 caches the outcome per model and device: the int8 model the int8 setting runs and the row `auto` runs.
 
 One build at a time, on a thread that stop, reset and a new upload cancel and join (cancel()), so no tuning ever
@@ -20,13 +20,25 @@ import numpy as np
 
 from server.jobs import JobBoard, join_worker
 from server.models import choice
-from server.models.int8 import tuning as quantize
-from server.models.int8.recipes import DEFAULT_RECIPES, RECIPES_BY_NAME
+from server.models.tuning.tune import (
+    Engines,
+    EnginesFor,
+    Progress,
+    TuneReport,
+    TuningCancelled,
+    cached_tuning,
+    int8_path_for,
+    rejudge,
+    report_path_for,
+    tune,
+)
+from server.models.tuning.recipes import DEFAULT_RECIPES, RECIPES_BY_NAME
 from server.models.ncnn.int8 import Int8Cancelled, build_ncnn_int8
 from server.models.runtime import ModelRuntime
 from server.storage import DiskSpace, InsufficientStorage, is_disk_full
 from server.vision.detector import Detector
 from server.vision.sources.base import CALIBRATION_FRAMES
+from server.vision.turns import InferenceTurns
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +59,7 @@ def tuning_bytes_for(fp32: Path, recipes: list[str] | None) -> int:
 
 def remove_partial_tuning(out_path: Path) -> list[str]:
     """Delete what a tuning that failed half-way kept beside the fp32 model (candidates, a partial report)."""
-    report = quantize.report_path_for(out_path)
+    report = report_path_for(out_path)
     doomed = [*out_path.parent.glob(f"{out_path.stem}.*.onnx"), report, report.with_name(report.name + ".partial")]
     removed = []
     for path in doomed:
@@ -57,17 +69,17 @@ def remove_partial_tuning(out_path: Path) -> list[str]:
     return removed
 
 
-def auto_engines(runtime: ModelRuntime, threads: int, cores: int) -> quantize.EnginesFor:
+def auto_engines(runtime: ModelRuntime, threads: int, cores: int) -> EnginesFor:
     """Return what makes and lists auto's other rows for runtime: NCNN int8 first (from the calibration frames),
     then every engine x precision x threads it offers (choice.candidate_keys)."""
 
-    def engines(tensors: list[np.ndarray], progress: quantize.Progress, cancel: threading.Event) -> quantize.Engines:
+    def engines(tensors: list[np.ndarray], progress: Progress, cancel: threading.Event) -> Engines:
         build = runtime.ncnn()
         if build.files is not None:
             try:
                 build_ncnn_int8(build, tensors, threads=threads, on_progress=progress, cancel=cancel)
             except Int8Cancelled:
-                raise quantize.TuningCancelled("cancelled while making the NCNN int8 model") from None
+                raise TuningCancelled("cancelled while making the NCNN int8 model") from None
             except Exception as error:  # NCNN int8 is one row less, not a failed tuning
                 logger.warning("the NCNN int8 model could not be made: %s", error)
         offered, _ = runtime.offered()
@@ -77,8 +89,8 @@ def auto_engines(runtime: ModelRuntime, threads: int, cores: int) -> quantize.En
     return engines
 
 
-class Int8Models:
-    """Find or build the tuned int8 model of an fp32 ONNX, one build at a time."""
+class TuningJob:
+    """The tuning of a model on this device (its int8 model and auto's verdict): found cached or run, one at a time."""
 
     def __init__(self, jobs: JobBoard, recipes: list[str] | None = None, space: DiskSpace | None = None):
         unknown = sorted(set(recipes or ()) - set(RECIPES_BY_NAME))
@@ -88,16 +100,17 @@ class Int8Models:
         self.jobs = jobs
         self.recipes = recipes or None
         self.space = space  # checked before a build starts; a disk that fills during one fails it cleanly
+        self.turns = InferenceTurns()  # the job's timed inferences and the stream's take turns (CurrentModel)
         self.error: str | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._wanted_agreement: dict[Path, float] = {}  # the bar asked for while a build ran
-        self._known: dict[Path, quantize.TuneReport | None] = {}  # the producer asks every frame
+        self._known: dict[Path, TuneReport | None] = {}  # the producer asks every frame
 
-    def _cached(self, fp32: Path) -> quantize.TuneReport | None:
+    def _cached(self, fp32: Path) -> TuneReport | None:
         if fp32 not in self._known:
-            self._known[fp32] = quantize.cached_tuning(fp32)
+            self._known[fp32] = cached_tuning(fp32)
         return self._known[fp32]
 
     def forget(self) -> None:
@@ -127,11 +140,11 @@ class Int8Models:
         return {"building": self.building(), "int8": self.report(fp32) if fp32 else None}
 
     def build(self, fp32: Path, frames: Callable[[int], list[np.ndarray]], imgsz: int, min_agreement: float,
-              threads: int, engines: quantize.EnginesFor | None = None) -> None:
+              threads: int, engines: EnginesFor | None = None) -> None:
         """Start tuning in the background unless it is cached or already running.
 
         frames(count) gives the calibration images (a source's; called on the tuning thread: a file decodes);
-        engines makes and lists auto's other rows (tune_int8's engines), called on the tuning thread with the
+        engines makes and lists auto's other rows (tune's engines), called on the tuning thread with the
         tuning's cancel event.
         """
         with self._lock:
@@ -185,16 +198,16 @@ class Int8Models:
                 return
         report = self._cached(fp32)
         if report is not None and abs(report.min_agreement - min_agreement) > 1e-9:
-            self._known[fp32] = quantize.rejudge(report, quantize.int8_path_for(fp32), min_agreement)
+            self._known[fp32] = rejudge(report, int8_path_for(fp32), min_agreement)
 
     def _build(self, fp32: Path, frames: Callable[[int], list[np.ndarray]], imgsz: int, min_agreement: float,
-               threads: int, engines: quantize.EnginesFor | None, cancel: threading.Event) -> None:
+               threads: int, engines: EnginesFor | None, cancel: threading.Event) -> None:
         try:
-            report = quantize.tune_int8(
+            report = tune(
                 fp32,
                 frames(CALIBRATION_FRAMES),
                 imgsz,
-                quantize.int8_path_for(fp32),
+                int8_path_for(fp32),
                 min_agreement=min_agreement,
                 threads=threads,
                 recipes=self.recipes,
@@ -202,17 +215,18 @@ class Int8Models:
                 cancel=cancel,
                 disk_guard=self._disk_guard(fp32),
                 engines=engines and (lambda tensors, progress: engines(tensors, progress, cancel)),
+                turns=self.turns,
             )
             wanted = self._wanted_agreement.pop(fp32, min_agreement)
             if abs(wanted - min_agreement) > 1e-9:
-                report = quantize.rejudge(report, quantize.int8_path_for(fp32), wanted)
+                report = rejudge(report, int8_path_for(fp32), wanted)
             if not cancel.is_set():
                 self._known[fp32] = report
-        except quantize.TuningCancelled:
+        except TuningCancelled:
             logger.info("int8 tuning cancelled")
         except Exception as exc:  # shown in status; the stream keeps running in fp32
             if self.space is not None and (is_disk_full(exc) or isinstance(exc, InsufficientStorage)):
-                removed = remove_partial_tuning(quantize.int8_path_for(fp32))
+                removed = remove_partial_tuning(int8_path_for(fp32))
                 logger.warning("int8 tuning ran out of disk space; removed %s", removed or "nothing")
                 self.error = f"int8 tuning failed: {self.space.full(tuning_bytes_for(fp32, self.recipes))}"
                 return

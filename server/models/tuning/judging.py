@@ -27,6 +27,7 @@ from server.vision import processing
 from server.vision.detector import Detector
 from server.vision.metrics import mean_average_precision
 from server.vision.processing import Detections
+from server.vision.turns import InferenceTurns
 
 logger = logging.getLogger(__name__)
 
@@ -117,25 +118,31 @@ def collect_held_back(reference: Detector, frames: list[np.ndarray], imgsz: int,
 
 
 def time_models(detectors: list[Detector], tensors: list[np.ndarray], rounds: int = TIMING_ROUNDS,
-                on_round: Callable[[int], None] = lambda done: None) -> np.ndarray:
+                on_round: Callable[[int], None] = lambda done: None,
+                turns: InferenceTurns | None = None) -> np.ndarray:
     """Return the median ms per inference of each detector (columns) in each round (rows).
 
     Models take turns a block of inputs at a time, so load that comes and goes hits all alike;
     not input by input, because a session's idle threads keep spinning for a while and would slow
-    down the next session's run.
+    down the next session's run. With turns (a stream plays beside), each inference is timed alone on the
+    CPU and the stream gets its turn between two (server.vision.turns).
     """
+    turns = turns or InferenceTurns()
     medians = np.zeros((rounds, len(detectors)))
     for round_index in range(rounds):
         on_round(round_index)
         order = range(len(detectors)) if round_index % 2 == 0 else reversed(range(len(detectors)))
         for column in order:
             detector = detectors[column]
-            detector.infer(tensors[0])  # wake this session's threads
+            with turns.timed():
+                detector.infer(tensors[0])  # wake this session's threads
             times = []
             for tensor in tensors:
-                started = time.perf_counter()
-                detector.infer(tensor)
-                times.append((time.perf_counter() - started) * 1000)
+                with turns.timed():
+                    started = time.perf_counter()
+                    detector.infer(tensor)
+                    times.append((time.perf_counter() - started) * 1000)
+                turns.rest()
             medians[round_index, column] = np.median(times)
     return medians
 

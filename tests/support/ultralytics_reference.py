@@ -1,7 +1,7 @@
 """Ultralytics' side of the converter tests, run in a child process (the server never imports any of this).
 
-python -m tests.ultralytics_reference export IN.pt OUT.onnx     ultralytics' own export(format="onnx", dynamic=True)
-python -m tests.ultralytics_reference build YAML OUT.pt [--nc N] [--fp32] [--fused]
+python -m tests.support.ultralytics_reference export IN.pt OUT.onnx     ultralytics' own export(format="onnx", dynamic=True)
+python -m tests.support.ultralytics_reference build YAML OUT.pt [--nc N] [--fp32] [--fused]
                                                                 a checkpoint from an ultralytics yaml, random weights
 """
 

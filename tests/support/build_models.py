@@ -1,4 +1,4 @@
-"""Build the test model zoo into OUTDIR: python tests/build_models.py OUTDIR.
+"""Build the test model zoo into OUTDIR: python tests/support/build_models.py OUTDIR.
 
 Every model comes from ultralytics' own yaml files with random weights (nothing is downloaded), plus hand-made
 files the server must refuse: an ultralytics/yolov5-repo checkpoint, a YOLO-NAS state dict, malicious pickles,
@@ -20,11 +20,11 @@ import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.model_zoo import builder_id, zoo_is_current  # noqa: E402
-from tests.ultralytics_reference import ULTRALYTICS_ENVIRONMENT, block_network  # noqa: E402
+from tests.support.model_zoo import builder_id, zoo_is_current  # noqa: E402
+from tests.support.ultralytics_reference import ULTRALYTICS_ENVIRONMENT, block_network  # noqa: E402
 
 os.environ.update(ULTRALYTICS_ENVIRONMENT)
 block_network()

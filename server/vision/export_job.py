@@ -23,6 +23,7 @@ from server.vision.export import (
     ExportFailed,
     ExportResult,
     estimated_bytes,
+    export_settings,
     export_video,
 )
 from server.vision.pipeline import FramePipeline
@@ -51,6 +52,7 @@ class Exports:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
+        self._pipeline: FramePipeline | None = None  # the running (or last) export's: what ran, frame by frame
         self._state = self._readopt()
 
     def _readopt(self) -> dict:
@@ -70,8 +72,11 @@ class Exports:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settings, stem: str) -> dict:
-        """Start exporting video in the background; raise ExportRunning or InsufficientStorage (nothing started)."""
+    def start(self, video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settings, stem: str,
+              runs: dict | None = None) -> dict:
+        """Start exporting video in the background; raise ExportRunning or InsufficientStorage (nothing started).
+
+        runs: what the settings run on now (an int8 not yet tuned runs fp32), shown until `ran` says what did."""
         with self._lock:
             if self.running():
                 raise ExportRunning("an export is already running: wait for it or cancel it")
@@ -81,8 +86,10 @@ class Exports:
                 raise ExportRunning("an export is already running: wait for it or cancel it")
             self.folder.mkdir(parents=True, exist_ok=True)
             self._cancel = threading.Event()
+            self._pipeline = pipeline
             self._state = {**idle(), "state": "running", "frames": info.frames, "stem": stem,
-                           "settings": settings.as_dict(), "started_at": time.time()}
+                           "settings": export_settings(settings).as_dict(), "runs": runs,
+                           "started_at": time.time()}
             self._thread = threading.Thread(target=self._export, name="export", daemon=True,
                                             args=(video, info, pipeline, settings, self._cancel))
             self._thread.start()
@@ -118,7 +125,7 @@ class Exports:
     def _finish(self, result: ExportResult) -> None:
         with self._lock:
             state = {**self._state, "state": "done", "frames_done": result.frames, "frames": result.frames,
-                     "rows": result.rows, "seconds": result.seconds, "fps": result.fps}
+                     "rows": result.rows, "seconds": result.seconds, "fps": result.fps, "ran": self._pipeline.ran}
             summary = json.dumps({k: v for k, v in state.items() if k != "state"})
             with self.space.guard(len(summary)):
                 (self.folder / SUMMARY_NAME).write_text(summary)
@@ -140,6 +147,8 @@ class Exports:
         """The export's state, progress, fps and its files (with their download URLs) once done."""
         state = dict(self._state)
         done, running = state["state"] == "done", state["state"] == "running"
+        if "ran" not in state:  # while running (or once cancelled or failed): what ran so far
+            state["ran"] = self._pipeline.ran if self._pipeline is not None else []
         progress = 1.0 if done else min(1.0, state["frames_done"] / state["frames"]) if state["frames"] else 0.0
         elapsed = time.time() - state.get("started_at", time.time())
         state["progress"] = round(progress, 4)

@@ -19,15 +19,10 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from tests.waiting import wait_for
+from tests.support.helpers import free_port
+from tests.support.waiting import wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def port_open(port: int) -> bool:

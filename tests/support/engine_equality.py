@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.models.int8 import judging
+from server.models.tuning import judging
 from server.models.ncnn import ncnn_model_for
 from server.vision import processing
 from server.vision.detector import Detector

@@ -18,14 +18,14 @@ import cv2
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ZOO_YOLOV8 = ("yolov8n.pt", "yolov8n-ghost.pt", "yolov8n-trained.pt", "yolov8n-trained-best.pt")
 # Checkpoints trained by others, committed under tests/data (its README names their source and licence):
 # name -> sha256 of the file as its package shipped it.
 REAL_CHECKPOINTS = {
     "railway-obstacles-yolov8.pt": "da0017f0857ab5446ca30559b64e41fefbcadc25ca7f08878aad12ee874966c7",
 }
-TEST_DATA = Path(__file__).resolve().parent / "data"
+TEST_DATA = Path(__file__).resolve().parents[1] / "data"
 # Every YOLOv8 detect layout of ultralytics' cfg/models/v8: name -> (yaml, build options).
 LAYOUTS = {
     "v8n-nc1": ("yolov8n.yaml", ["--nc", "1"]),
@@ -42,9 +42,9 @@ LARGE_LAYOUTS = {"v8m-fused", "v8l", "v8x-fused-fp32"}  # compared at 320 and 64
 
 
 def reference(*args: str, cwd: Path) -> None:
-    """Run tests/ultralytics_reference.py (ultralytics and torch live only in that child)."""
+    """Run tests/support/ultralytics_reference.py (ultralytics and torch live only in that child)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "tests.ultralytics_reference", *args]
+    command = [sys.executable, "-m", "tests.support.ultralytics_reference", *args]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -1,7 +1,7 @@
 """run.py with a .pt conversion that holds, fully written, just before its rename into place, until killed.
 
 For the crash test: the window "the server dies while a conversion is writing its result" is made here, not
-waited for. Run as `python -m tests.held_conversion_run <run.py flags>`; the log says HOLDING once the
+waited for. Run as `python -m tests.support.held_conversion_run <run.py flags>`; the log says HOLDING once the
 converted ONNX sits complete under its temporary name in the cache folder.
 """
 
