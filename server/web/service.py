@@ -13,11 +13,9 @@ from server.config import Config
 from server.events.recorder import EventRecorder, chained
 from server.outputs.adapter import CountsTap
 from server.jobs import JobBoard
-from server.models import convert
+from server.models.acceptance import AcceptedModel, accept_model
 from server.models.choice import reference_key
 from server.models.int8.builds import Int8Models, auto_engines
-from server.models.ncnn import NcnnBuild, ncnn_model_for
-from server.storage import InsufficientStorage
 from server.vision.engines import AUTO, ONNXRUNTIME
 from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.sources import DEFAULT_FPS, LiveChoice
@@ -131,9 +129,7 @@ class DetectionService:
             raise Busy("another model is being converted; wait for it to finish")
         try:
             self._cancel_int8("a new model was uploaded")
-            model = self.store.add_model(upload, filename, self._to_onnx)
-            self.jobs.update("convert", "ncnn", 0.95, "writing the NCNN model")
-            ncnn = self._ncnn_for(model.onnx_path)
+            model, ncnn = self.store.add_model(upload, filename, self._accept)
             with self._lock:
                 self.int8.forget()
                 self.model.adopt(model, ncnn)
@@ -142,15 +138,11 @@ class DetectionService:
             self.jobs.end("convert")
             self._end("model")
 
-    def _to_onnx(self, pt_path: Path, imgsz: int) -> Path:
-        return convert.convert_cached(
-            pt_path,
-            self.store.cache_folder(),
-            imgsz=imgsz,
-            timeout=self.config.convert_timeout,
-            on_progress=lambda stage, progress, message: self.jobs.update("convert", stage, progress, message),
-            space=self.store.space,
-        )
+    def _accept(self, upload: Path, suffix: str) -> AcceptedModel:
+        """Check, convert and trial-run weights and write their NCNN copy, showing progress as the convert job."""
+        return accept_model(upload, suffix, self.store.cache_folder(), self.store.trial, self.store.space,
+                            self.config.convert_timeout,
+                            lambda stage, progress, message: self.jobs.update("convert", stage, progress, message))
 
     def reset(self) -> list[str]:
         """Cancel and join int8 tuning and an export, then delete every upload, derived file and export."""
@@ -264,14 +256,6 @@ class DetectionService:
                               on_publish=chained(session and session.tap, self._counts_tap(model.info.classes)),
                               on_end=session and session.finish)
             logger.info("stream started: %s with %s", choice.label, model.path.name)
-
-    def _ncnn_for(self, onnx_path: Path) -> NcnnBuild:
-        """Write the NCNN copy at upload (well under a second, docs/engines.md), when the disk has room for it."""
-        try:
-            self.store.space.require(onnx_path.stat().st_size)  # the .bin is about the ONNX's size
-        except InsufficientStorage as exc:
-            return NcnnBuild(None, f"NCNN is not offered for this model: {exc}")
-        return ncnn_model_for(onnx_path)
 
     def _counts_tap(self, class_names: list[str]) -> CountsTap | None:
         """The tap that sends per-class counts of tracked objects to MQTT (None when no output is configured)."""
