@@ -10,11 +10,14 @@ checkout), so the same command measures another checkout, e.g. main before a cha
 
     python -m tools.acceptance_cost --repo /work/base
 
-Per upload it prints the request's wall time; the child's peak RSS (ru_maxrss) before the request (imports, the
+Per upload it prints the request's wall time and CPU time (user + system: the server's process, then its
+children, the trial run; CPU time suffers less than wall time from a machine shared with other work); the child's
+peak RSS (ru_maxrss) before the request (imports, the
 app, the upload's bytes held by the test client) and after it; the largest RSS of its own children (the trial
 run), sampled every 10 ms (their ru_maxrss would start from the parent's high-water mark, kept across
-vfork+exec); and how many times the upload's pickle was unpickled and an ONNX file parsed with onnx.load
+vfork+exec), and the largest RSS of the child and the server's process together while the trial run lasts; and how many times the upload's pickle was unpickled and an ONNX file parsed with onnx.load
 (counted in the child by wrapping the inert unpickler's load and onnx.load, which exist in both versions).
+Then what one such read of each file costs, in this process (CPU time, the fastest of the repeats).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,31 +63,43 @@ body = model.read_bytes()
 import io
 
 def sample_children(peak, done):
-    # A child's ru_maxrss starts from its parent's high-water mark (kept across vfork+exec), so it is sampled.
+    # A child's ru_maxrss starts from its parent's high-water mark (kept across vfork+exec), so it is sampled;
+    # peak[1]: this process and its children together, while one runs.
     me = psutil.Process()
     while not done.is_set():
+        rss = []
         for child in me.children(recursive=True):
             try:
-                peak[0] = max(peak[0], child.memory_info().rss)
+                rss.append(child.memory_info().rss)
             except psutil.Error:
                 pass
+        if rss:
+            peak[0] = max(peak[0], *rss)
+            peak[1] = max(peak[1], me.memory_info().rss + sum(rss))
         done.wait(SAMPLE_S)
 
 SAMPLE_S = 0.01
-peak, done = [0], threading.Event()
+peak, done = [0, 0], threading.Event()
 sampler = threading.Thread(target=sample_children, args=(peak, done), daemon=True)
 sampler.start()
+def cpu_seconds(who):
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
 before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cpu_before = cpu_seconds(resource.RUSAGE_SELF)
 started = time.perf_counter()
 response = client.post("/upload/model", data={"file": (io.BytesIO(body), model.name)},
                        content_type="multipart/form-data")
 seconds = time.perf_counter() - started
+cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu_before
 done.set()
 sampler.join()
 print(json.dumps({
-    "status": response.status_code, "error": (response.get_json() or {}).get("error"), "seconds": seconds,
+    "status": response.status_code, "error": (response.get_json() or {}).get("error"), "seconds": seconds, "cpu_s": cpu,
+    "child_cpu_s": cpu_seconds(resource.RUSAGE_CHILDREN),
     "before_mb": before_kb / 1024, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "child_peak_mb": peak[0] / 2**20, **counts,
+    "child_peak_mb": peak[0] / 2**20, "together_mb": peak[1] / 2**20, **counts,
 }))
 """
 
@@ -126,9 +142,28 @@ def summary_row(model: Path, runs: list[dict]) -> str:
         return statistics.median(run[key] for run in runs)
 
     return (f"{model.name:<13} {model.stat().st_size / 2**20:7.1f} {median('seconds'):8.2f} "
-            f"{min(seconds):6.2f}-{max(seconds):<6.2f} {median('before_mb'):8.0f} {median('peak_mb'):8.0f} "
+            f"{min(seconds):6.2f}-{max(seconds):<6.2f} {median('cpu_s'):7.2f} {median('child_cpu_s'):7.2f} "
+            f"{median('before_mb'):8.0f} {median('peak_mb'):8.0f} "
             f"{median('peak_mb') - median('before_mb'):7.0f} {median('child_peak_mb'):8.0f} "
+            f"{median('together_mb'):8.0f} "
             f"{runs[0]['unpickle']:>5} {runs[0]['onnx_load']:>5}")
+
+
+def read_costs(models: list[Path], repeats: int) -> None:
+    """Print what one read of each file costs here (the fastest of repeats, CPU seconds): what a repeat read wastes."""
+    import onnx
+
+    from server.models.checkpoint import read_checkpoint
+
+    print("one read, fastest of the repeats (CPU s): .pt by the inert reader, .onnx by onnx.load")
+    for model in models:
+        read = read_checkpoint if model.suffix == ".pt" else lambda path: onnx.load(str(path))
+        costs = []
+        for _ in range(repeats):
+            started = time.process_time()
+            read(model)
+            costs.append(time.process_time() - started)
+        print(f"{model.name:<13} {min(costs):6.3f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,11 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     models = build_models(args.models, args.sizes.split(","))
     print(f"code: {args.repo.resolve()}, {args.repeats} fresh child process(es) per file; medians")
-    print(f"{'file':<13} {'MB':>7} {'wall s':>8} {'range':<13} {'rss0 MB':>8} {'peak MB':>8} {'+MB':>7} "
-          f"{'trial MB':>8} {'pkl':>5} {'onnx':>5}")
+    print(f"{'file':<13} {'MB':>7} {'wall s':>8} {'range':<13} {'cpu s':>7} {'trial s':>7} {'rss0 MB':>8} "
+          f"{'peak MB':>8} {'+MB':>7} "
+          f"{'trial MB':>8} {'both MB':>8} {'pkl':>5} {'onnx':>5}")
     for model in models:
         runs = [accept_once(args.repo, model) for _ in range(args.repeats)]
         print(summary_row(model, runs), flush=True)
+    read_costs(models, args.repeats)
     return 0
 
 

@@ -5,10 +5,11 @@ A model is read once on its way in (a YOLOv8m .pt's pickle takes a second and a 
      an .onnx is parsed once (server.models.onnx_info.load_onnx);
   2. convert a .pt from the checkpoint already read (server.models.convert), cached by the .pt's SHA-256; the
      graph built stays in memory;
-  3. check that graph as an export is checked, then run the file once in the memory- and time-capped child
+  3. check that graph as an export is checked, run the file once in the memory- and time-capped child
      (server.models.trial_run: that run is the protection against a graph that declares one thing and does another,
-     so it never moves into this process);
-  4. write the NCNN copy from the same graph (server.models.ncnn), unless the disk lacks room for it.
+     so it never moves into this process) and write the NCNN copy from the same graph (server.models.ncnn), unless
+     the disk lacks room for it. An uploaded graph runs in the child before the server translates it; a .pt's
+     graph, the converter's own, is translated first and let go of before the child runs.
 
 The ONNX the engines run is always cache_dir/<sha256>.onnx: a .pt's conversion, or a hard link to an uploaded .onnx
 made once it passed (no copy, no bytes). Derived files (the NCNN copy, int8 variants) sit beside it, so weights
@@ -65,18 +66,45 @@ def accept_model(
     started = time.monotonic()
     report = on_progress or ignore_progress
     if suffix == ".pt":
-        onnx_path, graph = converted(upload, cache_dir, space, convert_timeout, report)
+        accepted = accepted_checkpoint(upload, cache_dir, trial, space, convert_timeout, report)
     elif suffix == ".onnx":
-        onnx_path, graph = None, load_onnx(upload)
+        accepted = accepted_onnx(upload, cache_dir, trial, space, report)
     else:
         raise not_a_model(suffix)
-    report("trial", 0.9, "running the model once in a capped process")
-    info = checked(graph, onnx_path or upload, trial)
-    onnx_path = onnx_path or link_into_cache(upload, cache_dir)
-    report("ncnn", 0.95, "writing the NCNN model")
+    logger.info("accepted %s weights as %s in %.2f s", suffix, accepted.onnx_path.name, time.monotonic() - started)
+    return accepted
+
+
+def accepted_checkpoint(upload: Path, cache_dir: Path, trial: TrialBudget, space: DiskSpace, timeout: float,
+                        report: ProgressCallback) -> AcceptedModel:
+    """Accept a .pt: convert it, check the graph built and write its NCNN copy, then trial-run the ONNX file.
+
+    The graph is the converter's own, so it is translated to NCNN before the trial run and let go of before it:
+    holding it (about 4x the ONNX's size in this process, measured) while the child runs would add up on a Pi.
+    """
+    onnx_path, graph = converted(upload, cache_dir, space, timeout, report)
+    info = identify_onnx(graph)
+    report("ncnn", 0.85, "writing the NCNN model")
     ncnn = ncnn_copy(onnx_path, graph, space)
-    logger.info("accepted %s weights as %s in %.2f s", suffix, onnx_path.name, time.monotonic() - started)
+    del graph
+    report("trial", 0.95, "running the model once in a capped process")
+    trial_run(onnx_path, len(info.classes), info.input_hw, trial)
     return AcceptedModel(onnx_path, info, ncnn)
+
+
+def accepted_onnx(upload: Path, cache_dir: Path, trial: TrialBudget, space: DiskSpace,
+                  report: ProgressCallback) -> AcceptedModel:
+    """Accept an .onnx: parse and check it, trial-run it, then link it into the cache and write its NCNN copy.
+
+    The uploaded graph is untrusted: nothing of the server's translates it before it ran in the capped child.
+    """
+    report("reading", 0.1, "reading the ONNX model")
+    graph = load_onnx(upload)
+    report("trial", 0.5, "running the model once in a capped process")
+    info = checked(graph, upload, trial)
+    onnx_path = link_into_cache(upload, cache_dir)
+    report("ncnn", 0.95, "writing the NCNN model")
+    return AcceptedModel(onnx_path, info, ncnn_copy(onnx_path, graph, space))
 
 
 def recheck(weights: Path, cache_dir: Path, trial: TrialBudget) -> tuple[Path, ModelInfo]:
@@ -115,7 +143,8 @@ def converted(upload: Path, cache_dir: Path, space: DiskSpace, timeout: float,
                 graph = convert.convert_checkpoint(checkpoint, checkpoint_info, target, checkpoint_info.imgsz,
                                                    timeout, report, started)
             return target, graph
-    convert.report_cached(target, report)
+    logger.info("using cached conversion %s", target.name)
+    report("reading", 0.8, "using the cached ONNX conversion")
     return target, load_onnx(target)
 
 

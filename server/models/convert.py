@@ -65,17 +65,13 @@ def convert_cached(
     for it, and a disk that fills meanwhile is the same error with nothing written.
     """
     target = cached_onnx_path(pt_path, cache_dir)
-    if target.is_file():
-        report_cached(target, on_progress)
-    else:
+    if not target.is_file():
         convert_to_onnx(pt_path, target, imgsz=imgsz, timeout=timeout, on_progress=on_progress, space=space)
-    return target
-
-
-def report_cached(target: Path, on_progress: ProgressCallback | None) -> None:
+        return target
     logger.info("using cached conversion %s", target.name)
     if on_progress:
         on_progress("done", 1.0, "using the cached ONNX conversion")
+    return target
 
 
 def convert_to_onnx(
@@ -99,6 +95,8 @@ def convert_to_onnx(
             convert_checkpoint(checkpoint, info, onnx_path, imgsz, timeout, on_progress, started)
     seconds = time.monotonic() - started
     logger.info("converted %s to ONNX in %.2f s", Path(pt_path).name, seconds)
+    if on_progress:
+        on_progress("done", 1.0, f"converted to ONNX in {seconds:.1f} s")
     return seconds
 
 
@@ -151,9 +149,8 @@ def convert_checkpoint(
             raise
         logger.exception("converting to %s failed", Path(onnx_path).name)
         raise ConversionFailed(f"Converting the .pt to ONNX failed ({type(exc).__name__}); {EXPORT_HINT}") from None
-    seconds = time.monotonic() - started
-    logger.info("built %s in %.2f s (%d nodes)", Path(onnx_path).name, seconds, len(proto.graph.node))
-    report("done", 1.0, f"converted to ONNX in {seconds:.1f} s")
+    logger.info("built %s in %.2f s (%d nodes)", Path(onnx_path).name, time.monotonic() - started,
+                len(proto.graph.node))
     return proto
 
 
