@@ -68,14 +68,17 @@ def same_disk(first: str | Path, second: str | Path) -> bool:
 
 
 def folder_bytes(folder: Path) -> int:
-    """Bytes the files under folder take on disk (blocks, as df counts them)."""
-    total = 0
+    """Bytes the files under folder take on disk (blocks, as df counts them; a file with two names counts once)."""
+    total, seen = 0, set()
     for root, _dirs, files in os.walk(folder):
         for name in files:
             try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                status = os.lstat(os.path.join(root, name))
             except OSError:  # removed meanwhile (a request finished, a reset)
                 continue
+            if (status.st_dev, status.st_ino) not in seen:  # an .onnx upload is also linked into the cache
+                seen.add((status.st_dev, status.st_ino))
+                total += status.st_blocks * 512
     return total
 
 

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from server.vision import detector as detector_module
+from server.models import acceptance
 from server.web import uploads as uploads_module
 from tests.support.helpers import upload
 from tests.support.waiting import wait_for
@@ -57,8 +58,8 @@ def assert_answers_while_held(base):
 def test_model_checks_run_outside_the_service_lock(live_server, monkeypatch, make_video, demo_onnx):
     base = live_server.url
     assert upload(base, "/upload/video", make_video("clip.avi", frames=20)).status_code == 201
-    gate = Gate(uploads_module.inspect_model, hold_when=lambda path, trial=None: trial is not None)
-    monkeypatch.setattr(uploads_module, "inspect_model", gate)
+    gate = Gate(acceptance.trial_run)  # the model's trial run, the longest check
+    monkeypatch.setattr(acceptance, "trial_run", gate)
     results = []
     upload_thread = threading.Thread(target=lambda: results.append(upload(base, "/upload/model", demo_onnx)))
     upload_thread.start()

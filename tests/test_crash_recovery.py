@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from server.files import TEMPORARY_PATTERN
+from server.files import TEMPORARY_PATTERN, sha256_of
 from tests.support.held_conversion_run import HOLDING
 from tests.support.helpers import files_under, upload
 from tests.support.waiting import wait_for
@@ -55,13 +55,12 @@ def assert_truthful(server: ServerProcess) -> dict:
     status = server.status()
     on_disk = files_under(server.uploads)
     videos = [f for f in on_disk if f.startswith("video/")]
-    derived = [f for f in on_disk if f.startswith("model/") and ".ncnn." in f]  # the model's NCNN copy
-    models = [f for f in on_disk if f.startswith("model/") and ".int8." not in f and f not in derived]
+    models = [f for f in on_disk if f.startswith("model/")]
     assert videos == ([f"video/{status['video']['name']}"] if status["video"] else []), (status, on_disk)
     assert models == ([f"model/{status['model']['name']}"] if status["model"] else []), (status, on_disk)
-    stem = status["model"]["name"].rsplit(".", 1)[0] if status["model"] else None
-    assert all(stem and f.startswith(f"model/{stem}.ncnn.") for f in derived), (status, on_disk)
-    if not status["model"]:
+    if status["model"]:  # the ONNX the engines run is cache/<the weights' sha256>.onnx, its NCNN copy beside it
+        assert f"cache/{sha256_of(server.uploads / models[0])}.onnx" in on_disk, (status, on_disk)
+    else:
         assert not [f for f in on_disk if f.startswith("cache/")]
     assert temporary_leftovers(server.uploads) == []
     return status
@@ -107,7 +106,7 @@ def test_sigkill_during_an_upload_leaves_nothing_half_written(servers, tmp_path,
 def test_sigkill_during_a_conversion_then_restart(servers, tmp_path, demo_onnx, demo_pt):
     """The converted model is complete under its temporary name when the server dies: start-up removes it.
 
-    The current model (an .onnx, so the cache folder is kept) stays in place and is re-adopted.
+    The current model (an .onnx, run from its link in the cache folder) stays in place and is re-adopted.
     """
     uploads = tmp_path / "uploads"
     first = servers(uploads, entry=("-m", "tests.support.held_conversion_run"))
@@ -115,7 +114,7 @@ def test_sigkill_during_a_conversion_then_restart(servers, tmp_path, demo_onnx, 
     sender = threading.Thread(target=post_quietly, args=(first.url, "/upload/model", demo_pt), daemon=True)
     sender.start()
     assert wait_for(lambda: HOLDING in first.log(), timeout=120), first.log()[-2000:]
-    held = [p.name for p in (uploads / "cache").iterdir()]
+    held = [p.name for p in (uploads / "cache").iterdir() if p.name.startswith(".")]
     assert len(held) == 1 and fnmatch.fnmatch(held[0], TEMPORARY_PATTERN), held  # written, not yet renamed
     first.kill()
     sender.join(30)
@@ -123,4 +122,5 @@ def test_sigkill_during_a_conversion_then_restart(servers, tmp_path, demo_onnx, 
     second = servers(uploads)
     status = assert_truthful(second)
     assert status["model"]["name"] == demo_onnx.name and status["restored"]["model"] == demo_onnx.name
-    assert list((uploads / "cache").iterdir()) == []
+    engine_onnx = sha256_of(demo_onnx)  # the .onnx's link and NCNN copy stay; the conversion cut off is gone
+    assert {p.name.split(".")[0] for p in (uploads / "cache").iterdir()} == {engine_onnx}

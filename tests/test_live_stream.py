@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import requests
 
+from server.files import sha256_of
 from server.vision import mjpeg
 from tests.support.helpers import upload
 from tests.support.waiting import wait_for
@@ -65,8 +66,10 @@ def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_vid
     assert not workers & {"stream-detect", "stream-render", "frame-source"}, "nothing may run once the stream stopped"
 
     deleted = requests.post(f"{base}/reset", timeout=5).json()["deleted"]
-    assert sorted(deleted) == ["model/shapes-yolov8n.ncnn.bin", "model/shapes-yolov8n.ncnn.json",
-                              "model/shapes-yolov8n.ncnn.param", "model/shapes-yolov8n.onnx", "video/clip.avi"]
+    engine_onnx = sha256_of(demo_onnx)  # the ONNX the engines run, a link to the upload, and its NCNN copy
+    assert sorted(deleted) == [f"cache/{engine_onnx}.ncnn.bin", f"cache/{engine_onnx}.ncnn.json",
+                              f"cache/{engine_onnx}.ncnn.param", f"cache/{engine_onnx}.onnx",
+                              "model/shapes-yolov8n.onnx", "video/clip.avi"]
     assert list(live_server.uploads.iterdir()) == []
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from server import create_app
 from server.config import Config
+from server.files import sha256_of
 from tests.support.helpers import upload
 from tests.support.waiting import status_when
 
@@ -28,8 +29,9 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_on
     table = status["precision"]["int8"]
     recipes = [row["recipe"] for row in table["rows"] if row["engine"] == "onnxruntime" and row["precision"] == "int8"]
     assert table["chosen"] == "u8s8-pc-rr" and recipes == ["u8s8-pc-rr"]
-    cached = [p.name for p in (tmp_path / "up" / "model").iterdir()]
-    assert "shapes-yolov8n.int8.u8s8-pc-rr.onnx" in cached and "shapes-yolov8n.int8.json" in cached  # next to it
+    engine_onnx = sha256_of(demo_onnx)  # the ONNX the engines run: cache/<sha256>.onnx, a link to the upload
+    cached = [p.name for p in (tmp_path / "up" / "cache").iterdir()]
+    assert f"{engine_onnx}.int8.u8s8-pc-rr.onnx" in cached and f"{engine_onnx}.int8.json" in cached  # next to it
     assert list(workdir.iterdir()) == []
 
     client.post("/api/settings", json={"realtime": False})
@@ -40,7 +42,7 @@ def test_int8_is_tuned_in_the_background_then_used(tmp_path, make_video, demo_on
     assert runner.pipeline.precision == "int8"
     client.post("/stream/stop")
     feed.close()
-    assert "model/shapes-yolov8n.int8.u8s8-pc-rr.onnx" in client.post("/reset").get_json()["deleted"]
+    assert f"cache/{engine_onnx}.int8.u8s8-pc-rr.onnx" in client.post("/reset").get_json()["deleted"]
 
 
 def test_unknown_recipe_is_refused_at_start(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from server.vision.turns import PLAYING_S, SETTLE_S, InferenceTurns
+from server.vision.turns import PLAYING_S, REST_FACTOR, SETTLE_S, InferenceTurns
 
 
 class Clock:
@@ -23,7 +23,7 @@ class Clock:
         self.now += seconds
 
 
-def test_a_timed_inference_waits_for_the_streams_to_settle_and_then_leaves_it_as_long_a_turn():
+def test_a_timed_inference_waits_for_the_streams_to_settle_and_then_leaves_it_its_turn():
     clock = Clock()
     turns = InferenceTurns(clock, clock.sleep)
     with turns.stream():
@@ -32,7 +32,7 @@ def test_a_timed_inference_waits_for_the_streams_to_settle_and_then_leaves_it_as
         assert clock.slept == [SETTLE_S]  # its threads went idle first
         clock.now += 0.300  # the candidate's inference
     turns.rest()
-    assert clock.slept == [SETTLE_S, 0.3]  # the stream's turn: as long as the timed inference took
+    assert clock.slept == [SETTLE_S, REST_FACTOR * 0.3]  # the stream's turn, in proportion to the timed inference
 
 
 def test_without_a_stream_playing_the_timing_neither_settles_nor_rests():

@@ -7,17 +7,18 @@ is cached by the .pt's SHA-256, so uploading the same weights again costs one ha
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
 
-from server.models.checkpoint import attrs, open_checkpoint
+from server.models.checkpoint import Checkpoint, attrs, open_checkpoint
 from server.files import sha256_of, write_bytes
-from server.models.identify import inspect_checkpoint, model_object
-from server.models.info import ModelRejected
+from server.models.identify import identify_checkpoint, model_object
+from server.models.info import ModelInfo, ModelRejected
 from server.models.torch_zip import TensorReader, byteorder_of
 from server.models.yolov8_onnx import (
     EXPORT_HINT,
@@ -45,6 +46,11 @@ class ConversionFailed(ModelRejected):
     """A .pt that could not be turned into ONNX; the message says why."""
 
 
+def cached_onnx_path(weights: str | Path, cache_dir: str | Path) -> Path:
+    """Return where the ONNX of uploaded weights is cached: cache_dir/<their sha256>.onnx (a .pt's conversion)."""
+    return Path(cache_dir) / f"{sha256_of(weights)}.onnx"
+
+
 def convert_cached(
     pt_path: str | Path,
     cache_dir: str | Path,
@@ -58,19 +64,13 @@ def convert_cached(
     With space, the conversion is refused (InsufficientStorage) before it starts when the disk has no room
     for it, and a disk that fills meanwhile is the same error with nothing written.
     """
-    target = Path(cache_dir) / f"{sha256_of(pt_path)}.onnx"
-    if target.is_file():
-        logger.info("using cached conversion %s", target.name)
-        if on_progress:
-            on_progress("done", 1.0, "using the cached ONNX conversion")
+    target = cached_onnx_path(pt_path, cache_dir)
+    if not target.is_file():
+        convert_to_onnx(pt_path, target, imgsz=imgsz, timeout=timeout, on_progress=on_progress, space=space)
         return target
-    if space is None:
-        convert_to_onnx(pt_path, target, imgsz=imgsz, timeout=timeout, on_progress=on_progress)
-        return target
-    needed = onnx_bytes_for(pt_path)
-    space.require(needed)
-    with space.guard(needed):
-        convert_to_onnx(pt_path, target, imgsz=imgsz, timeout=timeout, on_progress=on_progress)
+    logger.info("using cached conversion %s", target.name)
+    if on_progress:
+        on_progress("done", 1.0, "using the cached ONNX conversion")
     return target
 
 
@@ -80,21 +80,64 @@ def convert_to_onnx(
     imgsz: int = 640,
     timeout: float = 300,
     on_progress: ProgressCallback | None = None,
+    space: DiskSpace | None = None,
 ) -> float:
-    """Convert pt_path to onnx_path (written atomically); return the seconds it took. Raises ModelRejected."""
+    """Convert pt_path to onnx_path (written atomically); return the seconds it took. Raises ModelRejected.
+
+    The checkpoint is read once: identified (the same refusals as at upload) and converted from what was read.
+    """
     started = time.monotonic()
+    if on_progress:
+        on_progress("reading", 0.1, "reading the checkpoint")
+    with open_checkpoint(pt_path) as checkpoint:
+        info = identify_checkpoint(checkpoint.top, checkpoint.globals_seen)
+        with room_for_conversion(pt_path, space):
+            convert_checkpoint(checkpoint, info, onnx_path, imgsz, timeout, on_progress, started)
+    seconds = time.monotonic() - started
+    logger.info("converted %s to ONNX in %.2f s", Path(pt_path).name, seconds)
+    if on_progress:
+        on_progress("done", 1.0, f"converted to ONNX in {seconds:.1f} s")
+    return seconds
+
+
+@contextlib.contextmanager
+def room_for_conversion(pt_path: str | Path, space: DiskSpace | None) -> Iterator[None]:
+    """Refuse a conversion the disk has no room for (InsufficientStorage) before it starts; a disk filling
+    meanwhile is the same error, with nothing written. Without space nothing is checked."""
+    if space is None:
+        yield
+        return
+    needed = onnx_bytes_for(pt_path)
+    space.require(needed)
+    with space.guard(needed):
+        yield
+
+
+def convert_checkpoint(
+    checkpoint: Checkpoint,
+    info: ModelInfo,
+    onnx_path: str | Path,
+    imgsz: int = 640,
+    timeout: float = 300,
+    on_progress: ProgressCallback | None = None,
+    started: float | None = None,
+) -> onnx.ModelProto:
+    """Build the ONNX graph of an opened checkpoint that identify_checkpoint accepted (info) and write it to
+    onnx_path atomically; return the graph. Raises ModelRejected (ConversionFailed when out of time).
+
+    The timeout counts from started (time.monotonic(); by default now): a caller that read the checkpoint first
+    counts the reading too.
+    """
+    started = time.monotonic() if started is None else started
     report = Progress(on_progress, started + timeout, timeout)
-    report("reading", 0.1, "reading the checkpoint")
-    info = inspect_checkpoint(pt_path)  # the same refusals as at upload, for callers that did not inspect first
     try:
-        with open_checkpoint(pt_path) as checkpoint:
-            model = model_object(checkpoint.top)
-            order = byteorder_of(checkpoint.archive, checkpoint.prefix)
-            tensors = TensorReader(checkpoint.archive, checkpoint.prefix, order)
-            report("building", 0.3, "building the ONNX graph from the checkpoint's layers")
-            version = str(checkpoint.top.get("version", "unknown")) if isinstance(checkpoint.top, dict) else "unknown"
-            metadata = export_metadata(attrs(model), info.classes, imgsz, detect_strides_of(model, tensors), version)
-            proto = build_detect_onnx(model, tensors, info.classes, metadata)
+        model = model_object(checkpoint.top)
+        order = byteorder_of(checkpoint.archive, checkpoint.prefix)
+        tensors = TensorReader(checkpoint.archive, checkpoint.prefix, order)
+        report("building", 0.3, "building the ONNX graph from the checkpoint's layers")
+        version = str(checkpoint.top.get("version", "unknown")) if isinstance(checkpoint.top, dict) else "unknown"
+        metadata = export_metadata(attrs(model), info.classes, imgsz, detect_strides_of(model, tensors), version)
+        proto = build_detect_onnx(model, tensors, info.classes, metadata)
         report("checking", 0.8, "checking the ONNX graph")
         serialized = proto.SerializeToString()  # once: the checker and the file share it (270 MB for a YOLOv8x)
         onnx.checker.check_model(serialized)
@@ -104,12 +147,11 @@ def convert_to_onnx(
     except Exception as exc:  # a checkpoint shaped in a way the converter did not foresee: a 400, not a 500
         if is_disk_full(exc):  # not the checkpoint's fault: the caller's DiskSpace.guard makes it a 507
             raise
-        logger.exception("converting %s failed", Path(pt_path).name)
+        logger.exception("converting to %s failed", Path(onnx_path).name)
         raise ConversionFailed(f"Converting the .pt to ONNX failed ({type(exc).__name__}); {EXPORT_HINT}") from None
-    seconds = time.monotonic() - started
-    logger.info("converted %s to ONNX in %.2f s (%d nodes)", Path(pt_path).name, seconds, len(proto.graph.node))
-    report("done", 1.0, f"converted to ONNX in {seconds:.1f} s")
-    return seconds
+    logger.info("built %s in %.2f s (%d nodes)", Path(onnx_path).name, time.monotonic() - started,
+                len(proto.graph.node))
+    return proto
 
 
 class Progress:

@@ -54,13 +54,22 @@ def inspect_model(path: str | Path, trial: TrialBudget | None = DEFAULT_BUDGET) 
         return inspect_checkpoint(path)
     if suffix == ".onnx":
         return inspect_onnx(path, trial)
+    raise not_a_model(suffix)
+
+
+def not_a_model(suffix: str) -> ModelRejected:
+    """The refusal of a file whose extension is not a model's."""
     expected = " or ".join(MODEL_EXTENSIONS)
-    raise ModelRejected(f"Not a model file: expected a {expected} file, got {suffix or 'no extension'}")
+    return ModelRejected(f"Not a model file: expected a {expected} file, got {suffix or 'no extension'}")
 
 
 def inspect_checkpoint(path: str | Path) -> ModelInfo:
     """Identify a .pt checkpoint without executing it; raise ModelRejected unless it is YOLOv8 detect."""
-    top, seen = read_checkpoint(path)
+    return identify_checkpoint(*read_checkpoint(path))
+
+
+def identify_checkpoint(top: object, seen: set[str]) -> ModelInfo:
+    """Identify a checkpoint as the inert reader read it (top object, globals named); ModelRejected unless usable."""
     refuse_foreign(top, seen)
     model = model_object(top)
     model_attrs = attrs(model)

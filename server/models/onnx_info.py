@@ -37,7 +37,14 @@ def inspect_onnx(path: str | Path, trial: TrialBudget | None = DEFAULT_BUDGET) -
 
     With a trial budget (the default) the model must also run once within it; trial=None checks the file only.
     """
-    model = load_onnx(path)
+    info = identify_onnx(load_onnx(path))
+    if trial is not None:
+        trial_run(path, len(info.classes), info.input_hw, trial)
+    return info
+
+
+def identify_onnx(model) -> ModelInfo:
+    """Identify a parsed ONNX model (what load_onnx returned) without running it; raise ModelRejected unless usable."""
     meta = {prop.key: prop.value for prop in model.metadata_props}
     if "Ultralytics" not in meta.get("author", "") + meta.get("description", "") or "names" not in meta:
         raise ModelRejected(
@@ -53,8 +60,6 @@ def inspect_onnx(path: str | Path, trial: TrialBudget | None = DEFAULT_BUDGET) -
     check_input_size(input_hw)
     check_op_domains(model)
     check_onnx_output(model, len(classes))
-    if trial is not None:
-        trial_run(path, len(classes), input_hw, trial)
     imgsz = max(input_hw) if input_hw else as_size(literal(meta.get("imgsz"))) or DEFAULT_IMGSZ
     if family is None:
         logger.warning("ONNX model of unnamed family %r accepted by its Detect output", meta.get("description"))

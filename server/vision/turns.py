@@ -5,8 +5,9 @@ a race against the stream's own threads (NCNN's OpenMP workers waiting for cores
 Runtime fp32) and the stream fell to 1-3 fps. Taking turns gives each timed inference the CPU as it would have it
 as the stream's detector (a stream never runs two inferences at once either); a timed inference starts only once
 the stream's last one has had time to let its threads go idle (ONNX Runtime spins a little, ncnn's OpenMP workers
-wait up to 20 ms); and after each timed inference the job rests as long as it took while a stream plays, so the
-stream keeps at least half of the inference time.
+wait up to 20 ms); and after each timed inference the job rests twice as long as it took while a stream plays, so
+the stream keeps about two thirds of the inference time and, with its decoding and drawing around it, at least half
+of its rate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from collections.abc import Callable, Iterator
 
 SETTLE_S = 0.025  # after the stream's inference, before a timed one: ncnn's OpenMP block time (20 ms) and then some
 PLAYING_S = 2.0  # a stream that inferred this recently is playing
+# The stream's turn after a timed inference, in multiples of it. 1 (an equal share) left the stream 35% of its rate
+# beside NCNN's timing on 2 busy cores (tools/fair_timing.py): it also decodes, draws and encodes around inference.
+REST_FACTOR = 2.0
 
 
 class InferenceTurns:
@@ -53,10 +57,10 @@ class InferenceTurns:
             self._owed = self.clock() - started
 
     def rest(self) -> None:
-        """After a timed inference, outside its timing: leave the stream as long a turn while it plays."""
+        """After a timed inference, outside its timing: leave the stream its turn while it plays."""
         owed, self._owed = self._owed, 0.0
         if owed > 0 and self.playing():
-            self.sleep(owed)
+            self.sleep(REST_FACTOR * owed)
 
 
 def nothing() -> contextlib.AbstractContextManager:

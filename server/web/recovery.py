@@ -1,8 +1,9 @@
 """Start-up after a crash: clean temporary leftovers, then re-adopt the stored video and model or remove them.
 
-The server keeps nothing about its uploads but the files: video/<one file>, model/<one file> (with int8 variants
-beside an .onnx) and cache/<sha256>.onnx for a converted .pt. Files are put in place only once valid (a hard link
-or an atomic rename), so after a crash (SIGKILL, power loss) a stored file is complete or absent, and whatever was
+The server keeps nothing about its uploads but the files: video/<one file>, model/<one file> and
+cache/<sha256>.onnx, the ONNX the engines run (a .pt's conversion or a hard link to an .onnx upload), with its NCNN
+copy and int8 variants beside it. Files are put in place only once valid (a hard link or an atomic rename), so
+after a crash (SIGKILL, power loss) a stored file is complete or absent, and whatever was
 in flight sits under a hidden temporary name (TEMPORARY): those are deleted here. A stored file is then checked
 as an upload would be; it is re-adopted when it passes and removed when it does not, so the state the server
 shows is never "none" while files sit on disk.
@@ -14,8 +15,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from server.files import TEMPORARY_PATTERN, sha256_of
-from server.models.identify import MODEL_EXTENSIONS, inspect_model
+from server.files import TEMPORARY_PATTERN
+from server.models.acceptance import recheck
+from server.models.identify import MODEL_EXTENSIONS
 from server.models.tuning.tune import WORK_PREFIX
 from server.models.info import ModelRejected
 from server.vision.sources.file import VIDEO_EXTENSIONS, VideoUnreadable, probe_video
@@ -65,20 +67,16 @@ def readopt_video(folder: Path):
 def readopt_model(folder: Path, cache: Path, trial):
     """Return (path, onnx path, ModelInfo) of the stored model if it still passes the upload checks, else None.
 
-    Besides the weights the folder may hold their int8 variants and report (*.int8.*); a .pt needs its
-    converted ONNX in the cache (a conversion cut off by the crash never got there).
+    The folder holds the weights only; the ONNX the engines run and everything derived from it are in the cache
+    (a .pt whose conversion is not there, cut off by the crash, is not re-adopted).
     """
     weights = [p for p in stored_files(folder) if p.suffix.lower() in MODEL_EXTENSIONS and ".int8." not in p.name]
     if len(weights) != 1:
         return None
-    path = weights[0]
-    onnx_path = cache / f"{sha256_of(path)}.onnx" if path.suffix.lower() == ".pt" else path
-    if not onnx_path.is_file():
-        return None
     try:
-        return path, onnx_path, inspect_model(onnx_path, trial)
+        return weights[0], *recheck(weights[0], cache, trial)
     except ModelRejected as exc:
-        logger.warning("stored model %s no longer passes its checks: %s", path.name, exc)
+        logger.warning("stored model %s no longer passes its checks: %s", weights[0].name, exc)
         return None
 
 

@@ -13,13 +13,11 @@ from server.config import Config
 from server.demo import is_demo
 from server.events.recorder import EventRecorder, EventSession, chained
 from server.jobs import JobBoard
-from server.models import convert
+from server.models.acceptance import AcceptedModel, accept_model
 from server.models.current import CurrentModel
-from server.models.ncnn import NcnnBuild, ncnn_model_for
 from server.models.tuning.job import TuningJob
 from server.outputs import Outputs
 from server.outputs.adapter import CountsTap
-from server.storage import InsufficientStorage
 from server.vision.export_job import ExportRunning, Exports
 from server.vision.pipeline import STAGES, FramePipeline
 from server.vision.sources import DEFAULT_FPS, LiveChoice
@@ -140,9 +138,7 @@ class DetectionService:
             raise Busy("another model is being converted; wait for it to finish")
         try:
             self._cancel_tuning("a new model was uploaded")
-            stored = self.store.add_model(upload, filename, self._to_onnx)
-            self.jobs.update("convert", "ncnn", 0.95, "writing the NCNN model")
-            ncnn = self._ncnn_for(stored.onnx_path)
+            stored, ncnn = self.store.add_model(upload, filename, self._accept)
             with self._lock:
                 self.model.adopt(stored.onnx_path, stored.info, ncnn)
             return self.model.described(stored.as_dict())
@@ -150,23 +146,11 @@ class DetectionService:
             self.jobs.end("convert")
             self._end("model")
 
-    def _to_onnx(self, pt_path: Path, imgsz: int) -> Path:
-        return convert.convert_cached(
-            pt_path,
-            self.store.cache_folder(),
-            imgsz=imgsz,
-            timeout=self.config.convert_timeout,
-            on_progress=lambda stage, progress, message: self.jobs.update("convert", stage, progress, message),
-            space=self.store.space,
-        )
-
-    def _ncnn_for(self, onnx_path: Path) -> NcnnBuild:
-        """Write the NCNN copy at upload (well under a second, docs/engines.md), when the disk has room for it."""
-        try:
-            self.store.space.require(onnx_path.stat().st_size)  # the .bin is about the ONNX's size
-        except InsufficientStorage as exc:
-            return NcnnBuild(None, f"NCNN is not offered for this model: {exc}")
-        return ncnn_model_for(onnx_path)
+    def _accept(self, upload: Path, suffix: str) -> AcceptedModel:
+        """Check, convert and trial-run weights and write their NCNN copy, showing progress as the convert job."""
+        return accept_model(upload, suffix, self.store.cache_folder(), self.store.trial, self.store.space,
+                            self.config.convert_timeout,
+                            lambda stage, progress, message: self.jobs.update("convert", stage, progress, message))
 
     def reset(self) -> list[str]:
         """Cancel and join the tuning and an export, then delete every upload, derived file and export."""

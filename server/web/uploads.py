@@ -15,8 +15,10 @@ from typing import IO, Callable
 
 from werkzeug.utils import secure_filename
 
-from server.models.identify import MODEL_EXTENSIONS, inspect_model
+from server.models.acceptance import AcceptedModel
+from server.models.identify import MODEL_EXTENSIONS
 from server.models.info import ModelInfo, ModelRejected
+from server.models.ncnn import NcnnBuild
 from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
 from server.storage import DiskSpace
 from server.vision.sources.file import (
@@ -151,20 +153,21 @@ class UploadStore:
         logger.info("video %s: %dx%d %.2f fps %d frames", name, info.width, info.height, info.fps, info.frames)
         return self.video
 
-    def add_model(self, upload: Path, filename: str, to_onnx: Callable[[Path, int], Path]) -> StoredModel:
-        """Validate uploaded weights (converting a .pt with to_onnx(path, imgsz)) and make them the current model."""
+    def add_model(self, upload: Path, filename: str,
+                  accept: Callable[[Path, str], AcceptedModel]) -> tuple[StoredModel, NcnnBuild]:
+        """Check uploaded weights with accept(path, extension) and make them the current model; return it and
+        its NCNN build."""
         name = safe_name(filename, MODEL_EXTENSIONS, "weights file")
         try:
-            checked = inspect_model(upload, trial=None)  # what it is; the trial run comes once, below
-            onnx_path = to_onnx(upload, checked.imgsz) if name.endswith(".pt") else None
-            info = inspect_model(onnx_path or upload, self.trial)
+            accepted = accept(upload, Path(name).suffix)
         except ModelRejected as exc:
             raise UploadRejected(str(exc)) from None
         with self._lock:
             path = self._keep(upload, self.model_dir, name)
-            self.model = StoredModel(path, onnx_path or path, info, display_name(filename, name))
+            self.model = StoredModel(path, accepted.onnx_path, accepted.info, display_name(filename, name))
+        info = accepted.info
         logger.info("model %s: %s %s, %d classes", name, info.family, info.task, len(info.classes))
-        return self.model
+        return self.model, accepted.ncnn
 
     def _keep(self, upload: Path, folder: Path, name: str) -> Path:
         """Make the (validated) upload folder's only file, under name.

@@ -25,7 +25,7 @@ _write = files.atomic_write
 def _held_in_cache(target):
     with _write(target) as handle:
         yield handle
-        if Path(target).parent.name == "cache":
+        if Path(target).parent.name == "cache" and Path(target).suffix == ".onnx":  # not the NCNN files beside
             handle.flush()
             logger.warning("%s: %s", HOLDING, Path(target).name)
             threading.Event().wait()  # until SIGKILL

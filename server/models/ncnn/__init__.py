@@ -52,15 +52,18 @@ def cached(onnx_path: Path, files: NcnnFiles) -> bool:
     return head.source == source_of(onnx_path) and files.param.is_file() and files.bin.is_file()
 
 
-def ncnn_model_for(onnx_path: str | Path) -> NcnnBuild:
-    """Return the cached NCNN model of an ONNX, writing it when missing or stale; never raises for a bad graph."""
+def ncnn_model_for(onnx_path: str | Path, model: onnx.ModelProto | None = None) -> NcnnBuild:
+    """Return the cached NCNN model of an ONNX, writing it when missing or stale; never raises for a bad graph.
+
+    model is the ONNX already parsed, when the caller has it (else the file is read).
+    """
     onnx_path = Path(onnx_path)
     files = NcnnFiles.beside(onnx_path)
     if cached(onnx_path, files):
         return NcnnBuild(files)
     started = time.perf_counter()
     try:
-        write_ncnn(onnx_path, files)
+        write_ncnn(onnx_path, files, model)
     except Untranslatable as exc:
         reason = f"NCNN is not offered for this model: {exc}"
         logger.info("%s: %s", onnx_path.name, reason)
@@ -73,9 +76,10 @@ def ncnn_model_for(onnx_path: str | Path) -> NcnnBuild:
     return NcnnBuild(files, seconds=seconds)
 
 
-def write_ncnn(onnx_path: Path, files: NcnnFiles) -> NcnnHead:
-    """Translate onnx_path into files (.param, .bin, then .json), each atomically; raise Untranslatable."""
-    model = onnx.load(str(onnx_path))
+def write_ncnn(onnx_path: Path, files: NcnnFiles, model: onnx.ModelProto | None = None) -> NcnnHead:
+    """Translate onnx_path (or model, its parsed graph) into files (.param, .bin, then .json), each atomically;
+    raise Untranslatable."""
+    model = model if model is not None else onnx.load(str(onnx_path))
     layers, cut, strides = Translation(model).translate()
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim]
     fixed_hw = (dims[2], dims[3]) if len(dims) == 4 and dims[2] and dims[3] else None
