@@ -2,7 +2,9 @@
 
 The checkpoint is read by the inert reader (server.models.checkpoint: nothing it names is imported or called), its
 tensors by server.models.torch_zip and the graph is built by server.models.yolov8_onnx with numpy and onnx. The result
-is cached by the .pt's SHA-256, so uploading the same weights again costs one hash.
+is cached by the .pt's SHA-256, so converting the same weights again costs one hash. convert_checkpoint works from a
+checkpoint already opened and identified (server.models.acceptance, an upload's path, reads it once);
+convert_to_onnx and convert_cached open it themselves (tools, tests).
 """
 
 from __future__ import annotations
