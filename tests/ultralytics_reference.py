@@ -63,12 +63,22 @@ def build(yaml: str, output: Path, nc: int | None, fp32: bool, fused: bool) -> N
     torch.save({"model": model, "train_args": {"imgsz": 640}, "version": "reference", "date": None}, output)
 
 
+def demo_images(imgsz: int):
+    """Frames of the demo video, letterboxed as the tool trains on them (to recalibrate BatchNorm after pruning)."""
+    import torch
+
+    from server.demo.video import render_frames
+    from tools.slimming.distill import letterbox_square
+
+    return torch.stack([letterbox_square(frame, imgsz) for frame in render_frames(seconds=8, fps=4)])
+
+
 def prune(weights: Path, output: Path, ratio: float, global_pruning: bool) -> None:
     """Prune weights, save the checkpoint forms and export the pruned network from this process (see the docstring)."""
     from ultralytics import YOLO
 
     from tools.slimming.pruning import prune as prune_model
-    from tools.slimming.pruning import save_checkpoint
+    from tools.slimming.pruning import recalibrate, save_checkpoint
 
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="prune-") as work:
@@ -76,7 +86,9 @@ def prune(weights: Path, output: Path, ratio: float, global_pruning: bool) -> No
         local = Path(work) / "model.pt"
         shutil.copyfile(weights, local)
         yolo = YOLO(str(local))
-        pruned = prune_model(yolo.model, ratio, global_pruning).half().float()  # the weights the .pt will hold
+        pruned = prune_model(yolo.model, ratio, global_pruning)
+        recalibrate(pruned, demo_images(320))
+        pruned = pruned.half().float()  # the weights the .pt will hold
         save_checkpoint(pruned, output / "pruned.pt")
         if global_pruning:
             save_checkpoint(pruned, output / "unequal-c2f.pt", unequal=True)

@@ -32,7 +32,14 @@ from tools.slimming import card, judge  # noqa: E402
 from tools.slimming.distill import Distiller, Sample, TrainSettings, dataset_samples, letterbox_square  # noqa: E402
 from tools.slimming.distill import teacher_labels  # noqa: E402
 from tools.slimming.footage import sample_footage  # noqa: E402
-from tools.slimming.pruning import C2f_v2, cost, pickled_from_main, prune_to, save_checkpoint  # noqa: E402
+from tools.slimming.pruning import (  # noqa: E402
+    C2f_v2,
+    cost,
+    pickled_from_main,
+    prune_to,
+    recalibrate,
+    save_checkpoint,
+)
 
 logger = logging.getLogger("tools.slim")
 
@@ -67,9 +74,8 @@ def load_checkpoint(path: Path) -> torch.nn.Module:
         return torch.load(path, map_location="cpu", weights_only=False)["model"].float()
 
 
-def training_samples(teacher: torch.nn.Module, frames: list, args: argparse.Namespace) -> list[Sample]:
+def training_samples(teacher: torch.nn.Module, images: list[torch.Tensor], args: argparse.Namespace) -> list[Sample]:
     """The footage's training frames labelled by the teacher, plus a labelled dataset's images when given."""
-    images = [letterbox_square(frame, args.imgsz) for frame in frames]
     labels = teacher_labels(teacher, images, args.conf, args.batch)
     logger.info("teacher labelled %d frames with %d boxes above %.2f", len(images), sum(map(len, labels)), args.conf)
     samples = [Sample(image, rows) for image, rows in zip(images, labels)]
@@ -82,10 +88,10 @@ def measured(model: torch.nn.Module, onnx_path: Path, teacher_onnx: Path, held_b
     return {"gflops_640": round(2 * macs / 1e9, 3), "params": params, **judged}
 
 
-def write_model(model: torch.nn.Module, stem: Path) -> tuple[Path, Path, str]:
-    """Save the model as the server's readable .pt and its server-side ONNX conversion."""
+def write_model(model: torch.nn.Module, stem: Path, imgsz: int) -> tuple[Path, Path, str]:
+    """Save the model as the server's readable .pt (trained at imgsz: the server's first size) and its conversion."""
     pt, onnx_path = stem.with_suffix(".pt"), stem.with_suffix(".onnx")
-    form = save_checkpoint(model, pt)
+    form = save_checkpoint(model, pt, {"train_args": {"imgsz": imgsz}})
     convert_to_onnx(pt, onnx_path)
     return pt, onnx_path, form
 
@@ -101,9 +107,12 @@ def slim(args: argparse.Namespace) -> dict:
     teacher_onnx = out / "teacher.onnx"
     convert_to_onnx(args.teacher, teacher_onnx)
     footage = sample_footage(args.footage, args.frames, args.held_back)
+    images = [letterbox_square(frame, args.imgsz) for frame in footage.train]
     start = out / "pruned.pt"
     if not start.is_file():
-        save_checkpoint(prune_to(teacher, args.ratio, args.flops, args.global_pruning), start)
+        pruned = prune_to(teacher, args.ratio, args.flops, args.global_pruning)
+        recalibrate(pruned, torch.stack(images))
+        save_checkpoint(pruned, start)
     student = load_checkpoint(start)
     before_onnx = out / "pruned.onnx"
     convert_to_onnx(start, before_onnx)
@@ -111,13 +120,13 @@ def slim(args: argparse.Namespace) -> dict:
               "before": measured(student, before_onnx, teacher_onnx, footage.held_back, args)}  # fmt: skip
     logger.info("pruned: %s", report["before"])
     settings = TrainSettings(**{name: getattr(args, name) for name in vars(TrainSettings())})
-    distiller = Distiller(student, teacher, training_samples(teacher, footage.train, args), settings,
+    distiller = Distiller(student, teacher, training_samples(teacher, images, args), settings,
                           out / "resume.pt")  # fmt: skip
     started = time.monotonic()
     history = distiller.run()
     student.eval()
     name = args.teacher.stem
-    pt, onnx_path, form = write_model(student, out / f"{name}-slim")
+    pt, onnx_path, form = write_model(student, out / f"{name}-slim", args.imgsz)
     report["after"] = measured(student, onnx_path, teacher_onnx, footage.held_back, args)
     logger.info("distilled: %s", report["after"])
     report.update({

@@ -5,8 +5,10 @@ read with an Unpickler whose find_class answers only names on an allow-list, and
 stand-ins (never the real class or function): nothing the file names is ever imported or called. The archive is
 held to what torch itself writes (one member per name, sizes checked while reading, a bounded pickle), and the few
 allow-listed callables that could chain into real code (getattr, _rebuild_from_type_v2) are held to the arguments real
-checkpoints give them. Tensor storages are read by server.models.torch_zip. This module must never import torch or
-ultralytics (the server process stays free of them).
+checkpoints give them. One class of a user's own script is admitted by name, Torch-Pruning's __main__.C2f_v2, and only
+as a bare stand-in whose every object must hold that class's known submodules (SCRIPT_LAYERS). Tensor storages are
+read by server.models.torch_zip. This module must never import torch or ultralytics (the server process stays free
+of them).
 """
 
 from __future__ import annotations

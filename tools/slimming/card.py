@@ -19,6 +19,7 @@ def markdown(report: dict) -> str:
         f"FLOPs kept at most {target['flops_kept']} of the teacher's")
     epochs = training["history"]
     per_epoch = sum(e["seconds"] for e in epochs) / max(1, len(epochs))
+    cpu_per_epoch = sum(e.get("cpu_seconds", 0) for e in epochs) / max(1, len(epochs))
     lines = [
         f"# {report['outputs']['pt']}: a slimmed YOLOv8 (tools/slim.py)",
         "",
@@ -30,7 +31,7 @@ def markdown(report: dict) -> str:
         f"{removed:.0%} of the FLOPs removed; saved as {report['outputs']['form']}",
         f"- Fine-tuning: distillation, {training['epochs']} epochs at {training['imgsz']} px, batch {training['batch']}, "
         f"teacher boxes above {training['conf']}, raw-output weight {training['raw_weight']}; "
-        f"{per_epoch:.0f} s an epoch on {training['threads']} CPU threads",
+        f"{per_epoch:.0f} s an epoch on {training['threads']} CPU threads ({cpu_per_epoch:.0f} CPU s an epoch)",
         "",
         "Agreement: the server's int8 verdict metric (box-weighted mAP50 against the teacher's boxes, or score maps "
         "when the teacher finds too few), teacher and model both run by the server on ONNX Runtime, held-back frames.",

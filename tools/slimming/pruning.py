@@ -25,7 +25,9 @@ from ultralytics.nn.modules.block import Bottleneck
 logger = logging.getLogger(__name__)
 
 COST_IMGSZ = 640  # FLOPs and parameters are counted at this square input, as the aarch64 meter runs
-RATIO_SEARCH_STEPS = 8  # bisection steps of the ratio that meets a FLOPs target (1/256 of the range)
+BN_MOMENTUM = 0.03  # ultralytics' BatchNorm momentum, restored after recalibration
+RATIO_SEARCH_STEPS = 6  # bisection steps of the ratio that meets a FLOPs target (1/64 of the range)
+SEARCH_IMGSZ = 320  # every layer's cost scales with the input area alike, so a share of FLOPs is the same at any size
 MAX_RATIO = 0.9
 
 
@@ -158,18 +160,37 @@ def prune_to(model: nn.Module, ratio: float | None, flops_target: float | None, 
     """Prune by a ratio, or by the smallest ratio whose FLOPs (share of the unpruned model's) are at most flops_target."""
     if ratio is not None:
         return prune(model, ratio, global_pruning)
-    full, _ = cost(model)
+    full, _ = cost(model, SEARCH_IMGSZ)
     low, high, best = 0.0, MAX_RATIO, None
     for _ in range(RATIO_SEARCH_STEPS):
         middle = (low + high) / 2
         candidate = prune(model, middle, global_pruning)
-        share = cost(candidate)[0] / full
+        share = cost(candidate, SEARCH_IMGSZ)[0] / full
         logger.info("ratio %.3f keeps %.1f%% of the FLOPs", middle, 100 * share)
         if share <= flops_target:
             high, best = middle, candidate
         else:
             low = middle
     return best if best is not None else prune(model, MAX_RATIO, global_pruning)
+
+
+@torch.no_grad()
+def recalibrate(model: nn.Module, images: torch.Tensor, batch: int = 8) -> None:
+    """Re-estimate every BatchNorm's running statistics on images (N x 3 x H x W, 0..1), then set eval mode.
+
+    Removing channels changes what every later layer sums, so the statistics kept from training no longer describe
+    its inputs; a few forward passes put most of the pruned model's accuracy back before any fine-tuning.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over all the batches
+    model.train()
+    for start in range(0, len(images), batch):
+        model(images[start:start + batch])
+    for norm in norms:
+        norm.momentum = BN_MOMENTUM
+    model.eval()
 
 
 @contextlib.contextmanager
