@@ -25,7 +25,7 @@ DEMO_PT = ROOT / "server" / "demo" / "model" / "shapes-yolov8n.pt"
 
 
 def run_slim(*args: str) -> dict:
-    from tools.slim import main, parse_args, slim  # noqa: F401 (torch and ultralytics load only here)
+    from tools.slim import parse_args, slim  # torch and ultralytics load only here
 
     return slim(parse_args(list(args)))
 
