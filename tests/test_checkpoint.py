@@ -276,3 +276,97 @@ def test_tensors_are_read_with_their_size_and_stride(tmp_path):
 def test_tensors_outside_their_storage_are_refused(tmp_path, storage_bytes, numel, size, stride, found):
     with pytest.raises(ModelRejected, match=found):
         read_tensor(tensor_checkpoint(tmp_path / "bad.pt", storage_bytes, numel, size, stride))
+
+
+# --- Torch-Pruning's __main__.C2f_v2: admitted by its layout, never by its name -----------------------------------
+def bare(module: str, name: str) -> bytes:
+    """cls.__new__(cls), as torch pickles every nn.Module (NEWOBJ with no arguments)."""
+    return global_(module, name) + b")\x81"
+
+
+def with_modules(obj: bytes, modules: dict[str, bytes]) -> bytes:
+    """obj with the state {"_modules": OrderedDict(modules)} (BUILD), as an nn.Module is pickled."""
+    items = b"".join(text(key) + value for key, value in modules.items())
+    ordered = bare("collections", "OrderedDict") + b"(" + items + b"u"
+    return obj + b"}" + text("_modules") + ordered + b"sb"
+
+
+def conv() -> bytes:
+    return bare("ultralytics.nn.modules.conv", "Conv")
+
+
+def c2f_v2(modules: dict[str, bytes] | None = None) -> bytes:
+    """A C2f_v2 object as Torch-Pruning's example pickles it (or with other modules)."""
+    blocks = with_modules(bare("torch.nn.modules.container", "ModuleList"),
+                          {"0": bare("ultralytics.nn.modules.block", "Bottleneck")})  # fmt: skip
+    layout = {"cv0": conv(), "cv1": conv(), "cv2": conv(), "m": blocks} if modules is None else modules
+    return with_modules(bare("__main__", "C2f_v2"), layout)
+
+
+def pickled(tmp_path: Path, value: bytes) -> Path:
+    return write_archive(tmp_path / "weights.pt", [("archive/data.pkl", as_checkpoint(value)), ("archive/version", b"3\n")])
+
+
+C2F_V2_RUNS = """
+import pickle, sys
+class C2f_v2:
+    def __init__(self, *args):
+        open({marker!r}, 'w').write('ran')
+sys.modules['__main__'].C2f_v2 = C2f_v2
+pickle.loads(open({payload!r}, 'rb').read())
+"""
+
+
+def test_a_c2f_v2_of_torch_prunings_layout_is_read_as_an_inert_layer(tmp_path):
+    top, seen = read_checkpoint(pickled(tmp_path, c2f_v2()))
+    assert "__main__.C2f_v2" in seen and "model" in top
+
+
+@pytest.mark.parametrize("modules", [
+    {"cv0": conv(), "cv1": conv(), "cv2": conv()},  # no m
+    {"cv0": conv(), "cv1": conv(), "cv2": conv(), "m": conv(), "extra": conv()},
+    {"cv0": conv(), "cv1": bare("torch.nn.modules.linear", "Linear"), "cv2": conv(), "m": conv()},
+    {},
+])
+def test_a_c2f_v2_of_another_layout_is_refused_saying_to_upload_the_onnx_export(tmp_path, modules):
+    with pytest.raises(ModelRejected, match=r"not Torch-Pruning's layout.*upload its ONNX export"):
+        read_checkpoint(pickled(tmp_path, c2f_v2(modules)))
+
+
+def test_a_c2f_v2_that_holds_other_blocks_is_refused(tmp_path):
+    blocks = with_modules(bare("torch.nn.modules.container", "ModuleList"), {"0": conv()})
+    with pytest.raises(ModelRejected, match="not Torch-Pruning's layout"):
+        read_checkpoint(pickled(tmp_path, c2f_v2({"cv0": conv(), "cv1": conv(), "cv2": conv(), "m": blocks})))
+
+
+def test_a_c2f_v2_called_with_arguments_is_live_for_real_and_refused_with_a_400(client, tmp_path):
+    """The name is admitted, a call is not: pickle would call the script's own class with the file's arguments."""
+    marker = tmp_path / "ran"
+    hostile = as_checkpoint(call(global_("__main__", "C2f_v2"), text("payload")))
+    checkpoint = write_archive(tmp_path / "weights.pt", [("archive/data.pkl", hostile)])
+    payload = tmp_path / "payload.pkl"
+    payload.write_bytes(hostile)
+    run_python(C2F_V2_RUNS.format(marker=str(marker), payload=str(payload)))
+    assert marker.exists()  # the control: a script that defines C2f_v2 runs it when unpickling for real
+    marker.unlink()
+    with pytest.raises(ModelRejected, match="calls __main__.C2f_v2 in a way no YOLO checkpoint does"):
+        read_checkpoint(checkpoint)
+    response = upload(client, "/upload/model", checkpoint, name="weights.pt")
+    assert response.status_code == 400 and "__main__.C2f_v2" in response.get_json()["error"]
+    assert not marker.exists()
+
+
+def test_a_c2f_v2_built_by_the_protocol_0_reconstructor_is_refused(tmp_path):
+    """Built that way, it would escape the layout check (only objects C2f_v2 itself built are counted)."""
+    reconstruct = call(global_("copyreg", "_reconstructor"), global_("__main__", "C2f_v2"), conv(), b"N")
+    with pytest.raises(ModelRejected, match="copyreg._reconstructor"):
+        read_checkpoint(pickled(tmp_path, reconstruct))
+
+
+@pytest.mark.parametrize("name", ["C2f_v3", "os", "system", "Payload"])
+def test_any_other_class_of_a_script_is_refused_saying_to_upload_the_onnx_export(client, tmp_path, name):
+    checkpoint = pickled(tmp_path, bare("__main__", name))
+    with pytest.raises(ModelRejected, match=rf"references __main__\.{name}, .*upload its ONNX export"):
+        read_checkpoint(checkpoint)
+    response = upload(client, "/upload/model", checkpoint, name="weights.pt")
+    assert response.status_code == 400 and "ONNX export" in response.get_json()["error"]

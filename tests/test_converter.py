@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from server.models.convert import ConversionFailed, convert_cached, convert_to_onnx
@@ -28,16 +27,19 @@ from server.models.identify import inspect_checkpoint
 from server.models.info import ModelInfo, ModelRejected
 from server.models.tuning.recipes import preprocess_model, walk_head
 from server.models.onnx_info import inspect_onnx
-from server.vision import processing
 from server.vision.detector import Detector
 from tests.support.helpers import upload
 from tests.support.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
+    CONF,
+    IOU,
+    SIZES,
     Cache,
     LARGE_LAYOUTS,
     LAYOUTS,
     REAL_CHECKPOINTS,
     ZOO_YOLOV8,
     cache,
+    compare,
     layout_checkpoint,
     photos,
     real_checkpoints,
@@ -49,55 +51,6 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_PT = ROOT / "server" / "demo" / "model" / "shapes-yolov8n.pt"
 DEMO_ONNX = ROOT / "server" / "demo" / "model" / "shapes-yolov8n.onnx"  # ultralytics' export of DEMO_PT
-SIZES = (320, 416, 512, 640)  # what the server offers
-TOLERANCE = 1e-3  # max abs difference of raw outputs (box pixels, class probabilities); measured here: 0.0
-CONF, IOU = 0.25, 0.45
-
-
-# --- helpers --------------------------------------------------------------------------------------------------------
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def model_stride(model: ort.InferenceSession) -> int:
-    return int(model.get_modelmeta().custom_metadata_map["stride"])
-
-
-def busy_conf(output: np.ndarray, candidates: int = 200) -> float:
-    """Return the confidence that lets the best `candidates` anchors into NMS (random-weight models score ~1e-4)."""
-    best_per_anchor = np.sort(output[0, 4:].max(axis=0))
-    return float(best_per_anchor[-min(candidates, best_per_anchor.size)])
-
-
-def compare(ours_path: Path, theirs_path: Path, sizes=SIZES) -> dict[int, tuple[float, int]]:
-    """Run both models on the photos at each size; return size -> (max abs diff, boxes after NMS at CONF).
-
-    NMS runs at CONF and at a confidence that lets 200 candidates in, so untrained models are compared on boxes too.
-    """
-    ours, theirs = session(ours_path), session(theirs_path)
-    stride = model_stride(theirs)
-    assert model_stride(ours) == stride
-    results = {}
-    for imgsz in sizes:
-        size = -(-imgsz // stride) * stride  # a P6 model needs multiples of 64: 416 -> 448
-        worst, boxes = 0.0, 0
-        for frame in photos():
-            tensor, box = processing.preprocess(frame, processing.input_shape_for(frame.shape[:2], size, stride))
-            (a,) = ours.run(None, {"images": tensor})
-            (b,) = theirs.run(None, {theirs.get_inputs()[0].name: tensor})
-            assert a.shape == b.shape
-            worst = max(worst, float(np.abs(a - b).max()))
-            for conf in (CONF, busy_conf(b)):
-                mine = processing.postprocess(a, box, frame.shape[:2], conf, IOU)
-                reference_detections = processing.postprocess(b, box, frame.shape[:2], conf, IOU)
-                assert np.array_equal(mine.class_ids, reference_detections.class_ids), f"classes differ at {imgsz}"
-                assert np.array_equal(mine.boxes, reference_detections.boxes), f"boxes differ at {imgsz}"
-                boxes += len(mine) if conf == CONF else 0
-        assert worst <= TOLERANCE, f"raw outputs differ by {worst} at {imgsz}"
-        results[imgsz] = (worst, boxes)
-    return results
 
 
 def convert_and_compare(cache: Cache, pt: Path, tmp_path: Path, sizes=SIZES) -> dict:

@@ -5,8 +5,10 @@ read with an Unpickler whose find_class answers only names on an allow-list, and
 stand-ins (never the real class or function): nothing the file names is ever imported or called. The archive is
 held to what torch itself writes (one member per name, sizes checked while reading, a bounded pickle), and the few
 allow-listed callables that could chain into real code (getattr, _rebuild_from_type_v2) are held to the arguments real
-checkpoints give them. Tensor storages are read by server.models.torch_zip. This module must never import torch or
-ultralytics (the server process stays free of them).
+checkpoints give them. One class of a user's own script is admitted by name, Torch-Pruning's __main__.C2f_v2, and only
+as a bare stand-in whose every object must hold that class's known submodules (SCRIPT_LAYERS). Tensor storages are
+read by server.models.torch_zip. This module must never import torch or ultralytics (the server process stays free
+of them).
 """
 
 from __future__ import annotations
@@ -107,6 +109,23 @@ LAYER_MODULE_PREFIXES = (
 CLASS_NAME = re.compile(r"(?=[a-z0-9]*[A-Z])[A-Za-z][A-Za-z0-9_]*")  # has a capital: v10Detect yes, autopad no
 # Other projects' checkpoints: let them load as stand-ins so the refusal can say what they are.
 FOREIGN_MODULE_ROOTS = {"models", "utils", "super_gradients"}
+# Torch-Pruning's YOLOv8 example replaces every C2f with C2f_v2, a class of the user's own script (so its checkpoints
+# name __main__.C2f_v2): two 1x1 convs cv0/cv1 where C2f has one cv1 it splits. A name proves nothing (any script can
+# call a class that), so it becomes one more inert stand-in and every object of it must then have exactly this
+# layout, Ultralytics blocks inside, or the checkpoint is refused (check_script_layers).
+SCRIPT_LAYERS = {
+    "__main__.C2f_v2": {
+        "cv0": "ultralytics.nn.modules.conv.Conv",
+        "cv1": "ultralytics.nn.modules.conv.Conv",
+        "cv2": "ultralytics.nn.modules.conv.Conv",
+        "m": "torch.nn.modules.container.ModuleList",
+    }
+}
+SCRIPT_LAYER_BLOCKS = "ultralytics.nn.modules.block.Bottleneck"  # what C2f_v2.m holds
+SCRIPT_HINT = (
+    "a model saved from your own script cannot be read safely; upload its ONNX export instead "
+    "(model.export(format='onnx', dynamic=True) in that script)"
+)
 
 
 class StandIn:
@@ -180,7 +199,40 @@ class RebuildFromTypeStandIn(StandIn):
             raise ModelRejected(SUSPICIOUS.format("torch._tensor._rebuild_from_type_v2"))
 
 
-CHECKED_CALLS = {"builtins.getattr": GetattrStandIn, "torch._tensor._rebuild_from_type_v2": RebuildFromTypeStandIn}
+class ScriptLayerStandIn(StandIn):
+    """A layer class of the user's own script (SCRIPT_LAYERS): built bare as torch pickles modules, then checked.
+
+    Each object is kept so its layout can be checked once its state is set (check_script_layers).
+    """
+
+    built: list
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls, *args, **kwargs)
+        cls.built.append(self)
+        return self
+
+    @classmethod
+    def check_call(cls, args: tuple) -> None:
+        if args:  # torch pickles a module as cls.__new__(cls) plus its state: a call with arguments is something else
+            raise ModelRejected(SUSPICIOUS.format(cls.qualname))
+
+
+class ReconstructorStandIn(StandIn):
+    """copyreg._reconstructor(cls, base, state) (protocol 0/1 objects): never for a script layer, which is then
+    built without being counted among the objects whose layout is checked."""
+
+    @classmethod
+    def check_call(cls, args: tuple) -> None:
+        if args and isinstance(args[0], type) and issubclass(args[0], ScriptLayerStandIn):
+            raise ModelRejected(SUSPICIOUS.format("copyreg._reconstructor"))
+
+
+CHECKED_CALLS = {
+    "builtins.getattr": GetattrStandIn,
+    "torch._tensor._rebuild_from_type_v2": RebuildFromTypeStandIn,
+    "copyreg._reconstructor": ReconstructorStandIn,
+}
 
 
 def is_layer_class(full: str) -> bool:
@@ -197,6 +249,13 @@ def is_allowed(module: str, name: str) -> bool:
     return bool(CLASS_NAME.fullmatch(name)) and module.startswith(LAYER_MODULE_PREFIXES)
 
 
+def stand_in_class(name: str, full: str) -> type:
+    """Return a fresh stand-in class for the global `full` (per unpickler, so nothing is shared between reads)."""
+    base = ScriptLayerStandIn if full in SCRIPT_LAYERS else CHECKED_CALLS.get(full, StandIn)
+    namespace = {"qualname": full, "built": []} if full in SCRIPT_LAYERS else {"qualname": full}
+    return type(name if name.isidentifier() else "StandIn", (base,), namespace)
+
+
 class InertUnpickler(pickle.Unpickler):
     """Unpickle a checkpoint into stand-ins, refusing any global outside the allow-list."""
 
@@ -211,15 +270,19 @@ class InertUnpickler(pickle.Unpickler):
         full = f"{module}.{name}"
         if full in REAL_CONTAINERS:
             return REAL_CONTAINERS[full]
-        if not (is_allowed(module, name) or module.split(".")[0] in FOREIGN_MODULE_ROOTS):
+        if not (is_allowed(module, name) or full in SCRIPT_LAYERS or module.split(".")[0] in FOREIGN_MODULE_ROOTS):
+            hint = f"; {SCRIPT_HINT}" if module == "__main__" else ""
             raise ModelRejected(
-                f"refusing to load: the checkpoint references {full}, which is not part of a YOLO checkpoint"
+                f"refusing to load: the checkpoint references {full}, which is not part of a YOLO checkpoint{hint}"
             )
         self.globals_seen.add(full)
         if full not in self._stand_ins:
-            base = CHECKED_CALLS.get(full, StandIn)
-            self._stand_ins[full] = type(name if name.isidentifier() else "StandIn", (base,), {"qualname": full})
+            self._stand_ins[full] = stand_in_class(name, full)
         return self._stand_ins[full]
+
+    def script_layers(self) -> list[StandIn]:
+        """Return every object built from a SCRIPT_LAYERS class."""
+        return [obj for full in SCRIPT_LAYERS if full in self._stand_ins for obj in self._stand_ins[full].built]
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
@@ -351,7 +414,22 @@ def unpickle(data: bytes, prefix: str, records: set[str]) -> tuple[object, set[s
     except Exception as exc:  # a damaged pickle fails in many ways; none of them may escape as a 500
         logger.info("checkpoint pickle unreadable: %r", exc)
         raise ModelRejected("Not a model file: the checkpoint's contents are damaged") from None
+    check_script_layers(unpickler.script_layers())
     return top, unpickler.globals_seen
+
+
+def check_script_layers(layers: list[StandIn]) -> None:
+    """Refuse a script layer (SCRIPT_LAYERS) whose submodules are not exactly its known layout."""
+    for layer in layers:
+        expected = SCRIPT_LAYERS[layer.qualname]
+        modules = attrs(attrs(layer).get("_modules"))
+        found = {name: class_of(module) for name, module in modules.items()}
+        blocks = {class_of(block) for block in attrs(attrs(modules.get("m")).get("_modules")).values()}
+        if found != expected or not blocks <= {SCRIPT_LAYER_BLOCKS}:
+            raise ModelRejected(
+                f"refusing to load: the checkpoint's {layer.qualname} is not Torch-Pruning's layout "
+                f"({', '.join(expected)}); {SCRIPT_HINT}"
+            )
 
 
 def pickle_record(records: set[str]) -> str:

@@ -11,124 +11,23 @@ A layer class not listed in EMITTERS is refused by name. Nothing here imports to
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-from server.models.checkpoint import attrs, class_of, short
+from server.models import yolov8_head  # noqa: F401 (registers the Detect head's emitter)
 from server.models.info import ModelRejected
+from server.models.onnx_graph import EXPORT_HINT, Graph, Module, emit, emits
 from server.models.torch_zip import TensorReader
+from server.models.yolov8_head import detect_strides
 
 logger = logging.getLogger(__name__)
 
 OPSET = 18  # what ultralytics exports with for torch >= 2.4
 IR_VERSION = 10  # ultralytics caps the IR version at 10 for ONNX Runtime
-EXPORT_HINT = (
-    "upload an ONNX export of it instead, made where ultralytics is installed: "
-    "yolo export model=your.pt format=onnx dynamic=True"
-)
 CONVERTER_NAME = "edge-detect built-in converter"
-
-
-class Module:
-    """A stand-in nn.Module: its class name, attributes, submodules and tensors, at a dotted path."""
-
-    def __init__(self, obj: object, path: str):
-        self.obj, self.path = obj, path
-        self.attrs = attrs(obj)
-        self.kind = short(class_of(obj))
-
-    def child(self, name: str) -> Module | None:
-        value = attrs(self.attrs.get("_modules")).get(name)
-        return Module(value, f"{self.path}.{name}") if value is not None else None
-
-    def children(self) -> list[Module]:
-        return [Module(v, f"{self.path}.{k}") for k, v in attrs(self.attrs.get("_modules")).items() if v is not None]
-
-    def tensor(self, name: str) -> object | None:
-        """Return the stand-in of a parameter or buffer, or None when the module has none of that name."""
-        for holder in ("_parameters", "_buffers"):
-            value = attrs(self.attrs.get(holder)).get(name)
-            if value is not None:
-                return value
-        return None
-
-    def need(self, name: str) -> Module:
-        found = self.child(name)
-        if found is None:
-            raise ModelRejected(f"The checkpoint's {self.kind} layer {self.path} has no {name}; {EXPORT_HINT}")
-        return found
-
-
-class Graph:
-    """ONNX nodes and initializers being built, named the way torch's exporter names them (/model.2/cv1/conv/Conv)."""
-
-    def __init__(self, tensors: TensorReader):
-        self.tensors = tensors
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self.taken: set[str] = set()
-
-    def unique(self, name: str) -> str:
-        candidate, count = name, 0
-        while candidate in self.taken:
-            count += 1
-            candidate = f"{name}_{count}"
-        self.taken.add(candidate)
-        return candidate
-
-    def op(self, op_type: str, inputs: list[str], scope: str, outputs: int | list[str] = 1, **attributes):
-        """Add a node; return its output name (or the list of them when it has several)."""
-        name = self.unique(f"/{scope_name(scope)}/{op_type}")
-        names = outputs if isinstance(outputs, list) else [f"{name}_output_{i}" for i in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, inputs, names, name=name, **attributes))
-        return names[0] if len(names) == 1 else names
-
-    def constant(self, name: str, value: np.ndarray) -> str:
-        name = self.unique(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def ints(self, scope: str, values: list[int]) -> str:
-        return self.constant(f"/{scope}/Constant", np.array(values, np.int64))
-
-    def array(self, tensor: object, dtype=np.float32) -> np.ndarray:
-        return self.tensors.array(tensor).astype(dtype)
-
-
-def scope_name(path: str) -> str:
-    """Return torch's scope for a module path: model.2.m.0.cv1 -> model.2/m.0/cv1 (indexes stay with their list)."""
-    scope = ""
-    for part in path.split("."):
-        scope += ("." if part.isdigit() else "/") + part if scope else part
-    return scope
-
-
-Emitter = Callable[[Graph, Module, object], object]
-EMITTERS: dict[str, Emitter] = {}
-
-
-def emits(*kinds: str):
-    def register(function: Emitter) -> Emitter:
-        for kind in kinds:
-            EMITTERS[kind] = function
-        return function
-
-    return register
-
-
-def emit(graph: Graph, module: Module, x):
-    """Emit one module's forward pass on x (a name, or a list of names for Concat/Detect); return its output."""
-    function = EMITTERS.get(module.kind)
-    if function is None:
-        raise ModelRejected(
-            f"The built-in converter does not know the {module.kind or 'unnamed'} layer ({module.path}) "
-            f"this checkpoint uses; {EXPORT_HINT}"
-        )
-    return function(graph, module, x)
 
 
 # --- convolutions -------------------------------------------------------------------------------------------------
@@ -233,9 +132,9 @@ def emit_sequence(graph: Graph, module: Module, x):
     return x
 
 
-def halves(graph: Graph, module: Module, x: str, hidden: int) -> list[str]:
-    """Split x into two halves of `hidden` channels (C2f's split/chunk)."""
-    return graph.op("Split", [x, graph.ints(module.path, [hidden, hidden])], module.path, outputs=2, axis=1)
+def halves(graph: Graph, module: Module, x: str, widths: list[int]) -> list[str]:
+    """Split x into two parts of the given widths (C2f's split/chunk, C2's)."""
+    return graph.op("Split", [x, graph.ints(module.path, widths)], module.path, outputs=2, axis=1)
 
 
 def hidden_channels(module: Module) -> int:
@@ -245,25 +144,57 @@ def hidden_channels(module: Module) -> int:
     return hidden
 
 
+def conv_widths(graph: Graph, conv: Module) -> tuple[int, int]:
+    """Return a Conv layer's (output, input) channels as its weight has them."""
+    inner = conv.need("conv")
+    shape = graph.array(inner.tensor("weight")).shape
+    return int(shape[0]), int(shape[1]) * int(inner.attrs.get("groups", 1))
+
+
+def c2f_split(graph: Graph, module: Module) -> list[int]:
+    """Return C2f's two parts as its weights have them: cv1's outputs, the second one as wide as m[0]'s input.
+
+    Ultralytics' C2f holds both parts `c` wide; a pruned one may hold them unequal, whatever its `c` says.
+    """
+    total = conv_widths(graph, module.need("cv1"))[0]
+    blocks = module.need("m").children()
+    second = conv_widths(graph, blocks[0].need("cv1"))[1] if blocks else hidden_channels(module)
+    if not 0 < second < total:
+        raise ModelRejected(f"The {module.kind} layer {module.path} has inconsistent channel counts; {EXPORT_HINT}")
+    return [total - second, second]
+
+
 @emits("Bottleneck")
 def emit_bottleneck(graph: Graph, module: Module, x: str) -> str:
     y = emit(graph, module.need("cv2"), emit(graph, module.need("cv1"), x))
     return graph.op("Add", [x, y], module.path) if module.attrs.get("add") else y
 
 
-@emits("C2f")
-def emit_c2f(graph: Graph, module: Module, x: str) -> str:
-    """C2f: cv1, split in two, each bottleneck on the last part, concat all, cv2."""
-    parts = list(halves(graph, module, emit(graph, module.need("cv1"), x), hidden_channels(module)))
+def c2f_tail(graph: Graph, module: Module, parts: list[str]) -> str:
+    """The rest of C2f: each bottleneck on the last part, concat all parts, cv2."""
     for bottleneck in module.need("m").children():
         parts.append(emit(graph, bottleneck, parts[-1]))
     return emit(graph, module.need("cv2"), graph.op("Concat", parts, module.path, axis=1))
 
 
+@emits("C2f")
+def emit_c2f(graph: Graph, module: Module, x: str) -> str:
+    """C2f: cv1, split in two, each bottleneck on the last part, concat all, cv2."""
+    parts = halves(graph, module, emit(graph, module.need("cv1"), x), c2f_split(graph, module))
+    return c2f_tail(graph, module, list(parts))
+
+
+@emits("C2f_v2")
+def emit_c2f_v2(graph: Graph, module: Module, x: str) -> str:
+    """Torch-Pruning's C2f_v2 (server.models.checkpoint.SCRIPT_LAYERS): cv0(x) and cv1(x) where C2f splits cv1(x)."""
+    return c2f_tail(graph, module, [emit(graph, module.need("cv0"), x), emit(graph, module.need("cv1"), x)])
+
+
 @emits("C2")
 def emit_c2(graph: Graph, module: Module, x: str) -> str:
     """C2: cv1, split in two, the bottlenecks on the first half, concat with the second, cv2."""
-    first, second = halves(graph, module, emit(graph, module.need("cv1"), x), hidden_channels(module))
+    hidden = hidden_channels(module)
+    first, second = halves(graph, module, emit(graph, module.need("cv1"), x), [hidden, hidden])
     joined = graph.op("Concat", [emit(graph, module.need("m"), first), second], module.path, axis=1)
     return emit(graph, module.need("cv2"), joined)
 
@@ -338,106 +269,6 @@ def emit_concat(graph: Graph, module: Module, x: list[str]) -> str:
 
 
 # --- the Detect head ----------------------------------------------------------------------------------------------
-@emits("Detect")
-def emit_detect(graph: Graph, module: Module, feats: list[str]) -> str:
-    """Detect: per level box (4 x reg_max) and class convs, DFL, anchors and strides -> 1 x (4 + nc) x anchors."""
-    if module.attrs.get("one2one_cv2") is not None or module.attrs.get("end2end") is True:
-        raise ModelRejected(f"This Detect head is end-to-end (YOLOv10/YOLO26 style); {EXPORT_HINT}")
-    nc, reg_max = module.attrs.get("nc"), module.attrs.get("reg_max", 16)
-    if not isinstance(nc, int) or not isinstance(reg_max, int) or nc < 1 or reg_max < 1:
-        raise ModelRejected(f"The Detect head {module.path} has no class count; {EXPORT_HINT}")
-    box_convs, class_convs = module.need("cv2").children(), module.need("cv3").children()
-    strides = detect_strides(graph, module)
-    if not (len(box_convs) == len(class_convs) == len(feats) == len(strides)):
-        raise ModelRejected(f"The Detect head {module.path} does not match its inputs; {EXPORT_HINT}")
-    scope = module.path
-    boxes = [reshape(graph, emit(graph, m, f), [0, 4 * reg_max, -1], scope) for m, f in zip(box_convs, feats)]
-    scores = [reshape(graph, emit(graph, m, f), [0, nc, -1], scope) for m, f in zip(class_convs, feats)]
-    distances = dfl(graph, module, graph.op("Concat", boxes, scope, axis=2), reg_max)
-    anchor_points, stride_tensor = anchors(graph, feats, strides, scope)
-    dbox = decode_boxes(graph, distances, anchor_points, stride_tensor, bool(module.attrs.get("xyxy")), scope)
-    classes = graph.op("Sigmoid", [graph.op("Concat", scores, scope, axis=2)], scope)
-    return graph.op("Concat", [dbox, classes], scope, outputs=["output0"], axis=1)
-
-
-def detect_strides(graph: Graph, module: Module) -> list[float]:
-    stride = module.attrs.get("stride")
-    if isinstance(stride, (list, tuple)) and all(isinstance(v, (int, float)) for v in stride):
-        values = [float(v) for v in stride]
-    else:
-        values = graph.array(stride).reshape(-1).tolist() if stride is not None and class_of(stride) else []
-    if not values or any(not v > 0 for v in values):
-        raise ModelRejected(f"The Detect head {module.path} carries no strides (the model was never built)")
-    return values
-
-
-def reshape(graph: Graph, x: str, shape: list[int], scope: str) -> str:
-    return graph.op("Reshape", [x, graph.ints(scope, shape)], scope)
-
-
-def dfl(graph: Graph, module: Module, boxes: str, reg_max: int) -> str:
-    """DFL: b x (4*reg_max) x a -> b x 4 x reg_max x a, softmax over the bins, expected bin via a 1x1 conv."""
-    if reg_max == 1:
-        return boxes
-    scope = f"{module.path}.dfl"
-    layer = module.child("dfl")
-    conv = layer.child("conv") if layer is not None else None
-    bins = graph.array(conv.tensor("weight")) if conv is not None and conv.tensor("weight") is not None else None
-    if bins is None or bins.shape != (1, reg_max, 1, 1):
-        bins = np.arange(reg_max, dtype=np.float32).reshape(1, reg_max, 1, 1)
-    x = graph.op("Transpose", [reshape(graph, boxes, [0, 4, reg_max, -1], scope)], scope, perm=[0, 2, 1, 3])
-    x = graph.op("Softmax", [x], scope, axis=1)
-    x = graph.op("Conv", [x, graph.constant(f"{scope}.conv.weight", bins)], f"{scope}.conv",
-                 dilations=[1, 1], group=1, kernel_shape=[1, 1], pads=[0, 0, 0, 0], strides=[1, 1])  # fmt: skip
-    return reshape(graph, x, [0, 4, -1], scope)
-
-
-def anchors(graph: Graph, feats: list[str], strides: list[float], scope: str) -> tuple[str, str]:
-    """Return anchor points (1 x 2 x N, cell centres in grid units) and strides (1 x N) from the maps' shapes.
-
-    As ultralytics' make_anchors: per level, x then y of every cell centre (index + 0.5) in row-major order.
-    """
-    points, steps = [], []
-    for level, (feat, stride) in enumerate(zip(feats, strides)):
-        level_scope = f"{scope}/anchors{level}"
-        hw = graph.op("Shape", [feat], level_scope, start=2, end=4)
-        xs = cell_centres(graph, graph.op("Shape", [feat], level_scope, start=3, end=4), 0, hw, level_scope)
-        ys = cell_centres(graph, graph.op("Shape", [feat], level_scope, start=2, end=3), 1, hw, level_scope)
-        points.append(graph.op("Concat", [xs, ys], level_scope, axis=0))
-        level_stride = graph.constant(f"/{level_scope}/Constant", np.full((1, 1), stride, np.float32))
-        steps.append(graph.op("Expand", [level_stride, graph.op("Shape", [xs], level_scope)], level_scope))
-    all_points = graph.op("Concat", points, scope, axis=1)
-    anchor_points = graph.op("Unsqueeze", [all_points, graph.ints(scope, [0])], scope)
-    return anchor_points, graph.op("Concat", steps, scope, axis=1)
-
-
-def cell_centres(graph: Graph, size: str, axis: int, hw: str, scope: str) -> str:
-    """Return 0.5, 1.5, ... along one side (size: a 1-element shape), spread over the H x W grid, as 1 x (H*W)."""
-    count = graph.op("Squeeze", [size, graph.ints(scope, [0])], scope)
-    indexes = graph.op("Range", [scalar(graph, scope, 0), count, scalar(graph, scope, 1)], scope)
-    half = graph.constant(f"/{scope}/Constant", np.array(0.5, np.float32))
-    centres = graph.op("Add", [graph.op("Cast", [indexes], scope, to=TensorProto.FLOAT), half], scope)
-    line = graph.op("Unsqueeze", [centres, graph.ints(scope, [axis])], scope)  # 1 x W (axis 0) or H x 1 (axis 1)
-    return reshape(graph, graph.op("Expand", [line, hw], scope), [1, -1], scope)
-
-
-def scalar(graph: Graph, scope: str, value: int) -> str:
-    return graph.constant(f"/{scope}/Constant", np.array(value, np.int64))
-
-
-def decode_boxes(graph: Graph, distances: str, points: str, strides: str, xyxy: bool, scope: str) -> str:
-    """dist2bbox: (left, top, right, bottom) distances from the anchor -> xywh (or xyxy), times the stride."""
-    left_top, right_bottom = graph.op("Split", [distances, graph.ints(scope, [2, 2])], scope, outputs=2, axis=1)
-    x1y1 = graph.op("Sub", [points, left_top], scope)
-    x2y2 = graph.op("Add", [points, right_bottom], scope)
-    if xyxy:
-        box = graph.op("Concat", [x1y1, x2y2], scope, axis=1)
-    else:
-        two = graph.constant(f"/{scope}/Constant", np.array(2, np.float32))
-        centre = graph.op("Div", [graph.op("Add", [x1y1, x2y2], scope), two], scope)
-        size = graph.op("Sub", [x2y2, x1y1], scope)
-        box = graph.op("Concat", [centre, size], scope, axis=1)
-    return graph.op("Mul", [box, strides], scope)
 
 
 # --- the whole model ----------------------------------------------------------------------------------------------

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
+
+from server.vision import processing
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO_YOLOV8 = ("yolov8n.pt", "yolov8n-ghost.pt", "yolov8n-trained.pt", "yolov8n-trained-best.pt")
@@ -38,6 +41,9 @@ LAYOUTS = {
     "v8n-ghost-p2": ("yolov8n-ghost-p2.yaml", ["--nc", "2"]),
     "v8n-ghost-p6": ("yolov8n-ghost-p6.yaml", ["--nc", "2"]),
 }
+SIZES = (320, 416, 512, 640)  # what the server offers
+TOLERANCE = 1e-3  # max abs difference of raw outputs (box pixels, class probabilities); measured here: 0.0
+CONF, IOU = 0.25, 0.45
 LARGE_LAYOUTS = {"v8m-fused", "v8l", "v8x-fused-fp32"}  # compared at 320 and 640 only, to keep the run short
 
 
@@ -99,3 +105,49 @@ def real_checkpoints() -> dict[str, Path]:
 def layout_checkpoint(cache: Cache, name: str) -> Path:
     yaml, options = LAYOUTS[name]
     return cache.get(f"layout-{name}.pt", lambda out: reference("build", yaml, str(out), *options, cwd=cache.folder))
+
+
+# --- comparing two ONNX models --------------------------------------------------------------------------------------------------------
+def session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def model_stride(model: ort.InferenceSession) -> int:
+    return int(model.get_modelmeta().custom_metadata_map["stride"])
+
+
+def busy_conf(output: np.ndarray, candidates: int = 200) -> float:
+    """Return the confidence that lets the best `candidates` anchors into NMS (random-weight models score ~1e-4)."""
+    best_per_anchor = np.sort(output[0, 4:].max(axis=0))
+    return float(best_per_anchor[-min(candidates, best_per_anchor.size)])
+
+
+def compare(ours_path: Path, theirs_path: Path, sizes=SIZES) -> dict[int, tuple[float, int]]:
+    """Run both models on the photos at each size; return size -> (max abs diff, boxes after NMS at CONF).
+
+    NMS runs at CONF and at a confidence that lets 200 candidates in, so untrained models are compared on boxes too.
+    """
+    ours, theirs = session(ours_path), session(theirs_path)
+    stride = model_stride(theirs)
+    assert model_stride(ours) == stride
+    results = {}
+    for imgsz in sizes:
+        size = -(-imgsz // stride) * stride  # a P6 model needs multiples of 64: 416 -> 448
+        worst, boxes = 0.0, 0
+        for frame in photos():
+            tensor, box = processing.preprocess(frame, processing.input_shape_for(frame.shape[:2], size, stride))
+            (a,) = ours.run(None, {"images": tensor})
+            (b,) = theirs.run(None, {theirs.get_inputs()[0].name: tensor})
+            assert a.shape == b.shape
+            worst = max(worst, float(np.abs(a - b).max()))
+            for conf in (CONF, busy_conf(b)):
+                mine = processing.postprocess(a, box, frame.shape[:2], conf, IOU)
+                reference_detections = processing.postprocess(b, box, frame.shape[:2], conf, IOU)
+                assert np.array_equal(mine.class_ids, reference_detections.class_ids), f"classes differ at {imgsz}"
+                assert np.array_equal(mine.boxes, reference_detections.boxes), f"boxes differ at {imgsz}"
+                boxes += len(mine) if conf == CONF else 0
+        assert worst <= TOLERANCE, f"raw outputs differ by {worst} at {imgsz}"
+        results[imgsz] = (worst, boxes)
+    return results

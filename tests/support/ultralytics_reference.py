@@ -3,6 +3,12 @@
 python -m tests.support.ultralytics_reference export IN.pt OUT.onnx     ultralytics' own export(format="onnx", dynamic=True)
 python -m tests.support.ultralytics_reference build YAML OUT.pt [--nc N] [--fp32] [--fused]
                                                                 a checkpoint from an ultralytics yaml, random weights
+python -m tests.support.ultralytics_reference prune IN.pt OUT_DIR --ratio R [--global]
+                                                                channel-pruned by tools.slimming.pruning: pruned.pt
+                                                                (C2f, or Torch-Pruning's __main__.C2f_v2 when global),
+                                                                export.onnx (exported from the pruning process, as
+                                                                Torch-Pruning's example does) and, when global,
+                                                                unequal-c2f.pt (C2f with unequal parts)
 """
 
 from __future__ import annotations
@@ -57,6 +63,39 @@ def build(yaml: str, output: Path, nc: int | None, fp32: bool, fused: bool) -> N
     torch.save({"model": model, "train_args": {"imgsz": 640}, "version": "reference", "date": None}, output)
 
 
+def demo_images(imgsz: int):
+    """Frames of the demo video, letterboxed as the tool trains on them (to recalibrate BatchNorm after pruning)."""
+    import torch
+
+    from server.demo.video import render_frames
+    from tools.slimming.distill import letterbox_square
+
+    return torch.stack([letterbox_square(frame, imgsz) for frame in render_frames(seconds=8, fps=4)])
+
+
+def prune(weights: Path, output: Path, ratio: float, global_pruning: bool) -> None:
+    """Prune weights, save the checkpoint forms and export the pruned network from this process (see the docstring)."""
+    from ultralytics import YOLO
+
+    from tools.slimming.pruning import prune as prune_model
+    from tools.slimming.pruning import recalibrate, save_checkpoint
+
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="prune-") as work:
+        os.chdir(work)
+        local = Path(work) / "model.pt"
+        shutil.copyfile(weights, local)
+        yolo = YOLO(str(local))
+        pruned = prune_model(yolo.model, ratio, global_pruning)
+        recalibrate(pruned, demo_images(320))
+        pruned = pruned.half().float()  # the weights the .pt will hold
+        save_checkpoint(pruned, output / "pruned.pt")
+        if global_pruning:
+            save_checkpoint(pruned, output / "unequal-c2f.pt", unequal=True)
+        yolo.model = pruned
+        shutil.move(yolo.export(format="onnx", dynamic=True, simplify=True, device="cpu"), output / "export.onnx")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.update(ULTRALYTICS_ENVIRONMENT)
     block_network()
@@ -71,9 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     build_command.add_argument("--nc", type=int)
     build_command.add_argument("--fp32", action="store_true")
     build_command.add_argument("--fused", action="store_true")
+    prune_command = commands.add_parser("prune")
+    prune_command.add_argument("weights", type=Path)
+    prune_command.add_argument("output", type=Path)
+    prune_command.add_argument("--ratio", type=float, required=True)
+    prune_command.add_argument("--global", dest="global_pruning", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "export":
         export(args.weights.resolve(), args.output.resolve())
+    elif args.command == "prune":
+        prune(args.weights.resolve(), args.output.resolve(), args.ratio, args.global_pruning)
     else:
         build(args.yaml, args.output.resolve(), args.nc, args.fp32, args.fused)
     return 0

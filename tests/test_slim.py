@@ -1,0 +1,90 @@
+"""tools/slim.py on a tiny run: the demo model and a few frames of the demo video in, files the server takes out.
+
+One epoch at a small size (what the numbers are worth is the tool's printout on a real run, not this test's): the
+outputs must upload to a real server and stream, the model card must say what was measured, and a second run
+resumes instead of starting again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from server.demo.video import render_frames, write_demo_video
+from server.models.checkpoint import read_checkpoint
+from server.vision import mjpeg
+from tests.support.helpers import upload
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_PT = ROOT / "server" / "demo" / "model" / "shapes-yolov8n.pt"
+
+
+def run_slim(*args: str) -> dict:
+    from tools.slim import parse_args, slim  # torch and ultralytics load only here
+
+    return slim(parse_args(list(args)))
+
+
+def streams(base: str, model: Path) -> dict:
+    """Upload model, stream a few frames at 320 and return the status."""
+    response = upload(base, "/upload/model", model)
+    assert response.status_code == 201, response.text
+    requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5).raise_for_status()
+    assert requests.post(f"{base}/stream/start", timeout=30).json() == {"streaming": True}
+    with requests.get(f"{base}/video_feed", stream=True, timeout=30) as feed:
+        frames = mjpeg.iter_jpegs(feed.iter_content(8192))
+        assert all(next(frames) for _ in range(3))
+    status = requests.get(f"{base}/api/status", timeout=5).json()
+    requests.post(f"{base}/stream/stop", timeout=30).raise_for_status()
+    return status
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pruning", [["--flops", "0.6"], ["--ratio", "0.3", "--global"]])
+def test_a_tiny_slimming_run_writes_a_pt_and_onnx_the_server_streams_and_a_card(live_server, tmp_path, pruning):
+    video = write_demo_video(tmp_path / "footage.mp4", seconds=6, fps=5)
+    out = tmp_path / "slim"
+    arguments = [str(DEMO_PT), str(video), "--out", str(out), "--frames", "24", "--epochs", "1", "--imgsz", "256",
+                 "--batch", "8", *pruning]  # fmt: skip
+    report = run_slim(*arguments)
+    pt, onnx_path = out / report["outputs"]["pt"], out / report["outputs"]["onnx"]
+    global_pruning = "--global" in pruning
+    assert report["outputs"]["form"] == ("C2f_v2" if global_pruning else "C2f")
+    assert ("__main__.C2f_v2" in read_checkpoint(pt)[1]) == global_pruning
+    kept = report["after"]["gflops_640"] / report["teacher"]["gflops_640"]
+    assert kept <= 0.6 if "--flops" in pruning else kept < 0.6  # the target is met (ratio 0.3 keeps about half)
+    assert report["teacher"]["agreement"] == 1.0  # the teacher judged against itself: the metric is wired right
+    assert 0 <= report["before"]["agreement"] <= 1 and 0 <= report["after"]["agreement"] <= 1
+    assert report["footage"]["held_back_frames"] >= 4 and report["after"]["frames"] == report["footage"]["held_back_frames"]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert str(DEMO_PT) in card and "python -m tools.slim" in card and str(video) in card
+    assert json.loads((out / "slim.json").read_text())["after"] == report["after"]
+
+    base = live_server.url
+    assert upload(base, "/upload/video", video).status_code == 201
+    for model in (pt, onnx_path):
+        status = streams(base, model)
+        assert status["error"] is None and status["stats"]["frames"] >= 3, status["error"]
+
+    again = run_slim(*arguments)  # the epochs are done: resumed, not trained again
+    assert again["training"]["history"] == report["training"]["history"]
+
+
+def test_the_held_back_frames_are_the_end_of_each_source_never_trained_on(tmp_path):
+    from tools.slimming.footage import sample_footage
+
+    first = write_demo_video(tmp_path / "a.mp4", seconds=4, fps=5, seed=1)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index, frame in enumerate(render_frames(seconds=2, fps=5, seed=2)):
+        assert cv2.imwrite(str(frames / f"{index:03d}.png"), frame)
+    footage = sample_footage([first, frames], frames=30, held_back=0.25)
+    # every frame of both (20 and 10); a quarter of each held back, rounded: 5 and 2
+    assert (len(footage.train), len(footage.held_back)) == (15 + 8, 5 + 2)
+    last_png = cv2.imread(str(frames / "009.png"))
+    assert np.array_equal(footage.held_back[-1], last_png) and not any(np.array_equal(f, last_png) for f in footage.train)

@@ -1,0 +1,153 @@
+"""Slim a YOLOv8 detect model for your own scene: prune channels, then distil from the unpruned model on your footage.
+
+    python -m tools.slim TEACHER.pt FOOTAGE [FOOTAGE ...] --out DIR [--ratio 0.3 | --flops 0.6] [--global]
+        [--imgsz 320] [--frames 400] [--held-back 0.2] [--epochs 5] [--batch 8] [--lr 0.001] [--conf 0.25]
+        [--raw-weight 1.0] [--dataset data.yaml] [--threads 2]
+
+FOOTAGE: video files or folders of frames, no labels needed. The teacher labels frames sampled from them; the last
+part of each source is held back, never trained on, and judges agreement (the server's int8 verdict metric) before
+and after fine-tuning. Writes into DIR: <name>-slim.pt (a checkpoint the server reads as it is: an ordinary
+ultralytics one after uniform pruning, Torch-Pruning's C2f_v2 form after --global), <name>-slim.onnx (the server's
+own conversion of it), MODEL_CARD.md and slim.json. Stopped runs go on from the last epoch when run again (DIR
+keeps pruned.pt and resume.pt). Development side (torch, ultralytics, torch_pruning); never on the Pi.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported: nothing is downloaded
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from server.models.convert import convert_to_onnx  # noqa: E402
+from tools.slimming import card, judge  # noqa: E402
+from tools.slimming.distill import Distiller, Sample, TrainSettings, dataset_samples, letterbox_square  # noqa: E402
+from tools.slimming.distill import teacher_labels  # noqa: E402
+from tools.slimming.footage import sample_footage  # noqa: E402
+from tools.slimming.pruning import (  # noqa: E402
+    C2f_v2,
+    cost,
+    pickled_from_main,
+    prune_to,
+    recalibrate,
+    save_checkpoint,
+)
+
+logger = logging.getLogger("tools.slim")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("teacher", type=Path, help="the YOLOv8 detect .pt to slim")
+    parser.add_argument("footage", type=Path, nargs="+", help="video files or folders of frames")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the outputs (and the resume state)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--ratio", type=float, help="share of each layer's channels to remove (default 0.3)")
+    target.add_argument("--flops", type=float, help="share of the teacher's FLOPs to keep, e.g. 0.6")
+    parser.add_argument("--global", dest="global_pruning", action="store_true",
+                        help="rank channels across layers (C2f parts end unequal: Torch-Pruning's C2f_v2 form)")
+    parser.add_argument("--frames", type=int, default=400, help="frames to sample from the footage")
+    parser.add_argument("--held-back", type=float, default=0.2, help="share of each source held back for judging")
+    parser.add_argument("--dataset", type=Path, help="a labelled YOLO data.yaml whose train images are used too")
+    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
+    defaults = TrainSettings()
+    for name, value in vars(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    if args.ratio is None and args.flops is None:
+        args.ratio = 0.3
+    return args
+
+
+def load_checkpoint(path: Path) -> torch.nn.Module:
+    """Load a checkpoint this tool wrote (either form) as a float model."""
+    with pickled_from_main(C2f_v2):
+        return torch.load(path, map_location="cpu", weights_only=False)["model"].float()
+
+
+def training_samples(teacher: torch.nn.Module, images: list[torch.Tensor], args: argparse.Namespace) -> list[Sample]:
+    """The footage's training frames labelled by the teacher, plus a labelled dataset's images when given."""
+    labels = teacher_labels(teacher, images, args.conf, args.batch)
+    logger.info("teacher labelled %d frames with %d boxes above %.2f", len(images), sum(map(len, labels)), args.conf)
+    samples = [Sample(image, rows) for image, rows in zip(images, labels)]
+    return samples + (dataset_samples(args.dataset, args.imgsz) if args.dataset else [])
+
+
+def measured(model: torch.nn.Module, onnx_path: Path, teacher_onnx: Path, held_back: list, args) -> dict:
+    macs, params = cost(model)
+    judged = judge.agreement(teacher_onnx, onnx_path, held_back, args.imgsz, args.threads)
+    return {"gflops_640": round(2 * macs / 1e9, 3), "params": params, **judged}
+
+
+def write_model(model: torch.nn.Module, stem: Path, imgsz: int) -> tuple[Path, Path, str]:
+    """Save the model as the server's readable .pt (trained at imgsz: the server's first size) and its conversion."""
+    pt, onnx_path = stem.with_suffix(".pt"), stem.with_suffix(".onnx")
+    form = save_checkpoint(model, pt, {"train_args": {"imgsz": imgsz}})
+    convert_to_onnx(pt, onnx_path)
+    return pt, onnx_path, form
+
+
+def slim(args: argparse.Namespace) -> dict:
+    """Run the whole slimming; return what the model card records."""
+    from ultralytics import YOLO
+
+    torch.set_num_threads(args.threads)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = YOLO(str(args.teacher)).model.float().eval()
+    teacher_onnx = out / "teacher.onnx"
+    convert_to_onnx(args.teacher, teacher_onnx)
+    footage = sample_footage(args.footage, args.frames, args.held_back)
+    images = [letterbox_square(frame, args.imgsz) for frame in footage.train]
+    start = out / "pruned.pt"
+    if not start.is_file():
+        pruned = prune_to(teacher, args.ratio, args.flops, args.global_pruning)
+        recalibrate(pruned, torch.stack(images))
+        save_checkpoint(pruned, start)
+    student = load_checkpoint(start)
+    before_onnx = out / "pruned.onnx"
+    convert_to_onnx(start, before_onnx)
+    report = {"teacher": measured(teacher, teacher_onnx, teacher_onnx, footage.held_back, args),
+              "before": measured(student, before_onnx, teacher_onnx, footage.held_back, args)}  # fmt: skip
+    logger.info("pruned: %s", report["before"])
+    settings = TrainSettings(**{name: getattr(args, name) for name in vars(TrainSettings())})
+    distiller = Distiller(student, teacher, training_samples(teacher, images, args), settings,
+                          out / "resume.pt")  # fmt: skip
+    started = time.monotonic()
+    history = distiller.run()
+    student.eval()
+    name = args.teacher.stem
+    pt, onnx_path, form = write_model(student, out / f"{name}-slim", args.imgsz)
+    report["after"] = measured(student, onnx_path, teacher_onnx, footage.held_back, args)
+    logger.info("distilled: %s", report["after"])
+    report.update({
+        "outputs": {"pt": pt.name, "onnx": onnx_path.name, "form": form},
+        "footage": {"sources": footage.sources, "train_frames": len(footage.train),
+                    "held_back_frames": len(footage.held_back), "dataset": str(args.dataset or "")},
+        "target": {"ratio": args.ratio, "flops_kept": args.flops, "global": args.global_pruning},
+        "training": {**vars(settings), "history": history, "seconds_this_run": round(time.monotonic() - started),
+                     "threads": args.threads},
+        "teacher_file": str(args.teacher),
+        "command": "python -m tools.slim " + shlex.join(args.argv),
+    })  # fmt: skip
+    card.write(out, report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    slim(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
