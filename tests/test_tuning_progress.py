@@ -49,3 +49,16 @@ def test_steps_planned_later_go_before_the_timing():
     steps = Steps(["prepare", "engines", TIMING, "save"], None)
     steps.add_before(TIMING, ["load", "agreement"])
     assert steps.plan == ["prepare", "engines", "load", "agreement", TIMING, "save"]
+
+
+def test_progress_never_goes_back_when_the_estimate_of_the_rest_grows():
+    clock, said = Clock(), []
+    steps = Steps(["quantize", "quantize", TIMING], lambda stage, progress, message: said.append(progress), clock=clock)
+    clock.now = 1.0
+    steps.finish()
+    steps.report("quantizing", "second")  # 1 s done, about 1 + 1 left: 1/3
+    steps.inference_s, steps.timing_inferences = {"fp32": 1.0}, 100  # the timing turns out to take 100 s
+    clock.now = 2.0
+    steps.finish()
+    steps.report("timing", "round 1")  # 2 s done, about 100 s left: 2/102 < 1/3
+    assert said[0] == said[1] and abs(said[0] - 1 / 3) < 1e-6

@@ -8,6 +8,7 @@ from one another.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import socket
 import threading
@@ -104,7 +105,11 @@ def stop_waitress(server) -> None:
 
     server.trigger.pull_trigger(close_connections)
     server.task_dispatcher.shutdown(timeout=STOP_TIMEOUT_S)
-    server.trigger.pull_trigger(server.trigger.close)  # the loop's map is then empty: run() returns
+    try:
+        server.trigger.pull_trigger(server.trigger.close)  # the loop's map is then empty: run() returns
+    except OSError as error:  # the loop closed the trigger itself (it saw its pipe fail): it has ended already
+        if error.errno != errno.EBADF:
+            raise
 
 
 def free_port() -> int:

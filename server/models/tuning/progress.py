@@ -38,6 +38,7 @@ class Steps:
         self.inference_s: dict[str, float] = {}  # seconds one inference took, by candidate (agreement runs)
         self.timing_inferences = 0  # inferences per candidate in the timing rounds
         self.turns = None  # server.vision.turns.InferenceTurns the run's inferences take (set by tune)
+        self._shown = 0.0  # the progress last reported: it never goes back
 
     @property
     def total(self) -> int:
@@ -73,6 +74,8 @@ class Steps:
             left = self.seconds_left(fraction_of_step)
             elapsed = self.clock() - self.started
             progress = min(1.0, elapsed / (elapsed + left)) if left is not None else self.done / max(1, self.total)
+            # A new step can estimate the rest longer than the last report did; the bar waits rather than going back.
+            progress = self._shown = max(self._shown, progress)
             step = min(self.done + 1, self.total)
             self.on_progress(stage, progress, f"step {step}/{self.total}: {message}{said(left, progress)}")
 
