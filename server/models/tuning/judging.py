@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 TIMED_FRAMES = 8  # held-back frames each model is timed on, per round
 TIMING_ROUNDS = 5  # turns each model takes over the timed frames
+TURN_FRAMES = 4  # timed frames in a row while a stream waits: its pause stays short (4 inferences)
 MIN_REFERENCE_BOXES = 50  # fp32 boxes agreement must rest on, else the score maps are compared
 MIN_HELD_BACK_FRAMES = 8
 AGREEMENT_CONFS = (0.25, 0.1, 0.05)  # the highest that gives fp32 enough boxes is used
@@ -124,8 +125,8 @@ def time_models(detectors: list[Detector], tensors: list[np.ndarray], rounds: in
 
     Models take turns a block of inputs at a time, so load that comes and goes hits all alike;
     not input by input, because a session's idle threads keep spinning for a while and would slow
-    down the next session's run. With turns (a stream plays beside), each inference is timed alone on the
-    CPU and the stream gets its turn between two (server.vision.turns).
+    down the next session's run. With turns (a stream plays beside), a block is TURN_FRAMES inputs timed while the
+    stream waits, its detect, draw and decode threads idle (server.vision.turns), then the stream gets its turn.
     """
     turns = turns or InferenceTurns()
     medians = np.zeros((rounds, len(detectors)))
@@ -133,18 +134,25 @@ def time_models(detectors: list[Detector], tensors: list[np.ndarray], rounds: in
         on_round(round_index)
         order = range(len(detectors)) if round_index % 2 == 0 else reversed(range(len(detectors)))
         for column in order:
-            detector = detectors[column]
-            with turns.timed():
-                detector.infer(tensors[0])  # wake this session's threads
             times = []
-            for tensor in tensors:
+            for first in range(0, len(tensors), TURN_FRAMES):
                 with turns.timed():
-                    started = time.perf_counter()
-                    detector.infer(tensor)
-                    times.append((time.perf_counter() - started) * 1000)
+                    if first == 0 or turns.playing():
+                        detectors[column].infer(tensors[0])  # wake this session's threads
+                    times += _timed(detectors[column], tensors[first:first + TURN_FRAMES])
                 turns.rest()
             medians[round_index, column] = np.median(times)
     return medians
+
+
+def _timed(detector: Detector, tensors: list[np.ndarray]) -> list[float]:
+    """The ms of each inference, one after another."""
+    times = []
+    for tensor in tensors:
+        started = time.perf_counter()
+        detector.infer(tensor)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def timing_rows(medians: np.ndarray) -> tuple[float, list[tuple[float, float, float]]]:
