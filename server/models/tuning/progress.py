@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from server.vision.turns import InferenceTurns
+
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, float, str], None]
@@ -29,7 +31,7 @@ class Steps:
     """The planned steps of a run (their kinds, in order): progress, "step i/n: ...", time left, cancellation."""
 
     def __init__(self, plan: list[str], on_progress: Progress | None, cancel: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, turns: InferenceTurns | None = None):
         self.plan = list(plan)
         self.on_progress, self.cancel, self.clock = on_progress, cancel, clock
         self.done = 0
@@ -37,7 +39,7 @@ class Steps:
         self.spent: dict[str, list[float]] = {}  # seconds of each finished step, by kind
         self.inference_s: dict[str, float] = {}  # seconds one inference took, by candidate (agreement runs)
         self.timing_inferences = 0  # inferences per candidate in the timing rounds
-        self.turns = None  # server.vision.turns.InferenceTurns the run's inferences take (set by tune)
+        self.turns = turns or InferenceTurns()  # the run's inferences take turns at the CPU with a playing stream
         self._shown = 0.0  # the progress last reported: it never goes back
 
     @property

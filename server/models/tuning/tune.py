@@ -225,8 +225,7 @@ def tune(
     methods = sorted({r.calibration for r in chosen_recipes})
     plan = ["prepare", "reference", *["calibrate"] * len(methods), *["quantize", "agreement"] * len(chosen_recipes),
             *(["engines"] if engines else []), TIMING, "save"]
-    steps = Steps(plan, on_progress, cancel)
-    steps.turns = turns or InferenceTurns()
+    steps = Steps(plan, on_progress, cancel, turns=turns or InferenceTurns())
     calibration_frames, held_frames = split_frames(frames)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The work folder sits next to the result, hidden, so that a crash leaves it where start-up cleaning finds it.
@@ -243,7 +242,7 @@ def tune(
         held = collect_held_back(reference, held_frames, imgsz, steps.check)
         input_hw = reference.input_hw(held.frame_hw, imgsz)
         calibration_tensors = [processing.preprocess(f, input_hw)[0] for f in calibration_frames]
-        steps.inference_s[REFERENCE_ROW] = _seconds_per_inference(reference, held.tensors[:1], steps.turns)
+        steps.inference_s[REFERENCE_ROW] = _in_turns(reference, held.tensors[:1], steps.turns)[1]
         steps.timing_inferences = TIMING_ROUNDS * (len(spread(held.tensors, TIMED_FRAMES)) + 1)
         steps.finish()
 
@@ -436,26 +435,27 @@ def _try_engine(name: str, key: EngineKey, load: Callable[[], Detector], held: H
 
 def _run_held_back(name: str, detector: Detector, held: HeldBack, steps: Steps) -> list[np.ndarray]:
     """Run a candidate on the held-back frames (its agreement's outputs), learning its time per inference."""
-    outputs = []
-    started = time.perf_counter()
-    for index, tensor in enumerate(held.tensors):
+
+    def before(index: int) -> None:
         steps.report("measuring", f"agreement of {name} with fp32, frame {index + 1}/{len(held.tensors)}",
                      index / len(held.tensors))
-        with steps.turns.timed():
-            outputs.append(detector.infer(tensor))
-        steps.turns.rest()
-    steps.inference_s[name] = (time.perf_counter() - started) / max(1, len(held.tensors))
+
+    outputs, steps.inference_s[name] = _in_turns(detector, held.tensors, steps.turns, before)
     return outputs
 
 
-def _seconds_per_inference(detector: Detector, tensors: list[np.ndarray], turns: InferenceTurns) -> float:
-    """Seconds an inference takes in the timing rounds, the stream's turn included (as _run_held_back counts it)."""
+def _in_turns(detector: Detector, tensors: list[np.ndarray], turns: InferenceTurns,
+              before: Callable[[int], None] = lambda index: None) -> tuple[list[np.ndarray], float]:
+    """Run detector on each tensor in the timing's turns at the CPU; return the outputs and the seconds an inference
+    took, the stream's turn included (as the timing rounds will take them)."""
+    outputs = []
     started = time.perf_counter()
-    for tensor in tensors:
+    for index, tensor in enumerate(tensors):
+        before(index)
         with turns.timed():
-            detector.infer(tensor)
+            outputs.append(detector.infer(tensor))
         turns.rest()
-    return (time.perf_counter() - started) / max(1, len(tensors))
+    return outputs, (time.perf_counter() - started) / max(1, len(tensors))
 
 
 def _time_candidates(reference: Detector, candidates: dict[str, Detector], rows: list[TuneRow], held: HeldBack,
