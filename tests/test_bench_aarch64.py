@@ -6,6 +6,12 @@ these tests feed it made-up plugin logs and run records whose right answers are 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tools.bench_aarch64 import counts, guest, table
@@ -13,6 +19,8 @@ from tools.bench_aarch64.counts import MARK_CODES, CountError, Mark, MeterRow, V
 from tools.bench_aarch64.emulator import RunRecord
 
 M = 1_000_000
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_ONNX = ROOT / "server" / "demo" / "model" / "shapes-yolov8n.onnx"
 
 
 def marks_log(lines: list[tuple[int, int, int]]) -> str:
@@ -53,7 +61,7 @@ def test_per_frame_subtracts_the_short_run_and_divides_by_the_extra_frames():
         counts.per_frame(2 * M, 2 * M, 5, 2)  # the long run counted nothing more: something is wrong
 
 
-@pytest.mark.parametrize("every, expected", [(1, (2, 5)), (2, (2, 6)), (3, (2, 5)), (4, (2, 6))])
+@pytest.mark.parametrize("every, expected", [(1, (2, 5)), (2, (2, 6)), (3, (2, 5)), (4, (2, 6)), ("auto", (2, 5))])
 def test_long_runs_add_whole_detect_every_cycles(every, expected):
     assert counts.run_lengths(every, 2, 3) == expected
 
@@ -104,7 +112,8 @@ def test_guest_marks_with_the_codes_the_host_reads():
 
 
 @pytest.mark.parametrize("text", ["ort-fp32-640", "ort-int8-320-de3", "ncnn-fp16-416-de2", "ultralytics-onnx-640",
-                                  "ultralytics-ncnn-640"])
+                                  "ultralytics-ncnn-640", "ncnn-fp16-640-deauto", "ncnn-fp16-640-still",
+                                  "ncnn-fp16-640-deauto-still", "ncnn-int8-640-de3"])
 def test_variant_names_round_trip(text):
     variant = Variant.parse(text)
     assert variant.name.removeprefix("ours ") == text
@@ -112,7 +121,8 @@ def test_variant_names_round_trip(text):
 
 
 @pytest.mark.parametrize("text", ["ort-fp16-640", "tflite-fp32-640", "ort-fp32", "ort-fp32-640-x3", "ultralytics-pt",
-                                  "ultralytics-onnx-320", "ort-fp32-640-de0"])
+                                  "ultralytics-onnx-320", "ort-fp32-640-de0", "ort-fp32-640-still-de3",
+                                  "ort-fp32-640-dequick", "ort-fp32-640-de3-moving"])
 def test_bad_variants_are_refused(text):
     with pytest.raises(ValueError):
         Variant.parse(text)
@@ -207,3 +217,38 @@ def test_rows_are_built_from_run_records_with_agreement_against_ours_fp32(tmp_pa
     assert counts.unattributed(rows[0]) == pytest.approx(1_000 * M - 4 * 200 * M)
     assert rows[0].agreement == 1.0 and rows[1].agreement == 0.0
     assert rows[2].per_frame is None and "no NCNN engine" in rows[2].error
+
+
+def guest_on_host(tmp_path: Path, video: Path, frames: int, every: str) -> tuple[list[dict], str]:
+    """Run the meter's guest program on this host (no emulation) with the demo model; its frames and stderr."""
+    command = [sys.executable, str(ROOT / "tools" / "bench_aarch64" / "guest.py"), "ours", "--model", str(DEMO_ONNX),
+               "--video", str(video), "--frames", str(frames), "--imgsz", "320", "--detect-every", every]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])["frames"], done.stderr
+
+
+@pytest.mark.slow
+def test_the_guest_runs_the_servers_keyframer_interpolating_and_skipping_still_frames(tmp_path):
+    from server.demo.video import write_demo_video
+    from tools.keyframes_eval import write_still_scene
+
+    moving = write_demo_video(tmp_path / "demo.mp4", seconds=1, fps=25)
+    shown, log = guest_on_host(tmp_path, moving, 6, "3")
+    # keyframes 0 and 3; 1-2 interpolated; 4-5 held, and the newest (5) detected at the end, as at a file's end
+    assert len(shown) == 6 and "network runs: 3 in 6 frames" in log
+    still = tmp_path / "still.mp4"
+    write_still_scene(still, seconds=1)
+    shown, log = guest_on_host(tmp_path, still, 6, "auto")
+    assert "network runs: 1 in 6 frames" in log  # nothing moves: the first frame's boxes stand
+    assert all(frame == shown[0] for frame in shown) and shown[0]["boxes"]
+
+
+def test_a_row_counted_over_more_frames_is_read_with_its_own_lengths(tmp_path):
+    variant = Variant.parse("ncnn-fp16-640-deauto")
+    assert table.lengths_on_disk(tmp_path, variant, (2, 5)) == (2, 5)
+    for frames in (2, 14):
+        table.record_path(tmp_path, variant, frames).write_text("{}")
+    table.record_path(tmp_path, Variant.parse("ncnn-fp16-640-deauto-still"), 30).write_text("{}")
+    assert table.lengths_on_disk(tmp_path, variant, (2, 5)) == (2, 14)

@@ -43,15 +43,28 @@ def test_a_track_on_both_keyframes_moves_linearly_in_centre_and_size():
     assert two_thirds.boxes[0] == pytest.approx([20.0, 40.0, 36.667, 70.0], abs=1e-3)
 
 
-def test_a_track_on_one_keyframe_only_shows_on_the_half_of_the_gap_nearer_to_it():
-    before = tracked([[0, 0, 10, 10], [100, 100, 120, 120]], [1, 2], class_ids=[0, 3])  # 2 leaves
-    after = tracked([[10, 0, 20, 10], [200, 0, 220, 30]], [1, 5], class_ids=[0, 4])  # 5 arrives
+def test_an_unsure_track_on_one_keyframe_only_shows_on_the_frames_nearer_to_it():
+    unsure = keyframes.CONFIDENT_ALONE - 0.1
+    before = tracked([[0, 0, 10, 10], [100, 100, 120, 120]], [1, 2], class_ids=[0, 3], scores=[0.9, unsure])  # 2 leaves
+    after = tracked([[10, 0, 20, 10], [200, 0, 220, 30]], [1, 5], class_ids=[0, 4], scores=[0.9, unsure])  # 5 arrives
     shown = [keyframes.interpolate(before, after, t) for t in (0.25, 0.5, 0.75)]
-    assert [sorted(d.track_ids.tolist()) for d in shown] == [[1, 2], [1, 5], [1, 5]]
+    # at the midpoint neither keyframe is nearer: an unsure box is as likely gone as there, and is not shown
+    assert [sorted(d.track_ids.tolist()) for d in shown] == [[1, 2], [1], [1, 5]]
     early = dict(zip(shown[0].track_ids.tolist(), shown[0].boxes.tolist()))
     assert early[2] == [100, 100, 120, 120] and shown[0].class_ids.tolist()[shown[0].track_ids.tolist().index(2)] == 3
     late = dict(zip(shown[2].track_ids.tolist(), shown[2].boxes.tolist()))
     assert late[5] == [200, 0, 220, 30] and late[1] == pytest.approx([7.5, 0, 17.5, 10])
+
+
+def test_on_the_midpoint_a_confident_track_on_one_keyframe_only_is_shown_and_elsewhere_the_nearer_rule_holds():
+    sure = keyframes.CONFIDENT_ALONE
+    before = tracked([[0, 0, 10, 10], [100, 100, 120, 120]], [1, 2], class_ids=[0, 3], scores=[0.9, sure])
+    after = tracked([[10, 0, 20, 10], [200, 0, 220, 30]], [1, 5], class_ids=[0, 4], scores=[0.9, sure])
+    shown = {t: keyframes.interpolate(before, after, t) for t in (1 / 3, 0.5, 2 / 3)}
+    assert [sorted(d.track_ids.tolist()) for d in shown.values()] == [[1, 2], [1, 2, 5], [1, 5]]
+    middle = shown[0.5]
+    by_track = dict(zip(middle.track_ids.tolist(), zip(middle.boxes.tolist(), middle.class_ids.tolist())))
+    assert by_track[2] == ([100, 100, 120, 120], 3) and by_track[5] == ([200, 0, 220, 30], 4)
 
 
 def test_between_places_each_frame_by_its_index():
@@ -181,7 +194,26 @@ def test_a_looping_stream_shows_every_frame_once_in_order_across_the_loop(make_v
     runner.start()
     assert wait_for(lambda: len(published) >= 27, timeout=60)
     runner.stop()
+    published = list(published)  # one look: a frame rendered as the stop came may still be appended
     assert [item.frame.index for item in published] == list(range(len(published)))
     assert [item.frame.position for item in published[:27]] == [*range(11), *range(11), *range(5)]
     # The frame held at the loop gets a keyframe of its own (the video's last), and the loop starts afresh.
     assert [item.frame.position for item in published[:27] if item.detected] == [0, 3, 6, 9, 10] * 2 + [0, 3]
+
+
+def test_the_ceiling_counts_only_what_no_keyframe_shows_as_lost():
+    from tools.keyframes_eval import ceiling
+
+    def frame(*ids: int) -> Detections:
+        boxes = np.array([[10.0 * i, 0, 10.0 * i + 8, 8] for i in ids], np.float32).reshape(-1, 4)
+        return Detections(boxes, np.full(len(ids), 0.9, np.float32), np.zeros(len(ids), np.int64),
+                          track_ids=np.array(ids, np.int64))
+
+    # every 2: frame 1 shows object 2, which neither keyframe (0, 2) shows: one unknowable miss, F1 2/3
+    assert ceiling([frame(1), frame(1, 2), frame(1)], 2) == pytest.approx((1 + 2 / 3 + 1) / 3)
+    # object 2 flickers off on frame 1 while both keyframes show it: one unknowable extra box, F1 2/3
+    assert ceiling([frame(1, 2), frame(1), frame(1, 2)], 2) == pytest.approx((1 + 2 / 3 + 1) / 3)
+    # what a keyframe shows can be interpolated (arrivals, departures): no loss
+    assert ceiling([frame(1), frame(1, 2), frame(2)], 2) == 1.0
+    with pytest.raises(ValueError):
+        ceiling([Detections(), Detections(), Detections()], 2)

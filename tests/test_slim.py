@@ -88,3 +88,48 @@ def test_the_held_back_frames_are_the_end_of_each_source_never_trained_on(tmp_pa
     assert (len(footage.train), len(footage.held_back)) == (15 + 8, 5 + 2)
     last_png = cv2.imread(str(frames / "009.png"))
     assert np.array_equal(footage.held_back[-1], last_png) and not any(np.array_equal(f, last_png) for f in footage.train)
+
+
+def test_a_student_from_another_checkpoint_keeps_its_weights_and_takes_the_teachers_classes():
+    import torch
+    from ultralytics import YOLO
+
+    from tools.slimming.student import student_for
+
+    railway = ROOT / "tests" / "data" / "railway-obstacles-yolov8.pt"
+    source = YOLO(str(railway)).model.float().state_dict()
+    classes = {0: "circle", 1: "square", 2: "triangle"}
+    student = student_for(railway, classes)
+    weights = student.state_dict()
+    assert student.names == classes and student.model[-1].nc == 3
+    assert torch.equal(weights["model.0.conv.weight"], source["model.0.conv.weight"])  # the backbone's
+    class_out = [k for k in weights if k.startswith("model.22.cv3.") and k.endswith("2.weight")]
+    assert class_out and all(weights[k].shape[0] == 3 != source[k].shape[0] for k in class_out)  # new: 3 classes
+    fresh = student_for(Path("yolov8n.yaml"), classes)  # ultralytics' own yaml, random weights
+    assert fresh.model[-1].nc == 3 and not torch.equal(fresh.state_dict()["model.0.conv.weight"],
+                                                       source["model.0.conv.weight"])
+
+
+def test_a_student_replaces_pruning_and_cannot_be_combined_with_a_pruning_target(tmp_path):
+    from tools.slim import parse_args
+
+    common = [str(DEMO_PT), str(tmp_path / "v.mp4"), "--out", str(tmp_path)]
+    assert parse_args([*common, "--student", "yolov8n.yaml"]).ratio is None
+    with pytest.raises(SystemExit):
+        parse_args([*common, "--student", "yolov8n.yaml", "--flops", "0.5"])
+
+
+def test_pruned_layers_keep_whole_packs_of_channels_for_ncnn():
+    import torch
+    from ultralytics import YOLO
+
+    from tools.slimming.pruning import CHANNEL_MULTIPLE, head_outputs, prune
+
+    teacher = YOLO(str(DEMO_PT)).model.float().eval()
+    pruned = prune(teacher, 0.3)
+    head = {id(layer) for layer in head_outputs(pruned)}
+    convs = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    inner = [m.out_channels for m in convs if id(m) not in head and m.out_channels > 1]
+    assert len(inner) > 40 and all(width % CHANNEL_MULTIPLE == 0 for width in inner), inner
+    full = sum(m.out_channels for m in teacher.modules() if isinstance(m, torch.nn.Conv2d))
+    assert sum(m.out_channels for m in convs) < 0.85 * full  # channels really went

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "server" / "demo" / "model" / "shapes-yolov8n.onnx"
 F1_IOU = np.array([0.5])
 STILL_SECONDS, STILL_FPS = 60.0, 25.0
+CEILING_SCORE_BINS = (0.35, 0.45, 0.6, 0.8)  # the ceiling's score bins (above the 0.25 confidence threshold)
 ENTER_SPEED = 150.0  # px per second: the entering shape's speed
 
 
@@ -104,6 +105,71 @@ def agreement(shown: list[Detections], truth: list[Detections]) -> dict:
             "fp": sum(e for _, e, _ in per_frame), "fn": sum(m for _, _, m in per_frame)}
 
 
+def track_ids(detections: Detections) -> list[int]:
+    if detections.track_ids is None:
+        raise ValueError("the truth must come through the tracker (its ids say which box is which object)")
+    return detections.track_ids.tolist()
+
+
+def gaps(truth: list[Detections], every: int):
+    """Each frame between keyframes: (its place after the earlier keyframe, its track ids, the earlier keyframe's
+    {id: score}, the later one's)."""
+    last = len(truth) - 1
+    for t, shown in enumerate(truth):
+        a = t - t % every
+        b = min(a + every, last)
+        if t not in (a, b):
+            keyed = [dict(zip(track_ids(truth[i]), truth[i].scores.tolist())) for i in (a, b)]
+            yield t - a, set(track_ids(shown)), keyed[0], keyed[1]
+
+
+def one_key_rule(truth: list[Detections], every: int) -> dict[tuple[int, bool, int], bool]:
+    """The best show/hide choice for objects on one keyframe only, per (place in the gap, on the later keyframe,
+    score bin): shown when the truth shows such objects there more often than not (measured on the truth itself)."""
+    seen: dict[tuple[int, bool, int], list[int]] = {}
+    for place, now, before, after in gaps(truth, every):
+        for later, mine, other in ((False, before, after), (True, after, before)):
+            for track, score in mine.items():
+                if track not in other:
+                    counts = seen.setdefault((place, later, score_bin(score)), [0, 0])
+                    counts[0] += 1
+                    counts[1] += track in now
+    return {key: 2 * present > total for key, (total, present) in seen.items()}
+
+
+def score_bin(score: float) -> int:
+    return int(np.searchsorted(CEILING_SCORE_BINS, score, side="right"))
+
+
+def ceiling(truth: list[Detections], every: int, guess_one_key: bool = False) -> float:
+    """Mean per-frame F1 that no method seeing only every `every`-th frame's detections can beat.
+
+    On a frame t between keyframes a and b, an object the truth shows at t but at neither keyframe cannot be known
+    (a miss whatever is shown), and one it shows at both keyframes but not at t (it flickered off) cannot be known
+    to be gone. Objects are the truth's own every-frame tracks (Tracker ids); keyframes score 1. Id switches of the
+    tracker count as flicker. With guess_one_key, an object on one keyframe only is shown or not by the best rule
+    per place in the gap and score bin that the truth's own rates give (one_key_rule), and scored by what the truth
+    shows: the ceiling of a rule that decides from the keyframes' boxes, scores and the frame's place, knowing the
+    video's odds (a method that looks at the frame itself, such as optical flow, is not bounded by it).
+    """
+    rule = one_key_rule(truth, every) if guess_one_key else {}
+    scores = []
+    for place, now, before, after in gaps(truth, every):
+        misses, extras = len(now - before.keys() - after.keys()), len((before.keys() & after.keys()) - now)
+        for later, mine, other in ((False, before, after), (True, after, before)):
+            for track, score in mine.items():
+                if track in other or not guess_one_key:
+                    continue
+                shown = rule[(place, later, score_bin(score))]
+                misses += not shown and track in now
+                extras += shown and track not in now
+        hits = len(now) - misses
+        total = 2 * hits + misses + extras
+        scores.append(1.0 if total == 0 else 2 * hits / total)
+    keyframes = len(truth) - len(scores)  # they score 1
+    return float((keyframes + sum(scores)) / len(truth))
+
+
 def onnx_for(model: Path, folder: Path, imgsz: int) -> Path:
     """The model as ONNX in folder (a .pt through the server's converter), so NCNN files land there too."""
     target = folder / (model.stem + ".onnx")
@@ -131,6 +197,11 @@ def compare(video: Path, runtime: ModelRuntime, base: Settings, everies: list, l
     floor = agreement(truth.detections[:-1], truth.detections[1:])
     print(f"{'truth one frame late':<42} mAP50 {floor['map50']:.3f}  F1 {floor['f1']:.3f}  FP {floor['fp']:5d}  "
           f"FN {floor['fn']:5d}", flush=True)
+    for every in (e for e in everies if isinstance(e, int) and e > 1):
+        print(f"{f'ceiling every {every}':<42} F1 {ceiling(truth.detections, every):.3f} (objects the truth shows "
+              f"between keyframes only, or hides there only, lost); F1 "
+              f"{ceiling(truth.detections, every, guess_one_key=True):.3f} (objects on one keyframe only shown by "
+              f"the best rule per score bin)", flush=True)
     for every in everies:
         for interpolate in (("files",) if every == 1 else ("files", "never")):
             settings = dataclasses.replace(base, detect_every=every, interpolate=interpolate)

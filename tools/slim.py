@@ -2,14 +2,15 @@
 
     python -m tools.slim TEACHER.pt FOOTAGE [FOOTAGE ...] --out DIR [--ratio 0.3 | --flops 0.6] [--global]
         [--imgsz 320] [--frames 400] [--held-back 0.2] [--epochs 5] [--batch 8] [--lr 0.001] [--conf 0.25]
-        [--raw-weight 1.0] [--dataset data.yaml] [--threads 2]
+        [--raw-weight 1.0] [--dataset data.yaml] [--threads 2] [--student yolov8n.yaml|other.pt]
 
 FOOTAGE: video files or folders of frames, no labels needed. The teacher labels frames sampled from them; the last
 part of each source is held back, never trained on, and judges agreement (the server's int8 verdict metric) before
 and after fine-tuning. Writes into DIR: <name>-slim.pt (a checkpoint the server reads as it is: an ordinary
 ultralytics one after uniform pruning, Torch-Pruning's C2f_v2 form after --global), <name>-slim.onnx (the server's
 own conversion of it), MODEL_CARD.md and slim.json. Stopped runs go on from the last epoch when run again (DIR
-keeps pruned.pt and resume.pt). Development side (torch, ultralytics, torch_pruning); never on the Pi.
+keeps pruned.pt and resume.pt). --student distils into another network instead of the pruned teacher (the
+comparison: a stock smaller model distilled on the same footage). Development side (torch, ultralytics, torch_pruning); never on the Pi.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tools.slimming import card, judge  # noqa: E402
 from tools.slimming.distill import Distiller, Sample, TrainSettings, dataset_samples, letterbox_square  # noqa: E402
 from tools.slimming.distill import teacher_labels  # noqa: E402
 from tools.slimming.footage import sample_footage  # noqa: E402
+from tools.slimming.student import student_for  # noqa: E402
 from tools.slimming.pruning import (  # noqa: E402
     C2f_v2,
     cost,
@@ -58,12 +60,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--held-back", type=float, default=0.2, help="share of each source held back for judging")
     parser.add_argument("--dataset", type=Path, help="a labelled YOLO data.yaml whose train images are used too")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
+    parser.add_argument("--student", type=Path, help="distil into this network instead of pruning the teacher: a "
+                                                     "YOLOv8 .yaml (random weights) or detect .pt (its weights)")
     defaults = TrainSettings()
     for name, value in vars(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
-    if args.ratio is None and args.flops is None:
+    if args.student and (args.ratio is not None or args.flops is not None or args.global_pruning):
+        parser.error("--student replaces pruning: leave out --ratio, --flops and --global")
+    if args.ratio is None and args.flops is None and not args.student:
         args.ratio = 0.3
     return args
 
@@ -110,7 +116,10 @@ def slim(args: argparse.Namespace) -> dict:
     images = [letterbox_square(frame, args.imgsz) for frame in footage.train]
     start = out / "pruned.pt"
     if not start.is_file():
-        pruned = prune_to(teacher, args.ratio, args.flops, args.global_pruning)
+        if args.student:
+            pruned = student_for(args.student, teacher.names)
+        else:
+            pruned = prune_to(teacher, args.ratio, args.flops, args.global_pruning)
         recalibrate(pruned, torch.stack(images))
         save_checkpoint(pruned, start)
     student = load_checkpoint(start)
@@ -133,7 +142,8 @@ def slim(args: argparse.Namespace) -> dict:
         "outputs": {"pt": pt.name, "onnx": onnx_path.name, "form": form},
         "footage": {"sources": footage.sources, "train_frames": len(footage.train),
                     "held_back_frames": len(footage.held_back), "dataset": str(args.dataset or "")},
-        "target": {"ratio": args.ratio, "flops_kept": args.flops, "global": args.global_pruning},
+        "target": ({"student": str(args.student)} if args.student else
+                   {"ratio": args.ratio, "flops_kept": args.flops, "global": args.global_pruning}),
         "training": {**vars(settings), "history": history, "seconds_this_run": round(time.monotonic() - started),
                      "threads": args.threads},
         "teacher_file": str(args.teacher),

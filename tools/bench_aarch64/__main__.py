@@ -7,7 +7,7 @@
 Variants: ours as ENGINE-PRECISION-IMGSZ[-deN] (ort-fp32-640, ort-int8-320-de3, ncnn-fp16-640, ...), the peers as
 ultralytics-onnx and ultralytics-ncnn (Ultralytics' predictor on its own export at 640, + results.plot() + JPEG).
 With no variant, run counts the peers and ours over every engine x precision x {640, 416, 320} x detect-every
-{1, 2, 3} (NCNN rows need --ncnn-tree: a copy of a project tree that has the NCNN engine). Each variant is two
+{1, 2, 3}; `-deauto` is the motion rule, `-still` the still scene. Each variant is two
 whole emulated processes, of N and N + k frames (k rounded up to whole detect-every cycles); a finished run is
 kept in WORK/runs and not counted again, so run can be stopped and started. The table (and --json) is rewritten
 after every variant. docs/aarch64-meter.md has the method and its limits.
@@ -57,11 +57,15 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
 
     host = args.work / "host"
     host.mkdir(parents=True, exist_ok=True)
-    video = host / "video.mp4"
+    video, still = host / "video.mp4", host / "still.mp4"
     if not video.exists():
         from server.demo.video import write_demo_video  # noqa: PLC0415
 
         write_demo_video(video, seconds=4, fps=25, size=(640, 480), seed=0)
+    if not still.exists():  # nothing moves for 4 s (the counted frames), then a shape enters
+        from tools.keyframes_eval import write_still_scene  # noqa: PLC0415
+
+        write_still_scene(still, seconds=4)
     files = models.prepare(host / "models", video, with_ncnn=not args.no_peer)
     target = place.host("models")
     target.mkdir(parents=True, exist_ok=True)
@@ -69,7 +73,8 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
     # export's folder, ".int8" marks the tuned model.
     roles = {"fp32": (files.fp32, "yolov8n80.onnx"), "int8": (files.int8, "yolov8n80.int8.onnx"),
              "ultralytics-onnx": (files.ultralytics_onnx, "ultralytics.onnx"),
-             "ultralytics-ncnn": (files.ultralytics_ncnn, "ultralytics_ncnn_model"), "video": (video, "video.mp4")}
+             "ultralytics-ncnn": (files.ultralytics_ncnn, "ultralytics_ncnn_model"), "video": (video, "video.mp4"),
+             "still": (still, "still.mp4")}
     names = {}
     for role, (path, name) in roles.items():
         if path is None:
@@ -82,9 +87,10 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
             shutil.copy2(path, destination)
     (target / "models.json").write_text(json.dumps(names))
     emulator.copy_project(place)
-    if args.ncnn_tree:
+    if args.ncnn_tree:  # another tree's NCNN engine (this tree has its own)
         emulator.copy_project(place, args.ncnn_tree, "project-ncnn")
-        emulator.write_ncnn_cache(args.ncnn_tree, target / names["fp32"])
+    emulator.write_ncnn_cache(args.ncnn_tree or REPO_ROOT, target / names["fp32"])
+    emulator.write_ncnn_int8(args.ncnn_tree or REPO_ROOT, target / names["fp32"], video)
     if not args.skip_venvs:
         emulator.make_venvs(place, args.work / "venv.log", peer=not args.no_peer)
 
@@ -94,8 +100,7 @@ def count_variant(variant: Variant, args: argparse.Namespace, place: emulator.Pl
     paths = place.host("models/models.json")
     if not paths.exists():
         raise SystemExit("no models in the root: run `python -m tools.bench_aarch64 prepare` first")
-    models, video = model_paths(place), str(place.host("models/video.mp4"))
-    models.setdefault("video", video)
+    models = model_paths(place)
     lengths = counts.run_lengths(variant.detect_every, args.short, args.extra)
     for frames in {"both": lengths, "short": lengths[:1], "long": lengths[1:]}[args.which]:
         path = table.record_path(runs, variant, frames)
@@ -103,7 +108,7 @@ def count_variant(variant: Variant, args: argparse.Namespace, place: emulator.Pl
             continue
         progress(args, f"start {variant.name} x{frames}")
         try:
-            record = emulator.count_run(place, variant, frames, models, models["video"], runs)
+            record = emulator.count_run(place, variant, frames, models, runs)
         except (RuntimeError, OSError, ValueError) as error:
             (runs / f"{variant.slug}.error").write_text(str(error))
             progress(args, f"FAILED {variant.name} x{frames}: {str(error)[-300:]}")
@@ -131,9 +136,9 @@ def x86_detections(args: argparse.Namespace, place: emulator.Place, variants: li
     for variant in wanted:
         path = folder / f"{variant.slug}.json"
         if not path.exists():
-            tree = place.host("project-ncnn") if variant.engine == "ncnn" else REPO_ROOT
+            tree = emulator.source_tree(place, variant, host=True)
             try:
-                frames = emulator.host_detections(variant, args.x86_frames, models, models["video"], tree)
+                frames = emulator.host_detections(variant, args.x86_frames, models, tree)
             except RuntimeError as error:
                 logger.warning("%s", error)
                 continue
@@ -145,7 +150,8 @@ def x86_detections(args: argparse.Namespace, place: emulator.Place, variants: li
 def write_table(args: argparse.Namespace, variants: list[Variant], runs: Path, place: emulator.Place) -> str:
     """Build, print-ready and save the table (WORK/table.txt, and --json) from the runs on disk."""
     x86 = x86_detections(args, place, variants) if args.x86_frames else None
-    rows = table.build_rows(variants, runs, lambda v: counts.run_lengths(v.detect_every, args.short, args.extra), x86)
+    rows = table.build_rows(variants, runs, lambda v: table.lengths_on_disk(
+        runs, v, counts.run_lengths(v.detect_every, args.short, args.extra)), x86)
     checks = counts.verdicts(rows, args.min_agreement)
     text = counts.format_table(rows, checks)
     (args.work / "table.txt").write_text(text + "\n")

@@ -34,19 +34,25 @@ MARK_RE = re.compile(r"^mark (\d+) (\d+) (\d+) (\d+)\s*$", re.MULTILINE)
 
 @dataclass(frozen=True)
 class Variant:
-    """One counted pipeline: ours (engine ort/ncnn, a precision, a size, detect-every) or an Ultralytics peer."""
+    """One counted pipeline: ours (engine ort/ncnn, a precision, a size, detect-every N or auto, a scene) or a peer.
+
+    Ours between keyframes interpolates, as the server does for a file. The scene is the demo video, or `still`: a
+    fixed camera's view with sensor noise where nothing moves (tools/keyframes_eval.write_still_scene).
+    """
 
     kind: str  # "ours" or "ultralytics"
     engine: str  # ours: "ort" or "ncnn"; peers: "onnx" or "ncnn" (the export Ultralytics runs)
     precision: str = "fp32"
     imgsz: int = 640
-    detect_every: int = 1
+    detect_every: int | str = 1  # or "auto"
+    scene: str = "demo"  # or "still"
 
     @property
     def name(self) -> str:
         if self.kind == "ultralytics":
             return f"ultralytics-{self.engine}-{self.imgsz}"
-        suffix = f"-de{self.detect_every}" if self.detect_every > 1 else ""
+        suffix = f"-de{self.detect_every}" if self.detect_every != 1 else ""
+        suffix += "-still" if self.scene == "still" else ""
         return f"ours {self.engine}-{self.precision}-{self.imgsz}{suffix}"
 
     @property
@@ -55,7 +61,7 @@ class Variant:
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        """Parse ort-fp32-640, ncnn-fp16-320-de3 (ours) or ultralytics-onnx / ultralytics-ncnn (peers, at 640)."""
+        """Parse ort-fp32-640, ncnn-fp16-320-de3, ncnn-fp16-640-deauto-still (ours) or ultralytics-onnx / -ncnn."""
         parts = text.removeprefix("ours ").replace(" ", "-").split("-")
         if parts[0] == "ultralytics":
             if len(parts) not in (2, 3) or parts[1] not in ("onnx", "ncnn") or parts[2:] not in ([], ["640"]):
@@ -63,25 +69,32 @@ class Variant:
             return cls("ultralytics", parts[1])
         try:
             engine, precision, imgsz, *rest = parts
-            every = int(rest[0].removeprefix("de")) if rest else 1
+            scene = "still" if rest[-1:] == ["still"] else "demo"
+            rest = rest[:-1] if scene == "still" else rest
             if len(rest) > 1 or (rest and not rest[0].startswith("de")):
                 raise ValueError
-            variant = cls("ours", engine, precision, int(imgsz), every)
+            every = rest[0].removeprefix("de") if rest else "1"
+            every = every if every == "auto" else int(every)
+            variant = cls("ours", engine, precision, int(imgsz), every, scene)
         except ValueError:
-            raise ValueError(f"{text!r} is not like ort-fp32-640, ort-int8-320-de3 or ncnn-fp16-416-de2") from None
+            raise ValueError(f"{text!r} is not like ort-fp32-640, ort-int8-320-de3, ncnn-fp16-416-de2 or "
+                             f"ncnn-fp16-640-deauto-still") from None
         allowed = {"ort": ("fp32", "int8"), "ncnn": ("fp32", "fp16", "int8")}
-        if precision not in allowed.get(engine, ()) or every < 1:
-            raise ValueError(f"{text!r}: engines and precisions are {allowed}, detect-every >= 1")
+        if precision not in allowed.get(engine, ()) or (every != "auto" and every < 1):
+            raise ValueError(f"{text!r}: engines and precisions are {allowed}, detect-every >= 1 or auto")
         return variant
 
 
-def run_lengths(detect_every: int, short: int, extra: int) -> tuple[int, int]:
+def run_lengths(detect_every: int | str, short: int, extra: int) -> tuple[int, int]:
     """The frames of the short and the long run: the long one adds whole detect-every cycles, at least extra frames.
 
     With detect-every d the k counted frames must hold exactly k/d detections, or a de2 row would count 2 detections
-    in 3 frames; frames are detected at index 0, d, 2d, ..., so k a multiple of d does it whatever N is.
+    in 3 frames; frames are detected at index 0, d, 2d, ..., so k a multiple of d does it whatever N is. With
+    interpolation the frames held at the end become a keyframe in both runs, so the difference keeps that ratio.
+    `auto` has no cycle: its k frames hold what the motion rule chose (the guest prints how many).
     """
-    k = -(-extra // detect_every) * detect_every
+    cycle = 1 if detect_every == "auto" else detect_every
+    k = -(-extra // cycle) * cycle
     return short, short + k
 
 
@@ -181,7 +194,7 @@ class MeterRow:
     engine: str  # "ort" / "ncnn" (ours), "onnx" / "ncnn" (peers)
     precision: str
     imgsz: int
-    detect_every: int
+    detect_every: int | str
     per_frame: float | None  # instructions per displayed frame (N + k run minus N run, over k)
     stages: dict[str, float] = field(default_factory=dict)
     agreement: float | None = None  # mAP50 vs ours ORT fp32 at 640 on the counted frames (emulated)

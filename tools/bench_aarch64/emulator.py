@@ -103,6 +103,34 @@ def write_ncnn_cache(tree: Path, onnx_path: Path) -> None:
         raise RuntimeError(f"no NCNN model of {onnx_path.name}: {(done.stdout + done.stderr)[-500:]}")
 
 
+NCNN_INT8_SCRIPT = """
+import sys
+from server.models.ncnn import ncnn_model_for
+from server.models.ncnn.int8 import KEEP_HEAD, KEEP_WINOGRAD, build_ncnn_int8
+from server.models.tuning.calibration import split_frames
+from server.vision import processing
+from server.vision.detector import Detector
+from server.vision.sources.base import CALIBRATION_FRAMES
+from server.vision.sources.file import sample_frames
+
+onnx, video = sys.argv[1], sys.argv[2]
+frames = sample_frames(video, CALIBRATION_FRAMES)
+calibration, _ = split_frames(frames)
+input_hw = Detector(onnx, 1).input_hw(frames[0].shape[:2], 640)
+tensors = [processing.preprocess(frame, input_hw)[0] for frame in calibration]
+print(build_ncnn_int8(ncnn_model_for(onnx), tensors, keep=frozenset({KEEP_HEAD, KEEP_WINOGRAD})))
+"""
+
+
+def write_ncnn_int8(tree: Path, onnx_path: Path, video: Path) -> None:
+    """Write the NCNN int8 model the auto job makes on a Pi 5 (calibrated on the video's frames at 640; the 3x3
+    stride-1 convolutions and the head kept float, as on an ARM CPU with dot product) beside the root's ONNX."""
+    done = subprocess.run([sys.executable, "-c", NCNN_INT8_SCRIPT, str(onnx_path), str(video)], cwd=tree,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"no NCNN int8 model of {onnx_path.name}: {(done.stdout + done.stderr)[-500:]}")
+
+
 @dataclass
 class RunRecord:
     """One counted process: what ran, its instruction total and marks, and what it detected."""
@@ -123,8 +151,9 @@ class RunRecord:
         return cls(**json.loads(path.read_text()))
 
 
-def guest_args(variant: Variant, frames: int, models: dict[str, str], video: str) -> list[str]:
-    """The guest's command line for a variant (models: host paths inside the root, by role)."""
+def guest_args(variant: Variant, frames: int, models: dict[str, str]) -> list[str]:
+    """The guest's command line for a variant (models: host paths inside the root, by role, with the videos)."""
+    video = models["still" if variant.scene == "still" else "video"]
     args = ["--video", video, "--frames", str(frames)]
     if variant.kind == "ultralytics":
         return ["ultralytics", "--model", models[f"ultralytics-{variant.engine}"], *args]
@@ -135,18 +164,26 @@ def guest_args(variant: Variant, frames: int, models: dict[str, str], video: str
     return ["ours", "--model", models["fp32"], *args]
 
 
-def count_run(place: Place, variant: Variant, frames: int, models: dict[str, str], video: str,
-              work: Path) -> RunRecord:
+def source_tree(place: Place, variant: Variant, host: bool = False) -> Path:
+    """The tree whose code a variant runs: `project-ncnn` for NCNN rows when prepare got --ncnn-tree, else this one
+    (its copy in the root, or on the host itself)."""
+    other = place.host("project-ncnn")
+    if (variant.kind, variant.engine) == ("ours", "ncnn") and other.is_dir():
+        return other
+    return REPO_ROOT if host else place.host("project")
+
+
+def count_run(place: Place, variant: Variant, frames: int, models: dict[str, str], work: Path) -> RunRecord:
     """Count one emulated process of variant over frames; raise RuntimeError with its output's tail if it fails."""
     venv = "venv-peer" if variant.kind == "ultralytics" else "venv-run"
     project = place.host("project")
-    source = place.host("project-ncnn") if (variant.kind, variant.engine) == ("ours", "ncnn") else project
+    source = source_tree(place, variant)
     env_words = [f"PYTHONPATH={source}:{place.site_packages(venv)}", f"YOLO_CONFIG_DIR={place.host('ultralytics')}",
                  "YOLO_OFFLINE=1", "PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1", "MPLBACKEND=Agg", f"MPLCONFIGDIR={place.host('mpl')}"]
     log = work / f"{variant.slug}-f{frames}.plugin.log"
     # The guest is always this tree's (an older tree has none); the code it counts is the source tree's.
     command = ["bash", str(QEMU_COUNT_SH), "count", PYTHON, str(project / GUEST),
-               *guest_args(variant, frames, models, video)]
+               *guest_args(variant, frames, models)]
     env = {**os.environ, "PI_ROOT": str(place.root), "QEMU_COUNT": str(place.qemu), "COUNT_PLUGIN": "marks",
            "COUNT_LOG": str(log), "COUNT_ENV": " ".join(env_words)}
     started = time.monotonic()
@@ -166,9 +203,9 @@ def count_run(place: Place, variant: Variant, frames: int, models: dict[str, str
                      command[2:])
 
 
-def host_detections(variant: Variant, frames: int, models: dict[str, str], video: str, tree: Path) -> list[dict]:
+def host_detections(variant: Variant, frames: int, models: dict[str, str], tree: Path) -> list[dict]:
     """Run the guest program on the x86 host itself (no emulation, no counting) for its detections."""
-    command = [sys.executable, str(REPO_ROOT / GUEST), *guest_args(variant, frames, models, video)]
+    command = [sys.executable, str(REPO_ROOT / GUEST), *guest_args(variant, frames, models)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "YOLO_OFFLINE": "1"})
     result = next((json.loads(line) for line in reversed(done.stdout.splitlines()) if line.startswith('{"frames"')),

@@ -1,12 +1,14 @@
 """The program the meter counts inside the emulated Pi root: a video's frames through one pipeline, one thread.
 
     python guest.py ours --model M.onnx [--int8 M.int8.onnx] --video V --frames F --imgsz 640 --engine ort
-                         --precision fp32 --detect-every 1
+                         --precision fp32 --detect-every 1|N|auto [--interpolate files|never]
     python guest.py ultralytics --model EXPORT --video V --frames F
 
 `ours` runs this project's FramePipeline (the server's detect and render halves: preprocess, inference,
-postprocess, tracker, drawing with the status line, JPEG) on frames decoded from the file, then publishes each
-JPEG to a FrameHub and records the stream's stats, as the server's producer does, all on the main thread.
+postprocess, tracker, drawing with the status line, JPEG) on frames decoded from the file, through the server's
+Keyframer (which frames the network runs on; the others interpolated between keyframes as for a file, or
+tracked), then publishes each JPEG to a FrameHub and records the stream's stats, as the server's producer does,
+all on the main thread. The frames still held at the end become a keyframe, as at the end of a file.
 `ultralytics` runs Ultralytics' predictor (predict(stream=True)) on its ONNX or NCNN export, then
 results.plot() and JPEG encoding, as tools/bench/rows.py's peer (UltralyticsRun) does.
 
@@ -86,6 +88,7 @@ def run_ours(args: argparse.Namespace) -> list[dict]:
 
     from server.vision import pipeline as pipeline_module
     from server.vision.hub import FrameHub
+    from server.vision.keyframer import Keyframer
     from server.vision.pipeline import FramePipeline
     from server.vision.engines import ONNXRUNTIME
     from server.vision.settings import Settings
@@ -101,13 +104,26 @@ def run_ours(args: argparse.Namespace) -> list[dict]:
 
     pipeline_module.Stopwatch.lap = lap
     settings = Settings(engine=ONNXRUNTIME, imgsz=args.imgsz, precision=args.precision,
-                        detect_every=args.detect_every, threads=1, realtime=False, loop=False)
+                        detect_every=args.detect_every, interpolate=args.interpolate, threads=1, realtime=False,
+                        loop=False)
     settings, detector_for, names = engine_for(args, settings)
     detector_for(settings)  # the server loads and warms the session before streaming
     pipeline = FramePipeline(detector_for, names, tracker_factory=Tracker)
     hub, stats = FrameHub(), StreamStats()
     capture = cv2.VideoCapture(args.video)
-    frames = []
+    keyframer = Keyframer(pipeline, capture.get(cv2.CAP_PROP_FPS) or 25.0)
+    frames, keyframes = [], 0
+
+    def show(detected) -> None:
+        nonlocal keyframes
+        keyframes += detected.detected
+        result = pipeline.render(detected, settings, fps=stats.fps())
+        hub.publish(result.jpeg)
+        stats.record(result.timings_ms, len(result.detections), 0.0, nonfinite=result.nonfinite)
+        mark("publish")
+        found = result.detections
+        frames.append(detections_json(found.boxes, found.scores, found.class_ids))
+
     calibrate()
     mark("begin")
     for index in range(args.frames):
@@ -115,15 +131,13 @@ def run_ours(args: argparse.Namespace) -> list[dict]:
         if not ok:
             raise SystemExit(f"the video ended at frame {index}")
         mark("decode")
-        detected = pipeline.detect(Frame(index, image, 0.0, index), settings)
-        result = pipeline.render(detected, settings, fps=stats.fps())
-        hub.publish(result.jpeg)
-        stats.record(result.timings_ms, len(result.detections), 0.0, nonfinite=result.nonfinite)
-        mark("publish")
-        found = result.detections
-        frames.append(detections_json(found.boxes, found.scores, found.class_ids))
+        for detected in keyframer.push(Frame(index, image, 0.0, index), settings):
+            show(detected)
+    for detected in keyframer.flush(settings):
+        show(detected)
     mark("end")
     capture.release()
+    sys.stderr.write(f"network runs: {keyframes} in {len(frames)} frames\n")
     return frames
 
 
@@ -219,7 +233,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--engine", default="ort", choices=("ort", "ncnn"))
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--detect-every", type=int, default=1)
+    parser.add_argument("--detect-every", type=lambda v: v if v == "auto" else int(v), default=1)
+    parser.add_argument("--interpolate", default="files", choices=("files", "never"),
+                        help="between keyframes: interpolate (the server's default for a file) or track")
     return parser.parse_args(argv)
 
 

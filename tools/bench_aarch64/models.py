@@ -97,7 +97,8 @@ def prepare(folder: Path, video: Path, with_ncnn: bool = True) -> ModelFiles:
     """Make (or reuse) every model file in folder: the .pt, our fp32 and int8 ONNX, Ultralytics' exports."""
     from server.models import convert  # noqa: PLC0415
     from server.models.tuning import tune as tuning  # noqa: PLC0415
-    from server.models.tuning.calibration import sample_frames  # noqa: PLC0415
+    from server.vision.sources.base import CALIBRATION_FRAMES  # noqa: PLC0415
+    from server.vision.sources.file import sample_frames  # noqa: PLC0415
 
     folder.mkdir(parents=True, exist_ok=True)
     pt = folder / "yolov8n-shapes80.pt"
@@ -107,7 +108,7 @@ def prepare(folder: Path, video: Path, with_ncnn: bool = True) -> ModelFiles:
     int8 = tuning.int8_path_for(fp32)
     report = tuning.cached_tuning(fp32, int8)
     if report is None:
-        report = tuning.tune(fp32, sample_frames(video), 640, int8, recipes=[INT8_RECIPE], threads=2)
+        report = tuning.tune(fp32, sample_frames(video, CALIBRATION_FRAMES), 640, int8, recipes=[INT8_RECIPE], threads=2)
     logger.info("int8: %s (%s)", report.chosen, report.note if hasattr(report, "note") else "")
     onnx_export = ultralytics_export(pt, folder / "ultralytics", "onnx")
     ncnn_export = None

@@ -24,6 +24,14 @@ def record_path(runs: Path, variant: Variant, frames: int) -> Path:
     return runs / f"{variant.slug}-f{frames}.json"
 
 
+def lengths_on_disk(runs: Path, variant: Variant, default: tuple[int, int]) -> tuple[int, int]:
+    """The shortest and longest run of a variant on disk (a row counted with another --extra, such as an auto row
+    over more frames), or default when fewer than two are there."""
+    frames = sorted(int(p.stem.rsplit("-f", 1)[1]) for p in runs.glob(f"{variant.slug}-f*.json")
+                    if p.stem.rsplit("-f", 1)[1].isdigit())
+    return (frames[0], frames[-1]) if len(frames) >= 2 else default
+
+
 def detections_of(frames: list[dict]):
     from server.vision.processing import Detections  # noqa: PLC0415
 

@@ -15,8 +15,12 @@ def markdown(report: dict) -> str:
     teacher, before, after = report["teacher"], report["before"], report["after"]
     removed = 1 - after["gflops_640"] / teacher["gflops_640"]
     target, footage, training = report["target"], report["footage"], report["training"]
-    how = f"{target['ratio']} of each layer's channels" if target["ratio"] is not None else (
-        f"FLOPs kept at most {target['flops_kept']} of the teacher's")
+    if "student" in target:
+        start = f"- Student: `{target['student']}` (not pruned: distilled into it instead)"
+    else:
+        how = f"{target['ratio']} of each layer's channels" if target["ratio"] is not None else (
+            f"FLOPs kept at most {target['flops_kept']} of the teacher's")
+        start = f"- Pruning: {how}, {'global' if target['global'] else 'uniform'} (Torch-Pruning, L2 magnitude)"
     epochs = training["history"]
     per_epoch = sum(e["seconds"] for e in epochs) / max(1, len(epochs))
     cpu_per_epoch = sum(e.get("cpu_seconds", 0) for e in epochs) / max(1, len(epochs))
@@ -27,8 +31,7 @@ def markdown(report: dict) -> str:
         f"- Footage: {', '.join(f'`{s}`' for s in footage['sources'])}; {footage['train_frames']} frames trained on, "
         f"{footage['held_back_frames']} held back (the end of each source, never trained on)"
         + (f"; labelled dataset `{footage['dataset']}`" if footage["dataset"] else ""),
-        f"- Pruning: {how}, {'global' if target['global'] else 'uniform'} (Torch-Pruning, L2 magnitude); "
-        f"{removed:.0%} of the FLOPs removed; saved as {report['outputs']['form']}",
+        f"{start}; {removed:.0%} of the teacher's FLOPs removed; saved as {report['outputs']['form']}",
         f"- Fine-tuning: distillation, {training['epochs']} epochs at {training['imgsz']} px, batch {training['batch']}, "
         f"teacher boxes above {training['conf']}, raw-output weight {training['raw_weight']}; "
         f"{per_epoch:.0f} s an epoch on {training['threads']} CPU threads ({cpu_per_epoch:.0f} CPU s an epoch)",
