@@ -133,7 +133,8 @@ def rows_for(values: dict[str, float]) -> list[MeterRow]:
     for name, per_frame in values.items():
         variant = Variant.parse(name)
         rows.append(MeterRow(variant.name, variant.kind, variant.engine, variant.precision, variant.imgsz,
-                             variant.detect_every, per_frame, agreement=None if variant.kind != "ours" else 1.0))
+                             variant.detect_every, per_frame, agreement=None if variant.kind != "ours" else 1.0,
+                             scene=variant.scene))
     return rows
 
 
@@ -252,3 +253,21 @@ def test_a_row_counted_over_more_frames_is_read_with_its_own_lengths(tmp_path):
         table.record_path(tmp_path, variant, frames).write_text("{}")
     table.record_path(tmp_path, Variant.parse("ncnn-fp16-640-deauto-still"), 30).write_text("{}")
     assert table.lengths_on_disk(tmp_path, variant, (2, 5)) == (2, 14)
+
+
+def test_peers_counted_earlier_fill_the_ratios_of_rows_counted_now():
+    earlier = {"rows": [row.as_dict() for row in rows_for({"ultralytics-ncnn": 500 * M, "ort-fp32-640": 9 * M})]}
+    now = rows_for({"ncnn-fp16-640-de3": 125 * M})
+    merged = table.with_earlier_peers(now, earlier)
+    assert [row.name for row in merged] == ["ultralytics-ncnn-640", "ours ncnn-fp16-640-de3"]  # ours never copied
+    assert merged[1].vs_ncnn == 4.0 and merged[1].estimate_ms == pytest.approx(counts.PUBLISHED_PI5_MS["ncnn"] / 4)
+
+
+def test_the_still_scene_is_judged_against_every_frame_on_it_and_is_never_the_best_row():
+    checks = verdict_map(rows_for({"ultralytics-ncnn": 450 * M, "ncnn-fp16-640": 385 * M,
+                                   "ncnn-fp16-640-still": 380 * M, "ncnn-fp16-640-deauto-still": 19 * M}))
+    assert checks["still scene, auto"].met is True and "20.0x" in checks["still scene, auto"].value
+    assert checks["best vs ultralytics-ncnn-640"].value.endswith("(ours ncnn-fp16-640)")  # not the still row
+    missed = verdict_map(rows_for({"ncnn-fp16-640-still": 380 * M, "ncnn-fp16-640-deauto-still": 40 * M}))
+    assert missed["still scene, auto"].met is False
+    assert verdict_map(rows_for({"ncnn-fp16-640": 385 * M}))["still scene, auto"].met is None

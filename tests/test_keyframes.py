@@ -217,3 +217,26 @@ def test_the_ceiling_counts_only_what_no_keyframe_shows_as_lost():
     assert ceiling([frame(1), frame(1, 2), frame(2)], 2) == 1.0
     with pytest.raises(ValueError):
         ceiling([Detections(), Detections(), Detections()], 2)
+
+
+def test_the_first_interpolated_frame_loads_nothing_more():
+    """np.intersect1d's first call imported numpy.ma: 40 M instructions at a stream's first interpolated frame."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from server.vision import keyframes\n"
+        "from server.vision.processing import Detections\n"
+        "def det(ids):\n"
+        "    n = len(ids)\n"
+        "    return Detections(np.ones((n, 4), np.float32), np.full(n, 0.9, np.float32), np.zeros(n, np.int64),"
+        " np.array(ids, np.int64))\n"
+        "before = set(sys.modules)\n"
+        "keyframes.interpolate(det([1, 2]), det([2, 3]), 0.5)\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

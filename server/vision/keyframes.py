@@ -42,10 +42,12 @@ def _ids(detections: Detections) -> np.ndarray:
 def interpolate(before: Detections, after: Detections, t: float) -> Detections:
     """The boxes a frame at fraction t (0 < t < 1) between two keyframes shows."""
     before_ids, after_ids = _ids(before), _ids(after)
-    shared = np.intersect1d(before_ids[before_ids >= 0], after_ids[after_ids >= 0])
+    # Sets, not np.intersect1d: its first call imports numpy.ma (about 40 M instructions, a hiccup at the first
+    # interpolated frame of a stream), and a frame holds a handful of tracks.
+    shared = sorted(set(before_ids[before_ids >= 0].tolist()) & set(after_ids[after_ids >= 0].tolist()))
     first = {int(track): i for i, track in enumerate(before_ids)}
     last = {int(track): i for i, track in enumerate(after_ids)}
-    pairs = [(first[int(track)], last[int(track)]) for track in shared]
+    pairs = [(first[track], last[track]) for track in shared]
     boxes = lerp_boxes(before.boxes[[a for a, _ in pairs]].astype(np.float64).reshape(-1, 4),
                        after.boxes[[b for _, b in pairs]].astype(np.float64).reshape(-1, 4), t)
     nearer_rows = [a for a, _ in pairs] if t < 0.5 else [b for _, b in pairs]
@@ -54,7 +56,7 @@ def interpolate(before: Detections, after: Detections, t: float) -> Detections:
     midpoint = abs(t - 0.5) < 1e-9
     alone = [(keyframe, i) for keyframe, ids, near in ((before, before_ids, t < 0.5), (after, after_ids, t > 0.5))
              for i, track in enumerate(ids)
-             if (track < 0 or track not in shared) and (near or (midpoint and keyframe.scores[i] >= CONFIDENT_ALONE))]
+             if (track < 0 or int(track) not in shared) and (near or (midpoint and keyframe.scores[i] >= CONFIDENT_ALONE))]
     parts = [(nearer, nearer_rows, boxes)] + [(keyframe, [i], keyframe.boxes[[i]]) for keyframe, i in alone]
     return Detections(
         np.concatenate([box.astype(np.float64).reshape(-1, 4) for _, _, box in parts]).astype(np.float32),

@@ -84,7 +84,8 @@ def decode(
     class_scores = rows[4:]
     wanted = None
     if classes is not None:
-        wanted = np.unique(np.asarray([c for c in classes if 0 <= c < len(class_scores)], np.int64))
+        # sorted(set()), not np.unique: its first call imports numpy.ma (a 40 M instruction hiccup mid-stream)
+        wanted = np.asarray(sorted({int(c) for c in classes if 0 <= c < len(class_scores)}), np.int64)
         class_scores = class_scores[wanted]
     if len(class_scores) == 0:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)

@@ -152,6 +152,8 @@ def write_table(args: argparse.Namespace, variants: list[Variant], runs: Path, p
     x86 = x86_detections(args, place, variants) if args.x86_frames else None
     rows = table.build_rows(variants, runs, lambda v: table.lengths_on_disk(
         runs, v, counts.run_lengths(v.detect_every, args.short, args.extra)), x86)
+    if args.peers_from:
+        rows = table.with_earlier_peers(rows, json.loads(args.peers_from.read_text()))
     checks = counts.verdicts(rows, args.min_agreement)
     text = counts.format_table(rows, checks)
     (args.work / "table.txt").write_text(text + "\n")
@@ -189,6 +191,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--x86-frames", type=int, default=0,
                         help="table: also run our variants on the x86 host over this many frames (no counting) "
                              "for an agreement over more frames than the emulated runs have")
+    parser.add_argument("--peers-from", type=Path,
+                        help="table: the peers' rows from an earlier table's JSON (docs/aarch64-meter.json) where this "
+                             "run has not counted them (the same model, video and root: check one of ours matches)")
     parser.add_argument("--min-agreement", type=float, default=0.90)
     parser.add_argument("--json", type=Path, help="write the table here too (default WORK/aarch64.json)")
     args = parser.parse_intermixed_args(argv)

@@ -48,6 +48,17 @@ def agreement(frames: list[dict], reference: list[dict]) -> float | None:
     return None if np.isnan(value) else round(float(value), 4)
 
 
+def with_earlier_peers(rows: list[MeterRow], earlier: dict) -> list[MeterRow]:
+    """Rows with the peers' counts of an earlier table (its JSON) put first where these rows lack them, re-scored."""
+    counted = {row.name for row in rows if row.per_frame}
+    fields = MeterRow.__dataclass_fields__
+    peers = [MeterRow(**{k: v for k, v in row.items() if k in fields}) for row in earlier["rows"]
+             if row["kind"] == "ultralytics" and row["per_frame"] and row["name"] not in counted]
+    rows = peers + [row for row in rows if row.name not in {peer.name for peer in peers}]
+    score(rows)
+    return rows
+
+
 def build_rows(variants: list[Variant], runs: Path, lengths, x86: dict[str, list[dict]] | None = None) -> list[MeterRow]:
     """A row per variant with both runs on disk (lengths(variant) -> (short, long) frames); others say what is missing."""
     records: dict[str, tuple[RunRecord, RunRecord]] = {}
@@ -56,7 +67,7 @@ def build_rows(variants: list[Variant], runs: Path, lengths, x86: dict[str, list
         short, long = lengths(variant)
         paths = record_path(runs, variant, short), record_path(runs, variant, long)
         row = MeterRow(variant.name, variant.kind, variant.engine, variant.precision, variant.imgsz,
-                       variant.detect_every, None)
+                       variant.detect_every, None, scene=variant.scene)
         rows.append(row)
         failed = runs / f"{variant.slug}.error"
         if not all(p.exists() for p in paths):
