@@ -56,7 +56,8 @@ def interpolate(before: Detections, after: Detections, t: float) -> Detections:
     midpoint = abs(t - 0.5) < 1e-9
     alone = [(keyframe, i) for keyframe, ids, near in ((before, before_ids, t < 0.5), (after, after_ids, t > 0.5))
              for i, track in enumerate(ids)
-             if (track < 0 or int(track) not in shared) and (near or (midpoint and keyframe.scores[i] >= CONFIDENT_ALONE))]
+             if (track < 0 or int(track) not in shared)
+             and (near or (midpoint and keyframe.scores[i] >= CONFIDENT_ALONE))]
     parts = [(nearer, nearer_rows, boxes)] + [(keyframe, [i], keyframe.boxes[[i]]) for keyframe, i in alone]
     return Detections(
         np.concatenate([box.astype(np.float64).reshape(-1, 4) for _, _, box in parts]).astype(np.float32),

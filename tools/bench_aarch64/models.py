@@ -108,7 +108,8 @@ def prepare(folder: Path, video: Path, with_ncnn: bool = True) -> ModelFiles:
     int8 = tuning.int8_path_for(fp32)
     report = tuning.cached_tuning(fp32, int8)
     if report is None:
-        report = tuning.tune(fp32, sample_frames(video, CALIBRATION_FRAMES), 640, int8, recipes=[INT8_RECIPE], threads=2)
+        frames = sample_frames(video, CALIBRATION_FRAMES)
+        report = tuning.tune(fp32, frames, 640, int8, recipes=[INT8_RECIPE], threads=2)
     logger.info("int8: %s (%s)", report.chosen, report.note if hasattr(report, "note") else "")
     onnx_export = ultralytics_export(pt, folder / "ultralytics", "onnx")
     ncnn_export = None

@@ -83,11 +83,11 @@ def build_rows(variants: list[Variant], runs: Path, lengths, x86: dict[str, list
             row.error = str(error)
     reference = records.get(REFERENCE)
     for row in rows:
-        if reference is not None and row.name in records:
+        if reference is not None and row.name in records and row.scene == "demo":  # the reference ran the demo
             row.agreement = agreement(records[row.name][1].detections, reference[1].detections)
     x86 = x86 or {}
     for row in rows:
-        if REFERENCE in x86 and row.name in x86:
+        if REFERENCE in x86 and row.name in x86 and row.scene == "demo":
             row.agreement_x86 = agreement(x86[row.name], x86[REFERENCE])
     score(rows)
     return rows

@@ -42,7 +42,7 @@ def markdown(report: dict) -> str:
         "| model | GFLOPs at 640 | parameters | agreement | frames | teacher boxes |",
         "| --- | --- | --- | --- | --- | --- |",
         row("teacher", teacher),
-        row("pruned, before fine-tuning", before),
+        row("student, before fine-tuning" if "student" in target else "pruned, before fine-tuning", before),
         row("after distillation", after),
         "",
         f"Judged by: {', '.join(after['judged_by'])} at {after['imgsz']} px.",
