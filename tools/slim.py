@@ -10,7 +10,8 @@ and after fine-tuning. Writes into DIR: <name>-slim.pt (a checkpoint the server 
 ultralytics one after uniform pruning, Torch-Pruning's C2f_v2 form after --global), <name>-slim.onnx (the server's
 own conversion of it), MODEL_CARD.md and slim.json. Stopped runs go on from the last epoch when run again (DIR
 keeps pruned.pt and resume.pt). --student distils into another network instead of the pruned teacher (the
-comparison: a stock smaller model distilled on the same footage). Development side (torch, ultralytics, torch_pruning); never on the Pi.
+comparison: a stock smaller model distilled on the same footage). Development side (torch, ultralytics,
+torch_pruning); never on the Pi.
 """
 
 from __future__ import annotations
