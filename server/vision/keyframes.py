@@ -50,8 +50,7 @@ def interpolate(before: Detections, after: Detections, t: float) -> Detections:
     pairs = [(first[track], last[track]) for track in shared]
     boxes = lerp_boxes(before.boxes[[a for a, _ in pairs]].astype(np.float64).reshape(-1, 4),
                        after.boxes[[b for _, b in pairs]].astype(np.float64).reshape(-1, 4), t)
-    nearer_rows = [a for a, _ in pairs] if t < 0.5 else [b for _, b in pairs]
-    nearer = before if t < 0.5 else after
+    nearer, nearer_rows = (before, [a for a, _ in pairs]) if t < 0.5 else (after, [b for _, b in pairs])
     # The other tracks: each keyframe's that the other one does not have, where they are shown.
     midpoint = abs(t - 0.5) < 1e-9
     alone = [(keyframe, i) for keyframe, ids, near in ((before, before_ids, t < 0.5), (after, after_ids, t > 0.5))

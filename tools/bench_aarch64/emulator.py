@@ -97,10 +97,15 @@ def write_ncnn_cache(tree: Path, onnx_path: Path) -> None:
     """
     script = ("import sys; from server.models.ncnn import ncnn_model_for; build = ncnn_model_for(sys.argv[1]); "
               "print(build.reason or 'ok'); sys.exit(build.files is None)")
-    done = subprocess.run([sys.executable, "-c", script, str(onnx_path)], cwd=tree, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(tree)}, timeout=900)
+    run_in_tree(tree, script, [str(onnx_path)], f"no NCNN model of {onnx_path.name}", timeout=900)
+
+
+def run_in_tree(tree: Path, script: str, args: list[str], failure: str, timeout: float) -> None:
+    """Run a Python script with a project tree's own code on the host; raise RuntimeError(failure + output tail)."""
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=tree, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tree)}, timeout=timeout)
     if done.returncode != 0:
-        raise RuntimeError(f"no NCNN model of {onnx_path.name}: {(done.stdout + done.stderr)[-500:]}")
+        raise RuntimeError(f"{failure}: {(done.stdout + done.stderr)[-500:]}")
 
 
 NCNN_INT8_SCRIPT = """
@@ -125,10 +130,8 @@ print(build_ncnn_int8(ncnn_model_for(onnx), tensors, keep=frozenset({KEEP_HEAD, 
 def write_ncnn_int8(tree: Path, onnx_path: Path, video: Path) -> None:
     """Write the NCNN int8 model the auto job makes on a Pi 5 (calibrated on the video's frames at 640; the 3x3
     stride-1 convolutions and the head kept float, as on an ARM CPU with dot product) beside the root's ONNX."""
-    done = subprocess.run([sys.executable, "-c", NCNN_INT8_SCRIPT, str(onnx_path), str(video)], cwd=tree,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"no NCNN int8 model of {onnx_path.name}: {(done.stdout + done.stderr)[-500:]}")
+    run_in_tree(tree, NCNN_INT8_SCRIPT, [str(onnx_path), str(video)], f"no NCNN int8 model of {onnx_path.name}",
+                timeout=1800)
 
 
 @dataclass

@@ -27,8 +27,8 @@ def record_path(runs: Path, variant: Variant, frames: int) -> Path:
 def lengths_on_disk(runs: Path, variant: Variant, default: tuple[int, int]) -> tuple[int, int]:
     """The shortest and longest run of a variant on disk (a row counted with another --extra, such as an auto row
     over more frames), or default when fewer than two are there."""
-    frames = sorted(int(p.stem.rsplit("-f", 1)[1]) for p in runs.glob(f"{variant.slug}-f*.json")
-                    if p.stem.rsplit("-f", 1)[1].isdigit())
+    frames = sorted(int(tail) for p in runs.glob(f"{variant.slug}-f*.json")
+                    if (tail := p.stem.rsplit("-f", 1)[1]).isdigit())
     return (frames[0], frames[-1]) if len(frames) >= 2 else default
 
 
