@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.bench_aarch64 import counts, guest, table
+from tools.bench_aarch64 import counts, emulator, guest, table
 from tools.bench_aarch64.counts import MARK_CODES, CountError, Mark, MeterRow, Variant
 from tools.bench_aarch64.emulator import RunRecord
 
@@ -113,7 +113,8 @@ def test_guest_marks_with_the_codes_the_host_reads():
 
 @pytest.mark.parametrize("text", ["ort-fp32-640", "ort-int8-320-de3", "ncnn-fp16-416-de2", "ultralytics-onnx-640",
                                   "ultralytics-ncnn-640", "ncnn-fp16-640-deauto", "ncnn-fp16-640-still",
-                                  "ncnn-fp16-640-deauto-still", "ncnn-int8-640-de3"])
+                                  "ncnn-fp16-640-deauto-still", "ncnn-int8-640-de3", "ncnn-fp16-640-slim",
+                                  "ort-int8-640-de2-slim"])
 def test_variant_names_round_trip(text):
     variant = Variant.parse(text)
     assert variant.name.removeprefix("ours ") == text
@@ -122,10 +123,21 @@ def test_variant_names_round_trip(text):
 
 @pytest.mark.parametrize("text", ["ort-fp16-640", "tflite-fp32-640", "ort-fp32", "ort-fp32-640-x3", "ultralytics-pt",
                                   "ultralytics-onnx-320", "ort-fp32-640-de0", "ort-fp32-640-still-de3",
-                                  "ort-fp32-640-dequick", "ort-fp32-640-de3-moving"])
+                                  "ort-fp32-640-dequick", "ort-fp32-640-de3-moving", "ort-fp32-640-slim-de2",
+                                  "ultralytics-onnx-slim"])
 def test_bad_variants_are_refused(text):
     with pytest.raises(ValueError):
         Variant.parse(text)
+
+
+def test_slim_rows_run_the_slimmed_model_and_say_what_to_do_without_one():
+    models = {"fp32": "base.onnx", "int8": "base.int8.onnx", "video": "v.mp4"}
+    base, slim = Variant.parse("ort-fp32-640"), Variant.parse("ort-fp32-640-slim")
+    assert emulator.guest_args(base, 5, models)[2] == "base.onnx"
+    with pytest.raises(RuntimeError, match="prepare with --slim"):
+        emulator.guest_args(slim, 5, models)
+    models.update({"slim-fp32": "slim.onnx", "slim-int8": "slim.int8.onnx"})
+    assert emulator.guest_args(slim, 5, models)[1:5] == ["--model", "slim.onnx", "--int8", "slim.int8.onnx"]
 
 
 def rows_for(values: dict[str, float]) -> list[MeterRow]:
@@ -271,3 +283,14 @@ def test_the_still_scene_is_judged_against_every_frame_on_it_and_is_never_the_be
     missed = verdict_map(rows_for({"ncnn-fp16-640-still": 380 * M, "ncnn-fp16-640-deauto-still": 40 * M}))
     assert missed["still scene, auto"].met is False
     assert verdict_map(rows_for({"ncnn-fp16-640": 385 * M}))["still scene, auto"].met is None
+
+
+def test_the_slimmed_model_is_judged_on_its_inference_stage_against_the_unpruned_one():
+    rows = rows_for({"ncnn-fp16-640": 385 * M, "ncnn-fp16-640-slim": 260 * M})
+    rows[0].stages, rows[1].stages = {"inference": 313 * M}, {"inference": 195 * M}
+    rows[1].agreement_x86 = 0.91
+    check = verdict_map(rows)["slimmed model"]
+    assert check.met is True and check.value == "1.61x, agreement 0.910"  # inference only, not the whole frame
+    rows[1].stages = {"inference": 220 * M}
+    assert verdict_map(rows)["slimmed model"].met is False
+    assert verdict_map(rows_for({"ncnn-fp16-640": 385 * M}))["slimmed model"].met is None

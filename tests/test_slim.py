@@ -45,7 +45,7 @@ def streams(base: str, model: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pruning", [["--flops", "0.6"], ["--ratio", "0.3", "--global"]])
+@pytest.mark.parametrize("pruning", [["--flops", "0.6", "--steps", "2"], ["--ratio", "0.3", "--global"]])
 def test_a_tiny_slimming_run_writes_a_pt_and_onnx_the_server_streams_and_a_card(live_server, tmp_path, pruning):
     video = write_demo_video(tmp_path / "footage.mp4", seconds=6, fps=5)
     out = tmp_path / "slim"
@@ -58,6 +58,13 @@ def test_a_tiny_slimming_run_writes_a_pt_and_onnx_the_server_streams_and_a_card(
     assert ("__main__.C2f_v2" in read_checkpoint(pt)[1]) == global_pruning
     kept = report["after"]["gflops_640"] / report["teacher"]["gflops_640"]
     assert kept <= 0.6 if "--flops" in pruning else kept < 0.6  # the target is met (ratio 0.3 keeps about half)
+    steps = 2 if "--steps" in pruning else 1
+    assert len(report["steps"]) == steps and len(report["training"]["history"]) == steps  # one epoch a step
+    if steps == 2:  # the second step starts from the first one's distilled model and cuts further
+        first = report["steps"][0]
+        assert report["after"]["gflops_640"] < first["after"]["gflops_640"] == first["before"]["gflops_640"]
+        assert first["after"]["gflops_640"] < report["teacher"]["gflops_640"]
+        assert (out / "step-1" / "distilled.pt").is_file() and "step 1 after" in (out / "MODEL_CARD.md").read_text()
     assert report["teacher"]["agreement"] == 1.0  # the teacher judged against itself: the metric is wired right
     assert 0 <= report["before"]["agreement"] <= 1 and 0 <= report["after"]["agreement"] <= 1
     assert report["footage"]["held_back_frames"] >= 4 and report["after"]["frames"] == report["footage"]["held_back_frames"]
@@ -133,3 +140,38 @@ def test_pruned_layers_keep_whole_packs_of_channels_for_ncnn():
     assert len(inner) > 40 and all(width % CHANNEL_MULTIPLE == 0 for width in inner), inner
     full = sum(m.out_channels for m in teacher.modules() if isinstance(m, torch.nn.Conv2d))
     assert sum(m.out_channels for m in convs) < 0.85 * full  # channels really went
+
+
+def test_a_layer_keeps_the_nearest_whole_pack_not_the_one_below():
+    from ultralytics import YOLO
+
+    from tools.slimming.pruning import prune
+
+    teacher = YOLO(str(DEMO_PT)).model.float().eval()
+    stem = teacher.model[0].conv.out_channels
+    # 10% of the stem's 16 channels is 1.6: the nearest pack keeps all 16 (Torch-Pruning's own rounding keeps 8)
+    assert stem == 16 and prune(teacher, 0.1).model[0].conv.out_channels == 16
+    assert prune(teacher, 0.4).model[0].conv.out_channels == 8  # 9.6 kept: the nearest pack is one
+
+
+def test_a_zoomed_view_moves_its_labels_with_the_objects_and_drops_the_ones_that_leave():
+    import torch
+
+    from tools.slimming.distill import zoomed
+
+    image = torch.full((1, 3, 100, 100), 114 / 255)
+    image[:, :, 20:40, 60:80] = 1.0  # a white square: centre (0.7, 0.3), 0.2 wide
+    image[:, :, 85:95, 2:12] = 0.0  # a black one near the lower left corner
+    labels = [torch.tensor([[0, 0.7, 0.3, 0.2, 0.2], [1, 0.07, 0.9, 0.1, 0.1]])]
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        view, (rows,) = zoomed(image, labels, 0.5, generator)
+        white = torch.nonzero(view[0, 0] > 0.9)
+        (y0, x0), (y1, x1) = white.min(0).values.tolist(), white.max(0).values.tolist()
+        square = rows[rows[:, 0] == 0][0]
+        found = torch.tensor([(x0 + x1 + 1) / 200, (y0 + y1 + 1) / 200, (x1 - x0 + 1) / 100, (y1 - y0 + 1) / 100])
+        assert torch.allclose(square[1:], found, atol=0.03), (square, found)  # the label follows the square
+        factor = found[2].item() / 0.2  # the zoom, read off the white square
+        black_inside = (view[0, 0] < 0.1).sum().item() / (100 * factor**2)  # share of the black square in view
+        if abs(black_inside - 0.5) > 0.1:  # clearly in or clearly out: kept exactly when at least half is seen
+            assert bool((rows[:, 0] == 1).any()) == (black_inside > 0.5), (black_inside, rows)

@@ -1,17 +1,19 @@
 """Slim a YOLOv8 detect model for your own scene: prune channels, then distil from the unpruned model on your footage.
 
     python -m tools.slim TEACHER.pt FOOTAGE [FOOTAGE ...] --out DIR [--ratio 0.3 | --flops 0.6] [--global]
-        [--imgsz 320] [--frames 400] [--held-back 0.2] [--epochs 5] [--batch 8] [--lr 0.001] [--conf 0.25]
-        [--raw-weight 1.0] [--dataset data.yaml] [--threads 2] [--student yolov8n.yaml|other.pt]
+        [--steps 1] [--imgsz 320] [--frames 400] [--held-back 0.2] [--epochs 5] [--batch 8] [--lr 0.001]
+        [--conf 0.25] [--raw-weight 1.0] [--zoom 0] [--dataset data.yaml] [--threads 2]
+        [--student yolov8n.yaml|other.pt]
 
 FOOTAGE: video files or folders of frames, no labels needed. The teacher labels frames sampled from them; the last
 part of each source is held back, never trained on, and judges agreement (the server's int8 verdict metric) before
 and after fine-tuning. Writes into DIR: <name>-slim.pt (a checkpoint the server reads as it is: an ordinary
 ultralytics one after uniform pruning, Torch-Pruning's C2f_v2 form after --global), <name>-slim.onnx (the server's
 own conversion of it), MODEL_CARD.md and slim.json. Stopped runs go on from the last epoch when run again (DIR
-keeps pruned.pt and resume.pt). --student distils into another network instead of the pruned teacher (the
-comparison: a stock smaller model distilled on the same footage). Development side (torch, ultralytics,
-torch_pruning); never on the Pi.
+keeps pruned.pt and resume.pt; with --steps N each step's in DIR/step-K). --steps N reaches the target in N
+prune-and-distil steps, each pruning the previous step's distilled model by the same share (of FLOPs; of channels
+with --ratio). --student distils into another network instead of the pruned teacher (the comparison: a stock
+smaller model distilled on the same footage). Development side (torch, ultralytics, torch_pruning); never on the Pi.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     target.add_argument("--flops", type=float, help="share of the teacher's FLOPs to keep, e.g. 0.6")
     parser.add_argument("--global", dest="global_pruning", action="store_true",
                         help="rank channels across layers (C2f parts end unequal: Torch-Pruning's C2f_v2 form)")
+    parser.add_argument("--steps", type=int, default=1,
+                        help="reach the target in this many prune-and-distil steps (each trains --epochs)")
     parser.add_argument("--frames", type=int, default=400, help="frames to sample from the footage")
     parser.add_argument("--held-back", type=float, default=0.2, help="share of each source held back for judging")
     parser.add_argument("--dataset", type=Path, help="a labelled YOLO data.yaml whose train images are used too")
@@ -68,8 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
-    if args.student and (args.ratio is not None or args.flops is not None or args.global_pruning):
-        parser.error("--student replaces pruning: leave out --ratio, --flops and --global")
+    if args.student and (args.ratio is not None or args.flops is not None or args.global_pruning or args.steps > 1):
+        parser.error("--student replaces pruning: leave out --ratio, --flops, --global and --steps")
+    if args.steps < 1:
+        parser.error("--steps must be 1 or more")
     if args.ratio is None and args.flops is None and not args.student:
         args.ratio = 0.3
     return args
@@ -103,54 +109,92 @@ def write_model(model: torch.nn.Module, stem: Path, imgsz: int) -> tuple[Path, P
     return pt, onnx_path, form
 
 
+def train_settings(args: argparse.Namespace) -> TrainSettings:
+    return TrainSettings(**{name: getattr(args, name) for name in vars(TrainSettings())})
+
+
+def step_target(args: argparse.Namespace, step: int, teacher_macs: float, current_macs: float) -> dict:
+    """Step `step` of args.steps' pruning target for prune_to, relative to the model the step starts from.
+
+    Each step keeps the same share of what is left (geometric steps), so the last one lands on the target.
+    """
+    if args.ratio is not None:
+        return {"ratio": 1 - (1 - args.ratio) ** (1 / args.steps), "flops_target": None}
+    return {"ratio": None, "flops_target": args.flops ** (step / args.steps) * teacher_macs / current_macs}
+
+
+def prune_step(args, step: int, teacher: torch.nn.Module, images: list[torch.Tensor], out: Path) -> Path:
+    """Write the step's starting model (pruned from the previous step's distilled one, BatchNorm re-estimated)."""
+    start = out / "pruned.pt"
+    if start.is_file():
+        return start
+    if args.student:
+        pruned = student_for(args.student, teacher.names)
+    else:
+        base = teacher if step == 1 else load_checkpoint(out.parent / f"step-{step - 1}" / "distilled.pt")
+        target = step_target(args, step, cost(teacher)[0], cost(base)[0])
+        pruned = prune_to(base, target["ratio"], target["flops_target"], args.global_pruning)
+    recalibrate(pruned, torch.stack(images))
+    save_checkpoint(pruned, start)
+    return start
+
+
+def run_step(args, step: int, teacher, teacher_onnx: Path, images, samples, held_back) -> tuple[torch.nn.Module, dict]:
+    """Prune (or build the student) and distil one step; return the student and what was measured."""
+    out = args.out if args.steps == 1 else args.out / f"step-{step}"
+    out.mkdir(parents=True, exist_ok=True)
+    start = prune_step(args, step, teacher, images, out)
+    student = load_checkpoint(start)
+    before_onnx = out / "pruned.onnx"
+    convert_to_onnx(start, before_onnx)
+    measures = {"before": measured(student, before_onnx, teacher_onnx, held_back, args)}
+    logger.info("step %d/%d pruned: %s", step, args.steps, measures["before"])
+    measures["history"] = Distiller(student, teacher, samples, train_settings(args), out / "resume.pt").run()
+    student.eval()
+    if step < args.steps:  # the next step starts from this one's distilled model
+        _, onnx_path, _ = write_model(student, out / "distilled", args.imgsz)
+        measures["after"] = measured(student, onnx_path, teacher_onnx, held_back, args)
+        logger.info("step %d/%d distilled: %s", step, args.steps, measures["after"])
+    return student, measures
+
+
 def slim(args: argparse.Namespace) -> dict:
     """Run the whole slimming; return what the model card records."""
     from ultralytics import YOLO
 
     torch.set_num_threads(args.threads)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     teacher = YOLO(str(args.teacher)).model.float().eval()
-    teacher_onnx = out / "teacher.onnx"
+    teacher_onnx = args.out / "teacher.onnx"
     convert_to_onnx(args.teacher, teacher_onnx)
     footage = sample_footage(args.footage, args.frames, args.held_back)
     images = [letterbox_square(frame, args.imgsz) for frame in footage.train]
-    start = out / "pruned.pt"
-    if not start.is_file():
-        if args.student:
-            pruned = student_for(args.student, teacher.names)
-        else:
-            pruned = prune_to(teacher, args.ratio, args.flops, args.global_pruning)
-        recalibrate(pruned, torch.stack(images))
-        save_checkpoint(pruned, start)
-    student = load_checkpoint(start)
-    before_onnx = out / "pruned.onnx"
-    convert_to_onnx(start, before_onnx)
-    report = {"teacher": measured(teacher, teacher_onnx, teacher_onnx, footage.held_back, args),
-              "before": measured(student, before_onnx, teacher_onnx, footage.held_back, args)}  # fmt: skip
-    logger.info("pruned: %s", report["before"])
-    settings = TrainSettings(**{name: getattr(args, name) for name in vars(TrainSettings())})
-    distiller = Distiller(student, teacher, training_samples(teacher, images, args), settings,
-                          out / "resume.pt")  # fmt: skip
-    started = time.monotonic()
-    history = distiller.run()
-    student.eval()
+    report = {"teacher": measured(teacher, teacher_onnx, teacher_onnx, footage.held_back, args)}
+    samples = training_samples(teacher, images, args)
+    started, steps = time.monotonic(), []
+    for step in range(1, args.steps + 1):
+        student, measures = run_step(args, step, teacher, teacher_onnx, images, samples, footage.held_back)
+        steps.append(measures)
     name = args.teacher.stem
-    pt, onnx_path, form = write_model(student, out / f"{name}-slim", args.imgsz)
+    pt, onnx_path, form = write_model(student, args.out / f"{name}-slim", args.imgsz)
+    report["before"] = steps[-1]["before"]
     report["after"] = measured(student, onnx_path, teacher_onnx, footage.held_back, args)
     logger.info("distilled: %s", report["after"])
+    settings = train_settings(args)
     report.update({
         "outputs": {"pt": pt.name, "onnx": onnx_path.name, "form": form},
         "footage": {"sources": footage.sources, "train_frames": len(footage.train),
                     "held_back_frames": len(footage.held_back), "dataset": str(args.dataset or "")},
         "target": ({"student": str(args.student)} if args.student else
-                   {"ratio": args.ratio, "flops_kept": args.flops, "global": args.global_pruning}),
-        "training": {**vars(settings), "history": history, "seconds_this_run": round(time.monotonic() - started),
-                     "threads": args.threads},
+                   {"ratio": args.ratio, "flops_kept": args.flops, "global": args.global_pruning,
+                    "steps": args.steps}),
+        "training": {**vars(settings), "history": [e for m in steps for e in m["history"]],
+                     "seconds_this_run": round(time.monotonic() - started), "threads": args.threads},
+        "steps": [{"before": m["before"], "after": m.get("after", report["after"])} for m in steps],
         "teacher_file": str(args.teacher),
         "command": "python -m tools.slim " + shlex.join(args.argv),
     })  # fmt: skip
-    card.write(out, report)
+    card.write(args.out, report)
     return report
 
 

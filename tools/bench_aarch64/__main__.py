@@ -1,10 +1,11 @@
 """The benchmark's aarch64 mode: instructions per displayed frame on an emulated Raspberry Pi 5 core.
 
-    python -m tools.bench_aarch64 prepare [--no-peer]          models on the host, project and venvs in the root
+    python -m tools.bench_aarch64 prepare [--no-peer] [--slim S.pt]   models on the host, project and venvs in the root
     python -m tools.bench_aarch64 run [VARIANT ...] [--short 2 --extra 3] [--jobs 1]
     python -m tools.bench_aarch64 table [--json out.json]
 
-Variants: ours as ENGINE-PRECISION-IMGSZ[-deN] (ort-fp32-640, ort-int8-320-de3, ncnn-fp16-640, ...), the peers as
+Variants: ours as ENGINE-PRECISION-IMGSZ[-deN][-slim] (ort-fp32-640, ort-int8-320-de3, ncnn-fp16-640, ...; -slim:
+the model given to prepare --slim, made by tools/slim.py from WORK/host/models/yolov8n-shapes80.pt), the peers as
 ultralytics-onnx and ultralytics-ncnn (Ultralytics' predictor on its own export at 640, + results.plot() + JPEG).
 With no variant, run counts the peers and ours over every engine x precision x {640, 416, 320} x detect-every
 {1, 2, 3}; `-deauto` is the motion rule, `-still` the still scene. Each variant is two
@@ -66,7 +67,7 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
         from tools.keyframes_eval import write_still_scene  # noqa: PLC0415
 
         write_still_scene(still, seconds=4)
-    files = models.prepare(host / "models", video, with_ncnn=not args.no_peer)
+    files = models.prepare(host / "models", video, with_ncnn=not args.no_peer, slim=args.slim)
     target = place.host("models")
     target.mkdir(parents=True, exist_ok=True)
     # The names say what each file is as ultralytics and the server read names: "_ncnn_model" is the NCNN
@@ -75,6 +76,9 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
              "ultralytics-onnx": (files.ultralytics_onnx, "ultralytics.onnx"),
              "ultralytics-ncnn": (files.ultralytics_ncnn, "ultralytics_ncnn_model"), "video": (video, "video.mp4"),
              "still": (still, "still.mp4")}
+    if files.slim:
+        roles.update({"slim-fp32": (files.slim[0], "yolov8n80-slim.onnx"),
+                      "slim-int8": (files.slim[1], "yolov8n80-slim.int8.onnx")})
     names = {}
     for role, (path, name) in roles.items():
         if path is None:
@@ -89,8 +93,9 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
     emulator.copy_project(place)
     if args.ncnn_tree:  # another tree's NCNN engine (this tree has its own)
         emulator.copy_project(place, args.ncnn_tree, "project-ncnn")
-    emulator.write_ncnn_cache(args.ncnn_tree or REPO_ROOT, target / names["fp32"])
-    emulator.write_ncnn_int8(args.ncnn_tree or REPO_ROOT, target / names["fp32"], video)
+    for role in ("fp32", "slim-fp32") if files.slim else ("fp32",):
+        emulator.write_ncnn_cache(args.ncnn_tree or REPO_ROOT, target / names[role])
+        emulator.write_ncnn_int8(args.ncnn_tree or REPO_ROOT, target / names[role], video)
     if not args.skip_venvs:
         emulator.make_venvs(place, args.work / "venv.log", peer=not args.no_peer)
 
@@ -188,6 +193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ncnn-tree", type=Path, help="a project tree with the NCNN engine, for the NCNN rows")
     parser.add_argument("--no-peer", action="store_true", help="prepare: skip the peer's venv and NCNN export")
     parser.add_argument("--skip-venvs", action="store_true", help="prepare: leave the root's venvs as they are")
+    parser.add_argument("--slim", type=Path, help="prepare: the meter's model slimmed by tools/slim.py (a .pt), "
+                                                  "for the -slim rows (docs/slimming.md)")
     parser.add_argument("--x86-frames", type=int, default=0,
                         help="table: also run our variants on the x86 host over this many frames (no counting) "
                              "for an agreement over more frames than the emulated runs have")

@@ -23,6 +23,7 @@ FRAME_END = {"ours": "publish", "ultralytics": "encode"}  # the last mark of a f
 PUBLISHED_PI5_MS = {"onnx": 198.7, "ncnn": 94.3}
 PI5_FPS_GOAL = 30  # issue 21 (issue 17's was 25): at most 158 M instructions per frame on the NCNN scale
 STILL_GOAL = 10.0  # issue 21: a still scene's frames with auto, against every frame
+SLIM_GOAL = 1.5  # issue 22: a slimmed model's NCNN fp16 inference at 640, against the unpruned model's
 PEER_ONNX = "ultralytics-onnx-640"
 PEER_NCNN = "ultralytics-ncnn-640"
 PEER_ENGINE = {PEER_ONNX: "onnx", PEER_NCNN: "ncnn"}
@@ -48,6 +49,7 @@ class Variant:
     imgsz: int = 640
     detect_every: int | str = 1  # or "auto"
     scene: str = "demo"  # or "still"
+    model: str = "base"  # or "slim": the meter's model slimmed by tools/slim.py (prepare --slim)
 
     @property
     def name(self) -> str:
@@ -55,6 +57,7 @@ class Variant:
             return f"ultralytics-{self.engine}-{self.imgsz}"
         suffix = f"-de{self.detect_every}" if self.detect_every != 1 else ""
         suffix += "-still" if self.scene == "still" else ""
+        suffix += "-slim" if self.model == "slim" else ""
         return f"ours {self.engine}-{self.precision}-{self.imgsz}{suffix}"
 
     @property
@@ -63,7 +66,8 @@ class Variant:
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        """Parse ort-fp32-640, ncnn-fp16-320-de3, ncnn-fp16-640-deauto-still (ours) or ultralytics-onnx / -ncnn."""
+        """Parse ort-fp32-640, ncnn-fp16-320-de3, ncnn-fp16-640-deauto-still, ncnn-fp16-640-de2-slim (ours) or
+        ultralytics-onnx / -ncnn."""
         parts = text.removeprefix("ours ").replace(" ", "-").split("-")
         if parts[0] == "ultralytics":
             if len(parts) not in (2, 3) or parts[1] not in ("onnx", "ncnn") or parts[2:] not in ([], ["640"]):
@@ -71,16 +75,18 @@ class Variant:
             return cls("ultralytics", parts[1])
         try:
             engine, precision, imgsz, *rest = parts
+            model = "slim" if rest[-1:] == ["slim"] else "base"
+            rest = rest[:-1] if model == "slim" else rest
             scene = "still" if rest[-1:] == ["still"] else "demo"
             rest = rest[:-1] if scene == "still" else rest
             if len(rest) > 1 or (rest and not rest[0].startswith("de")):
                 raise ValueError
             every = rest[0].removeprefix("de") if rest else "1"
             every = every if every == "auto" else int(every)
-            variant = cls("ours", engine, precision, int(imgsz), every, scene)
+            variant = cls("ours", engine, precision, int(imgsz), every, scene, model)
         except ValueError:
-            raise ValueError(f"{text!r} is not like ort-fp32-640, ort-int8-320-de3, ncnn-fp16-416-de2 or "
-                             f"ncnn-fp16-640-deauto-still") from None
+            raise ValueError(f"{text!r} is not like ort-fp32-640, ort-int8-320-de3, ncnn-fp16-416-de2, "
+                             f"ncnn-fp16-640-deauto-still or ncnn-fp16-640-slim") from None
         allowed = {"ort": ("fp32", "int8"), "ncnn": ("fp32", "fp16", "int8")}
         if precision not in allowed.get(engine, ()) or (every != "auto" and every < 1):
             raise ValueError(f"{text!r}: engines and precisions are {allowed}, detect-every >= 1 or auto")
@@ -296,7 +302,20 @@ def verdicts(rows: list[MeterRow], min_agreement: float = 0.90) -> list[Verdict]
         result.append(Verdict("best Pi 5 estimate", goal, f"{best.estimate_fps:.1f} fps, {best.estimate_ms:.1f} ms "
                               f"({best.name}, estimated)", best.estimate_fps >= PI5_FPS_GOAL))
     result.append(still_verdict(by_name))
+    result.append(slim_verdict(by_name))
     return result
+
+
+def slim_verdict(by_name: dict[str, MeterRow]) -> Verdict:
+    """Issue 22: the slimmed model's inference stage (NCNN fp16, 640) runs >= 1.5x fewer instructions than the
+    unpruned model's; its agreement with the unpruned model's ORT fp32 is shown beside."""
+    base, slim = by_name.get("ours ncnn-fp16-640"), by_name.get("ours ncnn-fp16-640-slim")
+    goal = f">= {SLIM_GOAL:g}x fewer inference instructions than the unpruned model (NCNN fp16, 640)"
+    fewer = ratio(base.stages.get("inference") if base else None, slim.stages.get("inference") if slim else None)
+    if fewer is None:
+        return Verdict("slimmed model", goal, "not measured", None)
+    return Verdict("slimmed model", goal, f"{fewer:.2f}x, agreement {_shown(judged_agreement(slim))}",
+                   fewer >= SLIM_GOAL)
 
 
 def still_verdict(by_name: dict[str, MeterRow]) -> Verdict:

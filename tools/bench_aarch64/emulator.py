@@ -162,9 +162,12 @@ def guest_args(variant: Variant, frames: int, models: dict[str, str]) -> list[st
         return ["ultralytics", "--model", models[f"ultralytics-{variant.engine}"], *args]
     args += ["--imgsz", str(variant.imgsz), "--engine", variant.engine, "--precision", variant.precision,
              "--detect-every", str(variant.detect_every)]
+    role = "slim-" if variant.model == "slim" else ""
+    if role and f"{role}fp32" not in models:
+        raise RuntimeError(f"{variant.name}: no slimmed model in the root: run prepare with --slim SLIM.pt")
     if variant.engine == "ort":
-        return ["ours", "--model", models["fp32"], "--int8", models["int8"], *args]
-    return ["ours", "--model", models["fp32"], *args]
+        return ["ours", "--model", models[f"{role}fp32"], "--int8", models[f"{role}int8"], *args]
+    return ["ours", "--model", models[f"{role}fp32"], *args]
 
 
 def source_tree(place: Place, variant: Variant, host: bool = False) -> Path:

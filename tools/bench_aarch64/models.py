@@ -36,6 +36,7 @@ class ModelFiles:
     int8: Path  # the server's int8 tuning of fp32 (QDQ)
     ultralytics_onnx: Path  # `yolo export format=onnx` (static 640x640)
     ultralytics_ncnn: Path | None  # `yolo export format=ncnn` folder (needs pnnx)
+    slim: tuple[Path, Path] | None = None  # fp32 and int8 of the model slimmed by tools/slim.py (prepare --slim)
 
 
 def transplant_state(source: dict, target: dict, class_bias_keys: set[str]) -> dict:
@@ -93,24 +94,45 @@ def ultralytics_export(pt: Path, folder: Path, fmt: str) -> Path:
     return target
 
 
-def prepare(folder: Path, video: Path, with_ncnn: bool = True) -> ModelFiles:
-    """Make (or reuse) every model file in folder: the .pt, our fp32 and int8 ONNX, Ultralytics' exports."""
+def ours(pt: Path, folder: Path, video: Path) -> tuple[Path, Path]:
+    """This project's fp32 conversion of pt and the server's int8 tuning of it (both cached in folder)."""
     from server.models import convert  # noqa: PLC0415
     from server.models.tuning import tune as tuning  # noqa: PLC0415
     from server.vision.sources.base import CALIBRATION_FRAMES  # noqa: PLC0415
     from server.vision.sources.file import sample_frames  # noqa: PLC0415
 
-    folder.mkdir(parents=True, exist_ok=True)
-    pt = folder / "yolov8n-shapes80.pt"
-    if not pt.exists():
-        build_yolov8n80(pt)
-    fp32 = Path(convert.convert_cached(pt, folder / "ours", imgsz=640, timeout=900, on_progress=None))
+    fp32 = Path(convert.convert_cached(pt, folder, imgsz=640, timeout=900, on_progress=None))
     int8 = tuning.int8_path_for(fp32)
     report = tuning.cached_tuning(fp32, int8)
     if report is None:
         frames = sample_frames(video, CALIBRATION_FRAMES)
         report = tuning.tune(fp32, frames, 640, int8, recipes=[INT8_RECIPE], threads=2)
-    logger.info("int8: %s (%s)", report.chosen, report.note if hasattr(report, "note") else "")
+    logger.info("int8 of %s: %s", pt.name, report.chosen)
+    return fp32, Path(report.path)
+
+
+def check_slim(slim: Path, base: Path) -> None:
+    """Refuse a slimmed model that is not the meter's own model slimmed (its rows would compare other networks)."""
+    from server.models.identify import inspect_checkpoint  # noqa: PLC0415
+
+    classes = inspect_checkpoint(slim).classes
+    if classes != inspect_checkpoint(base).classes:
+        raise SystemExit(f"{slim} has {len(classes)} classes, not the meter's model's: slim that model "
+                         f"(python -m tools.slim {base} FOOTAGE --out DIR) and pass DIR's .pt to --slim")
+
+
+def prepare(folder: Path, video: Path, with_ncnn: bool = True, slim: Path | None = None) -> ModelFiles:
+    """Make (or reuse) every model file in folder: the .pt, our fp32 and int8 ONNX, Ultralytics' exports, and the
+    slimmed model's fp32 and int8 when slim (a .pt of tools/slim.py made from folder's .pt) is given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pt = folder / "yolov8n-shapes80.pt"
+    if not pt.exists():
+        build_yolov8n80(pt)
+    fp32, int8 = ours(pt, folder / "ours", video)
+    slimmed = None
+    if slim is not None:
+        check_slim(slim, pt)
+        slimmed = ours(slim, folder / "slim", video)
     onnx_export = ultralytics_export(pt, folder / "ultralytics", "onnx")
     ncnn_export = None
     if with_ncnn:
@@ -118,4 +140,4 @@ def prepare(folder: Path, video: Path, with_ncnn: bool = True) -> ModelFiles:
             ncnn_export = ultralytics_export(pt, folder / "ultralytics", "ncnn")
         except Exception as error:  # pnnx missing: the NCNN peer's rows say so
             logger.warning("no NCNN export: %s", error)
-    return ModelFiles(pt, fp32, Path(report.path), onnx_export, ncnn_export)
+    return ModelFiles(pt, fp32, int8, onnx_export, ncnn_export, slimmed)

@@ -11,6 +11,12 @@ def row(name: str, measured: dict) -> str:
             f"| {measured['frames']} | {measured['teacher_boxes']} |")
 
 
+def step_rows(report: dict) -> list[str]:
+    """Every step but the last one's rows, when the target was reached in steps (the last is the table's end)."""
+    steps = report.get("steps", [])[:-1]
+    return [row(f"step {i} {stage}", step[stage]) for i, step in enumerate(steps, 1) for stage in ("before", "after")]
+
+
 def markdown(report: dict) -> str:
     teacher, before, after = report["teacher"], report["before"], report["after"]
     removed = 1 - after["gflops_640"] / teacher["gflops_640"]
@@ -20,8 +26,12 @@ def markdown(report: dict) -> str:
     else:
         how = f"{target['ratio']} of each layer's channels" if target["ratio"] is not None else (
             f"FLOPs kept at most {target['flops_kept']} of the teacher's")
-        start = f"- Pruning: {how}, {'global' if target['global'] else 'uniform'} (Torch-Pruning, L2 magnitude)"
+        steps = target.get("steps", 1)
+        start = (f"- Pruning: {how}, {'global' if target['global'] else 'uniform'} (Torch-Pruning, L2 magnitude)"
+                 + (f", reached in {steps} prune-and-distil steps" if steps > 1 else ""))
     epochs = training["history"]
+    a_step = " a step" if len(report.get("steps", [])) > 1 else ""
+    zoom = f", views zoomed by 1 +- {training['zoom']}" if training.get("zoom") else ""
     per_epoch = sum(e["seconds"] for e in epochs) / max(1, len(epochs))
     cpu_per_epoch = sum(e.get("cpu_seconds", 0) for e in epochs) / max(1, len(epochs))
     lines = [
@@ -32,9 +42,10 @@ def markdown(report: dict) -> str:
         f"{footage['held_back_frames']} held back (the end of each source, never trained on)"
         + (f"; labelled dataset `{footage['dataset']}`" if footage["dataset"] else ""),
         f"{start}; {removed:.0%} of the teacher's FLOPs removed; saved as {report['outputs']['form']}",
-        f"- Fine-tuning: distillation, {training['epochs']} epochs at {training['imgsz']} px, batch {training['batch']}, "
-        f"teacher boxes above {training['conf']}, raw-output weight {training['raw_weight']}; "
-        f"{per_epoch:.0f} s an epoch on {training['threads']} CPU threads ({cpu_per_epoch:.0f} CPU s an epoch)",
+        f"- Fine-tuning: distillation, {training['epochs']} epochs{a_step} at {training['imgsz']} px, "
+        f"batch {training['batch']}, teacher boxes above {training['conf']}, raw-output weight "
+        f"{training['raw_weight']}{zoom}; {per_epoch:.0f} s an epoch on {training['threads']} CPU threads "
+        f"({cpu_per_epoch:.0f} CPU s an epoch)",
         "",
         "Agreement: the server's int8 verdict metric (box-weighted mAP50 against the teacher's boxes, or score maps "
         "when the teacher finds too few), teacher and model both run by the server on ONNX Runtime, held-back frames.",
@@ -42,6 +53,7 @@ def markdown(report: dict) -> str:
         "| model | GFLOPs at 640 | parameters | agreement | frames | teacher boxes |",
         "| --- | --- | --- | --- | --- | --- |",
         row("teacher", teacher),
+        *step_rows(report),
         row("student, before fine-tuning" if "student" in target else "pruned, before fine-tuning", before),
         row("after distillation", after),
         "",

@@ -36,6 +36,7 @@ class TrainSettings:
     lr: float = 1e-3
     conf: float = 0.25  # teacher boxes above this become labels
     raw_weight: float = 1.0  # weight of matching the teacher's raw outputs (0: boxes only)
+    zoom: float = 0.0  # each training view zoomed by 1 +- zoom and shifted by up to zoom/2 (0: flips only)
     seed: int = 0
 
 
@@ -118,6 +119,35 @@ def flipped(images: torch.Tensor, labels: list[torch.Tensor], flips: torch.Tenso
     return images, labels
 
 
+def zoomed(images: torch.Tensor, labels: list[torch.Tensor], strength: float, generator: torch.Generator):
+    """Zoom each image by a random 1 +- strength about its centre and shift it by up to strength/2 of its side
+    (grey where the view leaves the image), moving its labels with it; boxes less than half inside are dropped.
+
+    The teacher's raw outputs are taken on the same zoomed views (Distiller.step), so the student learns the
+    teacher's function on views the footage alone does not hold: objects nearer, farther and elsewhere.
+    """
+    count = len(images)
+    scale = 1 + strength * (2 * torch.rand(count, generator=generator) - 1)
+    shift = strength * (torch.rand(count, 2, generator=generator) - 0.5)  # in image sides
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale  # output (-1..1) -> input: (u - 2 shift) / scale
+    theta[:, :, 2] = -2 * shift / scale[:, None]
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grey = 114 / 255
+    views = F.grid_sample(images - grey, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + grey
+    moved = []
+    for rows, factor, (dx, dy) in zip(labels, scale.tolist(), shift.tolist()):
+        rows = rows.clone()
+        rows[:, 1] = (rows[:, 1] - 0.5) * factor + 0.5 + dx
+        rows[:, 2] = (rows[:, 2] - 0.5) * factor + 0.5 + dy
+        rows[:, 3:5] *= factor
+        low, high = (rows[:, 1:3] - rows[:, 3:5] / 2).clamp(0, 1), (rows[:, 1:3] + rows[:, 3:5] / 2).clamp(0, 1)
+        inside = (high - low).prod(1) / rows[:, 3:5].prod(1).clamp(min=1e-9)
+        rows[:, 1:3], rows[:, 3:5] = (low + high) / 2, high - low
+        moved.append(rows[inside >= 0.5])
+    return views, moved
+
+
 def as_batch(labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Labels in the layout Ultralytics' loss takes: batch_idx, cls, bboxes (normalised cx, cy, w, h)."""
     rows = [torch.cat([torch.full((len(r), 1), float(i)), r], 1) for i, r in enumerate(labels)]
@@ -197,6 +227,8 @@ class Distiller:
             chosen = [self.samples[i] for i in order[step * settings.batch:(step + 1) * settings.batch]]
             flips = torch.rand(len(chosen), generator=generator) < 0.5
             images, labels = flipped(torch.stack([s.image for s in chosen]), [s.labels for s in chosen], flips)
+            if settings.zoom > 0:
+                images, labels = zoomed(images, labels, settings.zoom, generator)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(self.epoch * self.steps_per_epoch + step)
             total += self.step(images, labels)

@@ -36,6 +36,19 @@ MAX_RATIO = 0.9
 CHANNEL_MULTIPLE = 8
 
 
+class PackPruner(tp.pruner.MagnitudePruner):
+    """Torch-Pruning's magnitude pruner with each layer's kept width rounded to the *nearest* whole pack.
+
+    Torch-Pruning 1.6.1 rounds the kept width down, so a 16-channel layer fell to 8 at any ratio above zero: the
+    demo model's stem and first C2f were halved by a 23% target (agreement after distillation 0.88 instead of 0.91).
+    """
+
+    def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+        kept = current_channels - n_pruned
+        kept = max(round_to, int(kept / round_to + 0.5) * round_to)
+        return max(current_channels - kept, 0)
+
+
 class C2f_v2(nn.Module):  # noqa: N801 (Torch-Pruning's name, which checkpoints carry)
     """C2f with its split made two convolutions: cv0(x) and cv1(x) instead of cv1(x).chunk(2)."""
 
@@ -151,7 +164,7 @@ def prune(model: nn.Module, ratio: float, global_pruning: bool = False, imgsz: i
     replace_blocks(pruned, C2f, split_c2f)
     for parameter in pruned.parameters():
         parameter.requires_grad_(True)
-    pruner = tp.pruner.MagnitudePruner(
+    pruner = PackPruner(
         pruned, torch.zeros(1, 3, imgsz, imgsz), importance=tp.importance.MagnitudeImportance(p=2),
         pruning_ratio=ratio, ignored_layers=head_outputs(pruned), global_pruning=global_pruning,
         round_to=CHANNEL_MULTIPLE,
