@@ -294,3 +294,19 @@ def test_the_slimmed_model_is_judged_on_its_inference_stage_against_the_unpruned
     rows[1].stages = {"inference": 220 * M}
     assert verdict_map(rows)["slimmed model"].met is False
     assert verdict_map(rows_for({"ncnn-fp16-640": 385 * M}))["slimmed model"].met is None
+
+
+def test_preparing_another_slimmed_model_forgets_the_rows_of_the_earlier_one(tmp_path):
+    from tools.bench_aarch64.__main__ import forget_other_slim
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "x86").mkdir()
+    kept = [tmp_path / "runs/ours-ncnn-fp16-640-f2.json", tmp_path / "x86/ours-ncnn-fp16-640.json"]
+    slim = [tmp_path / "runs/ours-ncnn-fp16-640-slim-f2.json", tmp_path / "x86/ours-ncnn-fp16-640-slim.json"]
+    for path in kept + slim:
+        path.write_text("{}")
+    forget_other_slim(tmp_path, "aaa.onnx")  # the first slimmed model: its rows are counted next
+    forget_other_slim(tmp_path, "aaa.onnx")  # the same again: nothing to forget
+    assert all(path.exists() for path in kept + slim)
+    forget_other_slim(tmp_path, "bbb.onnx")
+    assert all(path.exists() for path in kept) and not any(path.exists() for path in slim)

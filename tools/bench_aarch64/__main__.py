@@ -89,6 +89,8 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
             shutil.copytree(path, destination)
         else:
             shutil.copy2(path, destination)
+    if files.slim:
+        forget_other_slim(args.work, files.slim[0].name)  # the conversion's name is the slimmed .pt's sha256
     (target / "models.json").write_text(json.dumps(names))
     emulator.copy_project(place)
     if args.ncnn_tree:  # another tree's NCNN engine (this tree has its own)
@@ -98,6 +100,18 @@ def prepare(args: argparse.Namespace, place: emulator.Place) -> None:
         emulator.write_ncnn_int8(args.ncnn_tree or REPO_ROOT, target / names[role], video)
     if not args.skip_venvs:
         emulator.make_venvs(place, args.work / "venv.log", peer=not args.no_peer)
+
+
+def forget_other_slim(work: Path, source: str) -> None:
+    """Delete the -slim rows' counts and x86 detections when they were made with another slimmed model than
+    source (WORK/slim-source names the one they were made with)."""
+    marker = work / "slim-source"
+    if marker.exists() and marker.read_text() != source:
+        stale = [*work.glob("runs/*-slim-f*.json"), *work.glob("runs/*-slim.error"), *work.glob("x86/*-slim.json")]
+        for path in stale:
+            path.unlink()
+        logger.info("another slimmed model: %d counts and detections of the earlier one deleted", len(stale))
+    marker.write_text(source)
 
 
 def count_variant(variant: Variant, args: argparse.Namespace, place: emulator.Place, runs: Path) -> None:

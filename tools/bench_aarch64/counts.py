@@ -275,7 +275,7 @@ def best_row(rows: list[MeterRow], min_agreement: float) -> MeterRow | None:
 
 
 def verdicts(rows: list[MeterRow], min_agreement: float = 0.90) -> list[Verdict]:
-    """The issue-17 and issue-21 targets on the meter, each met, missed (with the value) or not measured."""
+    """The targets of issues 17, 21 and 22 on the meter, each met, missed (with the value) or not measured."""
     by_name = {row.name: row for row in rows}
     result = []
     fp16 = by_name.get("ours ncnn-fp16-640")
@@ -373,7 +373,7 @@ def format_table(rows: list[MeterRow], checks: list[Verdict]) -> str:
                       f"{_ratio_cell(fewest.vs_onnx, fewest.fair == 'onnx')} vs UL-ONNX, agreement "
                       f"{_shown(judged_agreement(fewest))}"
                       + (f", {fewest.estimate_fps:.1f} fps estimated)" if fewest.estimate_fps else ")")]
-    lines += ["", "targets of issues 17 and 21 (aarch64 meter)"]
+    lines += ["", "targets of issues 17, 21 and 22 (aarch64 meter)"]
     for check in checks:
         state = {True: "met", False: "GAP", None: "n/a"}[check.met]
         lines.append(f"  [{state:^4}] {check.name:<32} {check.goal:<70} {check.value}")
