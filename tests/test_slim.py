@@ -45,7 +45,8 @@ def streams(base: str, model: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pruning", [["--flops", "0.6", "--steps", "2"], ["--ratio", "0.3", "--global"]])
+@pytest.mark.parametrize("pruning", [["--flops", "0.6", "--steps", "2"],
+                                     ["--ratio", "0.3", "--global", "--zoom", "0.3"]])
 def test_a_tiny_slimming_run_writes_a_pt_and_onnx_the_server_streams_and_a_card(live_server, tmp_path, pruning):
     video = write_demo_video(tmp_path / "footage.mp4", seconds=6, fps=5)
     out = tmp_path / "slim"
@@ -70,6 +71,7 @@ def test_a_tiny_slimming_run_writes_a_pt_and_onnx_the_server_streams_and_a_card(
     assert report["footage"]["held_back_frames"] >= 4 and report["after"]["frames"] == report["footage"]["held_back_frames"]
     card = (out / "MODEL_CARD.md").read_text()
     assert str(DEMO_PT) in card and "python -m tools.slim" in card and str(video) in card
+    assert ("zoomed by 1 +- 0.3" in card) == ("--zoom" in pruning)
     assert json.loads((out / "slim.json").read_text())["after"] == report["after"]
 
     base = live_server.url
