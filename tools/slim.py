@@ -123,15 +123,20 @@ def step_target(args: argparse.Namespace, step: int, teacher_macs: float, curren
     return {"ratio": None, "flops_target": args.flops ** (step / args.steps) * teacher_macs / current_macs}
 
 
-def prune_step(args, step: int, teacher: torch.nn.Module, images: list[torch.Tensor], out: Path) -> Path:
+def step_folder(args: argparse.Namespace, step: int) -> Path:
+    """Where a step keeps its files: DIR itself for a single step, DIR/step-K for each of --steps N."""
+    return args.out if args.steps == 1 else args.out / f"step-{step}"
+
+
+def prune_step(args, step: int, teacher: torch.nn.Module, images: list[torch.Tensor]) -> Path:
     """Write the step's starting model (pruned from the previous step's distilled one, BatchNorm re-estimated)."""
-    start = out / "pruned.pt"
+    start = step_folder(args, step) / "pruned.pt"
     if start.is_file():
         return start
     if args.student:
         pruned = student_for(args.student, teacher.names)
     else:
-        base = teacher if step == 1 else load_checkpoint(out.parent / f"step-{step - 1}" / "distilled.pt")
+        base = teacher if step == 1 else load_checkpoint(step_folder(args, step - 1) / "distilled.pt")
         target = step_target(args, step, cost(teacher)[0], cost(base)[0])
         pruned = prune_to(base, target["ratio"], target["flops_target"], args.global_pruning)
     recalibrate(pruned, torch.stack(images))
@@ -141,9 +146,9 @@ def prune_step(args, step: int, teacher: torch.nn.Module, images: list[torch.Ten
 
 def run_step(args, step: int, teacher, teacher_onnx: Path, images, samples, held_back) -> tuple[torch.nn.Module, dict]:
     """Prune (or build the student) and distil one step; return the student and what was measured."""
-    out = args.out if args.steps == 1 else args.out / f"step-{step}"
+    out = step_folder(args, step)
     out.mkdir(parents=True, exist_ok=True)
-    start = prune_step(args, step, teacher, images, out)
+    start = prune_step(args, step, teacher, images)
     student = load_checkpoint(start)
     before_onnx = out / "pruned.onnx"
     convert_to_onnx(start, before_onnx)
