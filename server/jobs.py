@@ -1,10 +1,11 @@
-"""Progress of long work (conversion, quantization) for the status endpoint."""
+"""Long work in the background: its progress for the status endpoint (JobBoard) and its thread (Worker)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 ETA_MIN_PROGRESS = 0.03  # below this, elapsed / progress says nothing yet
@@ -81,3 +82,45 @@ def join_worker(thread: threading.Thread | None, timeout: float, what: str) -> b
         logger.warning("%s did not stop within %.0f s", what, timeout)
         return False
     return True
+
+
+class Worker:
+    """One background thread at a time with its own stop event: started, asked to stop and joined in one way.
+
+    What runs on it (a job such as the engine timing or the export, an output's sender) is target(*args, stop):
+    it checks stop (or waits on it) between steps and returns once it is set. stop() sets the event and joins, so
+    whoever replaces or deletes the files a worker reads can first make sure it is gone.
+    """
+
+    def __init__(self, name: str, what: str | None = None):
+        self.name = name  # the thread's name, as traces and py-spy show it
+        self.what = what or name  # how the log names it when it does not stop in time
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self, target: Callable[..., None], *args) -> threading.Event:
+        """Run target(*args, stop) on a new daemon thread; return its stop event. Raise if one is still running."""
+        with self._lock:
+            if self.running():
+                raise RuntimeError(f"{self.what} is already running")
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=target, args=(*args, self._stop), name=self.name, daemon=True)
+            self._thread.start()
+            return self._stop
+
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the running (or last) thread was asked to stop."""
+        return self._stop.is_set()
+
+    def stop(self, timeout: float) -> bool:
+        """Ask the thread to stop and wait for it; False (and a warning) if it is still running after timeout."""
+        with self._lock:
+            thread = self._thread
+            self._stop.set()
+        return join_worker(thread, timeout, self.what)

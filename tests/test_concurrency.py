@@ -170,7 +170,7 @@ def start_tuning(server, make_video, demo_onnx):
 
 
 def leftovers(root):
-    return sorted(p.name for p in root.rglob("*") if ".int8" in p.name or p.name.startswith(".int8-tune-"))
+    return sorted(p.name for p in root.rglob("*") if ".int8" in p.name or p.name.startswith(".engine-timing-"))
 
 
 @pytest.mark.slow

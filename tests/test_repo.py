@@ -130,7 +130,7 @@ def test_no_import_cycles_in_server_tools_or_tests():
 
 # The base layer is the top-level modules; a package imports the base, itself and packages of lower layers only.
 LAYERS = {"base": 0, "vision": 1, "demo": 1, "models": 2, "events": 2, "outputs": 2, "web": 3}
-BASE = {"server.config", "server.files", "server.jobs", "server.storage"}
+BASE = {"server.config", "server.files", "server.jobs", "server.layout", "server.storage"}
 # The one config object is built from the settings each package owns (their dataclasses and names); these modules
 # count as base, so they may import nothing above it (checked below).
 CONFIG_PARTS = {"server.events.settings", "server.vision.engines"}

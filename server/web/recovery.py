@@ -15,19 +15,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from server.files import TEMPORARY_PATTERN
 from server.models.acceptance import recheck
 from server.models.identify import MODEL_EXTENSIONS
-from server.models.tuning.tune import WORK_PREFIX
 from server.models.info import ModelRejected
+from server.layout import TEMPORARY_PATTERNS
 from server.vision.sources.file import VIDEO_EXTENSIONS, VideoUnreadable, probe_video
 
 logger = logging.getLogger(__name__)
 
-INCOMING_PREFIX = ".upload-"  # uploads in flight and being put in place (UploadStore)
-# Every temporary name the server writes under: uploads, files being written (server.files.atomic_write) and
-# int8 tuning work folders.
-TEMPORARY = (f"{INCOMING_PREFIX}*", TEMPORARY_PATTERN, f"{WORK_PREFIX}*")
 
 
 def clean_leftovers(folders: list[Path]) -> list[str]:
@@ -36,7 +31,7 @@ def clean_leftovers(folders: list[Path]) -> list[str]:
     for folder in folders:
         if not folder.is_dir():
             continue
-        for pattern in TEMPORARY:
+        for pattern in TEMPORARY_PATTERNS:
             for leftover in folder.glob(pattern):
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)

@@ -20,6 +20,7 @@ from server.models.identify import MODEL_EXTENSIONS
 from server.models.info import ModelInfo, ModelRejected
 from server.models.ncnn import NcnnBuild
 from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
+from server.layout import INCOMING_PREFIX
 from server.storage import DiskSpace
 from server.vision.sources.file import (
     VIDEO_EXTENSIONS,
@@ -28,7 +29,6 @@ from server.vision.sources.file import (
     probe_video,
 )
 from server.web import recovery
-from server.web.recovery import INCOMING_PREFIX
 
 logger = logging.getLogger(__name__)
 

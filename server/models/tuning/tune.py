@@ -27,6 +27,7 @@ import onnx
 import onnxruntime as ort
 
 from server.files import copy_file, write_text
+from server.layout import TIMING_WORK_PREFIX
 from server.models.tuning.calibration import (
     CACHE_SUPPORTED,
     Calibration,
@@ -65,7 +66,6 @@ from server.vision.turns import InferenceTurns
 logger = logging.getLogger(__name__)
 
 REFERENCE_ROW = "onnxruntime-fp32"  # the row every other is judged against
-WORK_PREFIX = ".int8-tune-"  # the hidden work folder beside the result, which start-up cleanup knows
 Engines = dict[str, tuple[EngineKey, Callable[[], Detector]]]  # auto's other rows: name -> key, loader
 EnginesFor = Callable[[list[np.ndarray], Progress, threading.Event], Engines]  # makes and lists them (with cancel)
 
@@ -229,7 +229,7 @@ def tune(
     calibration_frames, held_frames = split_frames(frames)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The work folder sits next to the result, hidden, so that a crash leaves it where start-up cleaning finds it.
-    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_path.parent) as work, \
+    with tempfile.TemporaryDirectory(prefix=TIMING_WORK_PREFIX, dir=out_path.parent) as work, \
             disk_guard or contextlib.nullcontext():
         work_dir = Path(work)
         steps.report("preparing", "pre-processing the fp32 model")
