@@ -14,7 +14,7 @@ from server.events.store import EventStore
 from server.jobs import JobBoard
 from server.models.current import CurrentModel
 from server.models.trial_run import TrialBudget
-from server.models.tuning.job import TuningJob
+from server.models.tuning.job import EngineTiming
 from server.storage import is_disk_full
 from server.vision.export_job import Exports
 from server.web import auth, guards
@@ -75,7 +75,7 @@ def build_collaborators(config: Config) -> Collaborators:
     store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
                         reserve_bytes=config.disk_reserve_bytes)
     jobs = JobBoard()
-    tuning = TuningJob(jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
+    tuning = EngineTiming(jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
     model = CurrentModel(tuning, config.engine)
     if store.model is not None:  # re-adopted from a previous run (see UploadStore)
         model.adopt(store.model.onnx_path, store.model.info)
