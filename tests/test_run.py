@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from server.config import config_from_args
+from server.config import ENGINE_CHOICES, config_from_args
+from server.vision.engines import AUTO, ENGINES
 from tests.support.helpers import upload
 from tests.support.server_process import ServerProcess
 
@@ -29,6 +30,11 @@ def test_the_engine_is_auto_unless_a_flag_or_the_environment_names_a_known_one(c
         with pytest.raises(SystemExit):
             config_from_args(argv, environ=env)
         assert "choose from" in capsys.readouterr().err
+
+
+def test_the_configs_engine_names_are_the_engines_own():
+    """The base holds them as data (it imports nothing above it): they must still name the engines that exist."""
+    assert ENGINE_CHOICES == (AUTO, *ENGINES)
 
 
 def _mapped_libraries(pid: int) -> str:

@@ -18,8 +18,8 @@ from server.vision.sources import (
     LiveSource,
     SourceRejected,
     parse_source,
-    redact,
 )
+from server.redaction import redact
 from tests.support.live_servers import write_frames
 from tests.support.waiting import wait_for
 

@@ -2,7 +2,7 @@
 and Home Assistant discovery, published from threads of its own.
 
 Threat: the broker address and its credentials come only from --mqtt-url / EDGE_MQTT_URL (never from HTTP),
-and everything logged or shown uses the label, with the password masked by sources.redact.
+and everything logged or shown uses the label, with the password masked by server.redaction.
 
 Never blocking the producer: the caller only updates a few dicts under a short lock and appends to a bounded
 queue (dispatcher.BoundedQueue). paho's loop thread owns the socket: connect_async + loop_start, so a broker
@@ -29,7 +29,7 @@ from server.outputs import discovery
 from server.outputs.discovery import OFF, OFFLINE, ON, ONLINE, Topics
 from server.outputs.dispatcher import BoundedQueue, Counters
 from server.outputs.messages import event_message
-from server.vision.sources import redact
+from server.redaction import redact
 
 logger = logging.getLogger(__name__)
 

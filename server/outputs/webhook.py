@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from server.outputs.dispatcher import BoundedQueue, Counters
 from server.outputs.messages import event_message
-from server.vision.sources import redact
+from server.redaction import redact
 
 logger = logging.getLogger(__name__)
 
