@@ -154,7 +154,7 @@ def test_stop_interrupts_a_backoff_wait(outputs_to_stop):
     output.event("opened", event(), None)
     assert wait_for(lambda: output.attempts == 1 and output.state == "sending")
     output.stop(timeout=30)
-    assert not output._thread.is_alive() and output.counters.failed == 0
+    assert not output._worker.running() and output.counters.failed == 0
 
 
 def test_credentials_are_sent_but_never_shown(receiver, caplog):
