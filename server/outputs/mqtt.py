@@ -29,7 +29,7 @@ from server.jobs import Worker
 from server.outputs import discovery
 from server.outputs.discovery import OFF, OFFLINE, ON, ONLINE, Topics
 from server.outputs.dispatcher import BoundedQueue, Counters
-from server.outputs.messages import event_message
+from server.outputs.messages import EventLinks, event_message
 from server.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -78,12 +78,12 @@ class MqttOutput:
 
     kind = "mqtt"
 
-    def __init__(self, url: str, base_url: str, *, topics: Topics, capacity: int, keepalive: int = 30,
+    def __init__(self, url: str, links: EventLinks, *, topics: Topics, capacity: int, keepalive: int = 30,
                  reconnect_min: float = 1.0, reconnect_max: float = 30.0, version: str = ""):
         self.broker = parse_broker_url(url)
         self.label = self.broker.label
         self.topics = topics
-        self.base_url = base_url
+        self.links = links
         self.version = version
         self.keepalive = keepalive
         self.counters = Counters()
@@ -276,7 +276,7 @@ class MqttOutput:
             if item is None:
                 return
             kind, event = item
-            body = json.dumps(event_message(kind, event, self.base_url))
+            body = json.dumps(event_message(kind, event, self.links))
             info = self.client.publish(self.topics.events, body, qos=1)
             if info.rc == paho.MQTT_ERR_SUCCESS:
                 self._in_flight.append(info)

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from server.jobs import Worker
 from server.outputs.dispatcher import BoundedQueue, Counters
-from server.outputs.messages import event_message
+from server.outputs.messages import EventLinks, event_message
 from server.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -75,12 +75,12 @@ class WebhookOutput:
 
     kind = "webhook"
 
-    def __init__(self, url: str, base_url: str, *, timeout: float, retries: int, capacity: int,
+    def __init__(self, url: str, links: EventLinks, *, timeout: float, retries: int, capacity: int,
                  inline_snapshot: bool = False, backoff: float = 1.0, backoff_max: float = 30.0):
         check_webhook_url(url)
         self._url, self._auth_headers = split_credentials(url)
         self.label = webhook_label(url)
-        self.base_url = base_url
+        self.links = links
         self.timeout = timeout
         self.delays = backoff_delays(retries, backoff, backoff_max)
         self.inline_snapshot = inline_snapshot
@@ -141,7 +141,7 @@ class WebhookOutput:
 
     def _body(self, item: tuple) -> bytes:
         kind, event, snapshot = item
-        return json.dumps(event_message(kind, event, self.base_url, snapshot, self.inline_snapshot)).encode()
+        return json.dumps(event_message(kind, event, self.links, snapshot, self.inline_snapshot)).encode()
 
     def _deliver(self, body: bytes, stop: threading.Event) -> None:
         """POST body, retrying with backoff; count it sent or failed."""

@@ -138,7 +138,7 @@ class Exports:
         return self._worker.stop(timeout)
 
     def status(self) -> dict:
-        """The export's state, progress, fps and its files (with their download URLs) once done."""
+        """The export's state, progress, fps and its files (size and download name) once done."""
         state = dict(self._state)
         done, running = state["state"] == "done", state["state"] == "running"
         if "ran" not in state:  # while running (or once cancelled or failed): what ran so far
@@ -157,7 +157,7 @@ class Exports:
             size = path.stat().st_size
         except OSError:
             return None
-        return {"url": f"/api/export/{kind}", "bytes": size, "name": self.download_name(kind, suffix)}
+        return {"bytes": size, "name": self.download_name(kind, suffix)}
 
     def download_name(self, kind: str, suffix: str) -> str:
         label = "annotated" if kind == "video" else "detections"

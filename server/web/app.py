@@ -12,6 +12,7 @@ from server.events.recorder import EventRecorder
 from server.events.settings import retention_from_config, settings_from_config
 from server.events.store import EventStore
 from server.jobs import JobBoard
+from server.layout import StorageLayout
 from server.models.current import CurrentModel
 from server.models.trial_run import TrialBudget
 from server.models.tuning.job import TuningJob
@@ -22,7 +23,10 @@ from server.web.export_routes import bp as export_bp
 from server.outputs import build_outputs
 from server.outputs.messages import public_base_url
 from server.web.events_routes import bp as events_bp
+from server.web.events_routes import event_links
 from server.web.lan import lan_urls
+from server.web.lifecycle import Lifecycle, Step
+from server.web.recovery import clean_leftovers
 from server.web.routes import bp
 from server.web.selection import SourceSelection
 from server.web.service import Collaborators, DetectionService
@@ -69,28 +73,49 @@ class UploadRequest(Request):
             raise
 
 
-def build_collaborators(config: Config) -> Collaborators:
+def build_collaborators(config: Config, layout: StorageLayout) -> Collaborators:
     """Build what the detection service routes to: uploads, jobs, tuning, the current model, sources, the stream,
-    the export, events and outputs (which connect in the background: a broker that is down blocks nothing)."""
-    store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
+    the export, events and outputs. Nothing here reads what a previous run left: the start steps do."""
+    store = UploadStore(layout, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
                         reserve_bytes=config.disk_reserve_bytes)
     jobs = JobBoard()
     tuning = TuningJob(jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
-    model = CurrentModel(tuning, config.engine)
-    if store.model is not None:  # re-adopted from a previous run (see UploadStore)
-        model.adopt(store.model.onnx_path, store.model.info)
     # Snapshot URLs in webhook and MQTT messages: --public-url, else this server's first LAN address.
-    outputs = build_outputs(config, public_base_url(config.public_url, lan_urls(config.host, config.port)))
-    outputs.start()
-    events = EventRecorder(EventStore(config.uploads, retention_from_config(config), space=store.space),
+    base_url = public_base_url(config.public_url, lan_urls(config.host, config.port))
+    outputs = build_outputs(config, event_links(base_url))
+    events = EventRecorder(EventStore(layout.events, retention_from_config(config), space=store.space),
                            settings_from_config(config), outputs=outputs)
-    return Collaborators(store=store, jobs=jobs, tuning=tuning, model=model, sources=SourceSelection(config),
-                         stream=StreamControl(config), exports=Exports(store.root / "export", jobs, store.space),
-                         events=events, outputs=outputs)
+    return Collaborators(store=store, jobs=jobs, tuning=tuning, model=CurrentModel(tuning, config.engine),
+                         sources=SourceSelection(config), stream=StreamControl(config),
+                         exports=Exports(layout.export, jobs, store.space), events=events, outputs=outputs)
 
 
-def create_app(config: Config | None = None) -> Flask:
-    """Build the app with its upload store and detection service."""
+def build_lifecycle(layout: StorageLayout, parts: Collaborators, service: DetectionService,
+                    trial: TrialBudget) -> Lifecycle:
+    """The server's start and stop steps, in order (server.web.lifecycle)."""
+    start = [
+        Step("recover leftovers: temporary files of an interrupted run", lambda: clean_leftovers(layout.folders())),
+        Step("reopen the events: close what the last run left open, apply retention", parts.events.store.open),
+        Step("take back the last export (or remove its partial files)", parts.exports.readopt),
+        Step(f"load the stored video and model (the model's trial run takes up to {trial.timeout_s:g} s)",
+             service.restore),
+        Step("start the outputs: they connect in the background", parts.outputs.start),
+    ]
+    # The order the code always had: the events are saved right after the stream's end closed them, before the
+    # waits that can be long (the engine timing's step, up to 10 s; an export's frame, up to 30 s), so a stop
+    # cut short (systemd's timeout, a second Ctrl-C) loses only work that is redone or cleaned at the next start.
+    # The outputs go last: they carry the final closes and "nothing tracked", then say "offline".
+    stop = [
+        Step("the stream, then what it started: the event writer, the engine timing", service.stop),
+        Step("an export", service.stop_export),
+        Step("the outputs: what is pending, then \"offline\"", parts.outputs.stop),
+    ]
+    return Lifecycle(start, stop)
+
+
+def create_app(config: Config | None = None, start: bool = True) -> Flask:
+    """Build the app with its upload store and detection service; start it unless start is False (run.py starts
+    and stops it itself, see server.web.lifecycle)."""
     config = config or Config()
     app = Flask("server", template_folder=str(REPO_ROOT / "templates"), static_folder=str(REPO_ROOT / "static"))
     app.request_class = UploadRequest
@@ -100,14 +125,17 @@ def create_app(config: Config | None = None) -> Flask:
         MAX_MODEL_BYTES=config.max_model_bytes,
         MAX_FORM_MEMORY_SIZE=1024 * 1024,  # form fields are small; files go to disk via UploadRequest
     )
-    parts = build_collaborators(config)
-    app.extensions["uploads"] = parts.store
-    app.extensions["outputs"] = parts.outputs
-    app.extensions["events"] = parts.events
-    app.extensions["detection"] = DetectionService(config, parts)
+    layout = StorageLayout(config.uploads)
+    parts = build_collaborators(config, layout)
+    service = DetectionService(config, parts)
+    app.extensions["uploads"] = parts.store  # UploadRequest writes an upload in flight into it
+    app.extensions["detection"] = service
+    app.extensions["lifecycle"] = build_lifecycle(layout, parts, service, parts.store.trial)
     app.register_blueprint(bp)
     app.register_blueprint(export_bp)
     app.register_blueprint(events_bp)
     guards.install(app, config.allowed_hosts)
     auth.install(app, config)
+    if start:
+        app.extensions["lifecycle"].start()
     return app
