@@ -19,14 +19,13 @@ from server.models.tuning.job import TuningJob
 from server.storage import is_disk_full
 from server.vision.export_job import Exports
 from server.web import auth, guards
-from server.web.export_routes import bp as export_bp
 from server.outputs import build_outputs
 from server.outputs.messages import public_base_url
 from server.web.events_routes import bp as events_bp
 from server.web.events_routes import event_links
+from server.web.export_routes import bp as export_bp
 from server.web.lan import lan_urls
-from server.web.lifecycle import Lifecycle, Step
-from server.web.recovery import clean_leftovers
+from server.web.lifecycle import server_lifecycle
 from server.web.routes import bp
 from server.web.selection import SourceSelection
 from server.web.service import Collaborators, DetectionService
@@ -90,29 +89,6 @@ def build_collaborators(config: Config, layout: StorageLayout) -> Collaborators:
                          exports=Exports(layout.export, jobs, store.space), events=events, outputs=outputs)
 
 
-def build_lifecycle(layout: StorageLayout, parts: Collaborators, service: DetectionService,
-                    trial: TrialBudget) -> Lifecycle:
-    """The server's start and stop steps, in order (server.web.lifecycle)."""
-    start = [
-        Step("recover leftovers: temporary files of an interrupted run", lambda: clean_leftovers(layout.folders())),
-        Step("reopen the events: close what the last run left open, apply retention", parts.events.store.open),
-        Step("take back the last export (or remove its partial files)", parts.exports.readopt),
-        Step(f"load the stored video and model (the model's trial run takes up to {trial.timeout_s:g} s)",
-             service.restore),
-        Step("start the outputs: they connect in the background", parts.outputs.start),
-    ]
-    # The order the code always had: the events are saved right after the stream's end closed them, before the
-    # waits that can be long (the engine timing's step, up to 10 s; an export's frame, up to 30 s), so a stop
-    # cut short (systemd's timeout, a second Ctrl-C) loses only work that is redone or cleaned at the next start.
-    # The outputs go last: they carry the final closes and "nothing tracked", then say "offline".
-    stop = [
-        Step("the stream, then what it started: the event writer, the engine timing", service.stop),
-        Step("an export", service.stop_export),
-        Step("the outputs: what is pending, then \"offline\"", parts.outputs.stop),
-    ]
-    return Lifecycle(start, stop)
-
-
 def create_app(config: Config | None = None, start: bool = True) -> Flask:
     """Build the app with its upload store and detection service; start it unless start is False (run.py starts
     and stops it itself, see server.web.lifecycle)."""
@@ -130,7 +106,7 @@ def create_app(config: Config | None = None, start: bool = True) -> Flask:
     service = DetectionService(config, parts)
     app.extensions["uploads"] = parts.store  # UploadRequest writes an upload in flight into it
     app.extensions["detection"] = service
-    app.extensions["lifecycle"] = build_lifecycle(layout, parts, service, parts.store.trial)
+    app.extensions["lifecycle"] = server_lifecycle(layout, parts, service)
     app.register_blueprint(bp)
     app.register_blueprint(export_bp)
     app.register_blueprint(events_bp)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, send_file
+from flask import Blueprint, jsonify, send_file
 
-from server.web.service import DetectionService
+from server.web.routes import service
 
 bp = Blueprint("export", __name__)
-
-
-def service() -> DetectionService:
-    return current_app.extensions["detection"]
 
 
 FILES = ("video", "detections")

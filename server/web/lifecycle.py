@@ -16,7 +16,7 @@ previous run left (cleaning, re-checking, reopening) runs here, in order, where 
 
 run.py builds the app with create_app(config, start=False), runs start() before serving and stop() once serving
 ends; create_app(config) starts the app it built too, for the tests and tools that want a ready one. A step is
-added by adding it to the list where its order says (cameras: started after the model is loaded, stopped first).
+added to server_lifecycle's lists where its order says (cameras: started after the model is loaded, stopped first).
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from server.layout import StorageLayout
+from server.web.recovery import clean_leftovers
+from server.web.service import Collaborators, DetectionService
 
 logger = logging.getLogger(__name__)
 
@@ -62,3 +66,26 @@ class Lifecycle:
         began = time.monotonic()
         step.run()
         logger.debug("%s %d/%d took %.2f s", kind, number, count, time.monotonic() - began)
+
+
+def server_lifecycle(layout: StorageLayout, parts: Collaborators, service: DetectionService) -> Lifecycle:
+    """The server's start and stop steps, in order."""
+    trial = parts.store.trial
+    start = [
+        Step("recover leftovers: temporary files of an interrupted run", lambda: clean_leftovers(layout.folders())),
+        Step("reopen the events: close what the last run left open, apply retention", parts.events.store.open),
+        Step("take back the last export (or remove its partial files)", parts.exports.readopt),
+        Step(f"load the stored video and model (the model's trial run takes up to {trial.timeout_s:g} s)",
+             service.restore),
+        Step("start the outputs: they connect in the background", parts.outputs.start),
+    ]
+    # The order the code always had: the events are saved right after the stream's end closed them, before the
+    # waits that can be long (the engine timing's step, up to 10 s; an export's frame, up to 30 s), so a stop
+    # cut short (systemd's timeout, a second Ctrl-C) loses only work that is redone or cleaned at the next start.
+    # The outputs go last: they carry the final closes and "nothing tracked", then say "offline".
+    stop = [
+        Step("the stream, then what it started: the event writer, the engine timing", service.stop),
+        Step("an export", service.stop_export),
+        Step("the outputs: what is pending, then \"offline\"", parts.outputs.stop),
+    ]
+    return Lifecycle(start, stop)
