@@ -1,5 +1,6 @@
 """The detection service: what the routes talk to. It routes requests to its collaborators and owns lifetimes:
-a stream's start and its one end, what a change must stop first, and the server's ordered shutdown."""
+a stream's start and its one end, what a change must stop first. The server's ordered start and stop call it
+(server.web.lifecycle)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from server.web.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
 
-STOP_TUNING_WAIT_S = 10.0  # at stop and shutdown
+STOP_TUNING_WAIT_S = 10.0  # at a stop (the route's, and the server's)
 
 __all__ = ["Busy", "Collaborators", "DetectionService", "TooManyViewers", "described"]
 
