@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request, send_file
-
-from urllib.parse import quote
 
 from server.events.query import MAX_CSV_LIMIT, EventNotFound, EventQueryError, parse_event_id, parse_query
 from server.events.store import KINDS
