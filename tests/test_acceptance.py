@@ -12,7 +12,9 @@ from __future__ import annotations
 import builtins
 import collections
 import io
+import logging
 import os
+from pathlib import Path
 
 import onnx
 import pytest
@@ -21,7 +23,9 @@ from server import create_app
 from server.files import HashingWriter, sha256_of
 from server.layout import INCOMING_PREFIX
 from server.models import acceptance, checkpoint
-from tests.support.converter_models import real_checkpoints  # noqa: F401 (a fixture)
+from server.models.convert import convert_to_onnx
+from server.models.identify import inspect_checkpoint
+from tests.support.converter_models import cache, real_checkpoints, reference  # noqa: F401 (fixtures)
 from tests.support.helpers import upload
 
 RAILWAY = "railway-obstacles-yolov8.pt"  # trained by others (tests/data/README.md)
@@ -161,3 +165,27 @@ def test_a_refused_onnx_leaves_nothing_in_the_cache(client, config, tmp_path, de
     response = upload(client, "/upload/model", stripped)
     assert response.status_code == 400 and "no Ultralytics metadata" in response.get_json()["error"]
     assert not (config.uploads / "cache").exists() or list((config.uploads / "cache").iterdir()) == []
+
+
+@pytest.fixture(scope="session")
+def distilled_at_320(cache) -> Path:
+    """A checkpoint saved as tools/slim.py saves one: train_args.imgsz 320 (the distilling size), model args 640."""
+    return cache.get("distilled-at-320.pt", lambda out: reference(
+        "build", "yolov8n.yaml", str(out), "--nc", "2", "--imgsz", "320", cwd=cache.folder))
+
+
+def test_a_model_runs_at_the_size_it_was_distilled_at_until_told_otherwise(client, distilled_at_320, tmp_path,
+                                                                            caplog):
+    assert inspect_checkpoint(distilled_at_320).imgsz == 320  # train_args wins over the model's own args (640)
+    exported = tmp_path / "distilled.onnx"
+    convert_to_onnx(distilled_at_320, exported)  # as tools/slim.py converts its result: the ONNX says 320 too
+    for weights in (distilled_at_320, exported):
+        response = upload(client, "/upload/model", weights)
+        assert response.status_code == 201, response.get_json()
+        assert response.get_json()["model"]["imgsz"] == 320
+        assert client.get("/api/status").get_json()["settings"]["imgsz"] == 320, weights.name
+
+    caplog.set_level(logging.WARNING, logger="server.models.current")
+    assert client.post("/api/settings", json={"imgsz": 640}).status_code == 200  # the user's size wins ...
+    assert client.get("/api/status").get_json()["settings"]["imgsz"] == 640
+    assert any("runs at 640 px, not the 320 px" in r.getMessage() for r in caplog.records)  # ... and is warned
