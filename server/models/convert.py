@@ -78,8 +78,8 @@ def convert_cached(
     on_progress: ProgressCallback | None = None,
     space: DiskSpace | None = None,
 ) -> Conversion:
-    """The one .pt -> ONNX flow of the server and the tools: cache_dir/<sha256 of the .pt>.onnx, converted unless
-    it is there already, at the size the checkpoint was trained at.
+    """Return cache_dir/<sha256 of the .pt>.onnx, converted unless it is there already, at the size the checkpoint
+    was trained at: the server's acceptance and the tools take a .pt to ONNX here (by convert_pt, the one flow).
 
     The checkpoint is read and identified either way, so a file that is not YOLOv8 detect is refused with the same
     words whether or not the cache holds a conversion of it. sha256 spares hashing the file when the caller hashed
@@ -149,7 +149,7 @@ def convert_checkpoint(
     checkpoint: Checkpoint,
     info: ModelInfo,
     onnx_path: str | Path,
-    imgsz: int = 640,
+    imgsz: int,
     timeout: float = 300,
     on_progress: ProgressCallback | None = None,
     started: float | None = None,
