@@ -12,7 +12,7 @@ import unicodedata
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 from werkzeug.utils import secure_filename
 
@@ -131,12 +131,14 @@ class UploadStore:
                        restored["video"], restored["model"], removed or "nothing")
         return restored
 
-    def incoming_file(self, suffix: str) -> HashingWriter:
-        """Open a hidden temporary file for an upload in flight, hashed as it is written; it vanishes when closed
-        unless kept."""
+    def incoming_file(self, suffix: str) -> IO[bytes]:
+        """Open a hidden temporary file for an upload in flight (weights hashed as they are written: the cache's
+        key); it vanishes when closed unless kept."""
         # The suffix lets the readers recognise the format; anything else a client sends stays out of paths.
         known = suffix if suffix in VIDEO_EXTENSIONS + MODEL_EXTENSIONS else ""
         file = tempfile.NamedTemporaryFile("wb+", dir=self.root, prefix=INCOMING_PREFIX, suffix=known)
+        if known not in MODEL_EXTENSIONS:
+            return file
         incoming = HashingWriter(file)
         self._incoming[incoming.name] = incoming  # forgotten with the file object, at the request's end
         return incoming
