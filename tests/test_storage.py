@@ -223,10 +223,10 @@ def test_conversion_hitting_enospc_while_writing_leaves_no_partial_file(disk, de
             fill(disk, leave_bytes=1 * MB)
 
     with pytest.raises(InsufficientStorage, match="not enough free space"):
-        convert.convert_cached(demo_pt, cache, imgsz=320, on_progress=fill_before_writing, space=space)
+        convert.convert_cached(demo_pt, cache, on_progress=fill_before_writing, space=space)
     assert every_file(cache) == []
     (disk / "filler.bin").unlink()
-    assert convert.convert_cached(demo_pt, cache, imgsz=320, space=space).is_file()
+    assert convert.convert_cached(demo_pt, cache, space=space).onnx_path.is_file()
 
 
 @pytest.fixture

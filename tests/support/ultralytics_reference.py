@@ -49,8 +49,11 @@ def export(weights: Path, output: Path) -> None:
         shutil.move(exported, output)
 
 
-def build(yaml: str, output: Path, nc: int | None, fp32: bool, fused: bool) -> None:
-    """Save a checkpoint built from an ultralytics yaml: fp16 like YOLO.save, or fp32 / BatchNorm-fused ones."""
+def build(yaml: str, output: Path, nc: int | None, fp32: bool, fused: bool, imgsz: int = 640) -> None:
+    """Save a checkpoint built from an ultralytics yaml: fp16 like YOLO.save, or fp32 / BatchNorm-fused ones.
+
+    imgsz is the size it says it was trained at (train_args), as tools/slim.py writes the size it distilled at; the
+    model's own args keep ultralytics' default (640)."""
     import torch
     from ultralytics import YOLO
 
@@ -60,7 +63,7 @@ def build(yaml: str, output: Path, nc: int | None, fp32: bool, fused: bool) -> N
     if fused:
         model.fuse()
     model = model.float() if fp32 else model.half()
-    torch.save({"model": model, "train_args": {"imgsz": 640}, "version": "reference", "date": None}, output)
+    torch.save({"model": model, "train_args": {"imgsz": imgsz}, "version": "reference", "date": None}, output)
 
 
 def demo_images(imgsz: int):
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     build_command.add_argument("--nc", type=int)
     build_command.add_argument("--fp32", action="store_true")
     build_command.add_argument("--fused", action="store_true")
+    build_command.add_argument("--imgsz", type=int, default=640)
     prune_command = commands.add_parser("prune")
     prune_command.add_argument("weights", type=Path)
     prune_command.add_argument("output", type=Path)
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "prune":
         prune(args.weights.resolve(), args.output.resolve(), args.ratio, args.global_pruning)
     else:
-        build(args.yaml, args.output.resolve(), args.nc, args.fp32, args.fused)
+        build(args.yaml, args.output.resolve(), args.nc, args.fp32, args.fused, args.imgsz)
     return 0
 
 

@@ -23,7 +23,7 @@ def our_onnx(model: Path, cache: Path) -> Path:
         return model
     from server.models import convert  # noqa: PLC0415  (only for .pt weights)
 
-    return Path(convert.convert_cached(model, cache, imgsz=640, timeout=900, on_progress=None))
+    return convert.convert_cached(model, cache, timeout=900).onnx_path
 
 
 def ultralytics_onnx(model: Path, cache: Path) -> Path:

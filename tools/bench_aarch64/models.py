@@ -101,7 +101,7 @@ def ours(pt: Path, folder: Path, video: Path) -> tuple[Path, Path]:
     from server.vision.sources.base import CALIBRATION_FRAMES  # noqa: PLC0415
     from server.vision.sources.file import sample_frames  # noqa: PLC0415
 
-    fp32 = Path(convert.convert_cached(pt, folder, imgsz=640, timeout=900, on_progress=None))
+    fp32 = convert.convert_cached(pt, folder, timeout=900).onnx_path
     int8 = tuning.int8_path_for(fp32)
     report = tuning.cached_tuning(fp32, int8)
     if report is None:
