@@ -13,11 +13,11 @@ import os
 import onnx
 import pytest
 
+from harness.client import upload
 from server import create_app
 from server.files import sha256_of
 from server.models import acceptance, checkpoint
 from tests.support.converter_models import real_checkpoints  # noqa: F401 (a fixture)
-from tests.support.helpers import upload
 
 RAILWAY = "railway-obstacles-yolov8.pt"  # trained by others (tests/data/README.md)
 

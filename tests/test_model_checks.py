@@ -12,9 +12,9 @@ import resource
 import pytest
 import requests
 
+from harness.client import upload, video_feed
+from harness.waiting import wait_for
 from tests.support import crafted_onnx
-from tests.support.helpers import upload
-from tests.support.waiting import wait_for
 
 TRIAL_TIMEOUT_S = 3.0
 SERVER_GROWTH_MB = 300  # the server's own peak memory may not grow by more than this during a refusal
@@ -78,6 +78,5 @@ def test_nonfinite_boxes_are_dropped_and_counted_while_the_stream_goes_on(checke
     status = requests.get(f"{base}/api/status", timeout=5).json()
     assert status["streaming"] and status["error"] is None
     assert status["stats"]["detections"] == 0
-    with requests.get(f"{base}/video_feed", stream=True, timeout=10) as feed:
-        assert feed.status_code == 200
-        assert next(feed.iter_content(4096))
+    with video_feed(base, timeout=10) as jpegs:
+        assert next(jpegs)

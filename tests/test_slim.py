@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import requests
 
+from harness.client import upload, video_feed
 from server.demo.video import render_frames, write_demo_video
 from server.models.checkpoint import read_checkpoint
-from server.vision import mjpeg
-from tests.support.helpers import upload
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_PT = ROOT / "server" / "demo" / "model" / "shapes-yolov8n.pt"
@@ -36,8 +35,7 @@ def streams(base: str, model: Path) -> dict:
     assert response.status_code == 201, response.text
     requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5).raise_for_status()
     assert requests.post(f"{base}/stream/start", timeout=30).json() == {"streaming": True}
-    with requests.get(f"{base}/video_feed", stream=True, timeout=30) as feed:
-        frames = mjpeg.iter_jpegs(feed.iter_content(8192))
+    with video_feed(base) as frames:
         assert all(next(frames) for _ in range(3))
     status = requests.get(f"{base}/api/status", timeout=5).json()
     requests.post(f"{base}/stream/stop", timeout=30).raise_for_status()

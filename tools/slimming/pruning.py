@@ -39,7 +39,7 @@ CHANNEL_MULTIPLE = 8
 class PackPruner(tp.pruner.MagnitudePruner):
     """Torch-Pruning's magnitude pruner with each layer's kept width rounded to the *nearest* whole pack.
 
-    Torch-Pruning 1.6.1 (pinned in tests/requirements.txt; this overrides its private `_round_to`, and a test
+    Torch-Pruning 1.6.1 (pinned in tools/requirements.txt; this overrides its private `_round_to`, and a test
     checks the widths) rounds the kept width down, so a 16-channel layer fell to 8 at any ratio above zero: a
     YOLOv8n's stem and first C2f were halved by a 23% target. With the nearest pack the railway checkpoint agreed
     0.929 after distillation instead of 0.912 (docs/slimming.md).
