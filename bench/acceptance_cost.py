@@ -3,7 +3,7 @@
     python -m bench.acceptance_cost [--repo DIR] [--models DIR] [--sizes n,s,m] [--repeats 3]
 
 Builds YOLOv8 .pt files from ultralytics' yamls (random weights, nothing downloaded; saved fp16 as ultralytics
-does, by tests.support.ultralytics_reference) and their ONNX exports (ultralytics' own, dynamic) into --models once, then
+does, by bench.ultralytics_reference) and their ONNX exports (ultralytics' own, dynamic) into --models once, then
 uploads each through POST /upload/model of a fresh app (create_app, Flask's test client) in a fresh child process
 per upload, with an empty uploads folder (no cached conversion). The child runs the code of --repo (default: this
 checkout), so the same command measures another checkout, e.g. main before a change:
@@ -113,7 +113,7 @@ def build_models(folder: Path, sizes: list[str]) -> list[Path]:
         steps = (("build", f"yolov8{size}.yaml", str(pt)), ("export", str(pt), str(exported)))
         for (command, *args), target in zip(steps, (pt, exported)):
             if not target.is_file():
-                subprocess.run([sys.executable, "-m", "tests.support.ultralytics_reference", command, *args],
+                subprocess.run([sys.executable, "-m", "bench.ultralytics_reference", command, *args],
                                cwd=ROOT, check=True, timeout=BUILD_TIMEOUT_S, capture_output=True)
         files += [pt, exported]
     return files

@@ -18,14 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.frames import demo_calibration_frames
 from server.demo import DEMO_ONNX
-from server.demo.video import render_frames
 from server.models.choice import reference_key
 from server.models.runtime import ModelRuntime
 from server.models.tuning.job import auto_engines
 from server.models.tuning.tune import int8_path_for, machine_info, tune
 from server.vision.detector import default_threads
-from server.vision.sources.base import CALIBRATION_FRAMES
 
 
 def table(report) -> str:
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CPU: {machine_info()}")
     cores = os.cpu_count() or 1
     threads = reference_key(args.threads, cores).threads
-    frames = list(render_frames(seconds=20, fps=CALIBRATION_FRAMES / 20))
+    frames = demo_calibration_frames()
     with tempfile.TemporaryDirectory(prefix="engine-choice-") as work:
         model = Path(work) / args.model.name
         shutil.copyfile(args.model, model)

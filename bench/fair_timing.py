@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.frames import demo_calibration_frames
 from server.demo import DEMO_ONNX
-from server.demo.video import render_frames, write_demo_video
+from server.demo.video import write_demo_video
 from server.models.choice import reference_key
 from server.models.identify import inspect_model
 from server.models.runtime import ModelRuntime
@@ -32,7 +33,6 @@ from server.models.tuning.tune import int8_path_for, machine_info, tune
 from server.vision.detector import default_threads
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
-from server.vision.sources.base import CALIBRATION_FRAMES
 from server.vision.sources.choice import FileChoice
 from server.vision.stream import StreamRunner
 from server.vision.turns import InferenceTurns
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CPU: {machine_info()}; load average {os.getloadavg()[0]:.1f}")
     threads = reference_key(args.threads, os.cpu_count() or 1).threads
     recipes = [r for r in args.recipes.split(",") if r] or None
-    frames = list(render_frames(seconds=20, fps=CALIBRATION_FRAMES / 20))
+    frames = demo_calibration_frames()
     alone = run_job(args.model, frames, args.imgsz, threads, recipes, None)
     turns = InferenceTurns()
     with tempfile.TemporaryDirectory(prefix="fair-timing-stream-") as work:

@@ -1,7 +1,7 @@
 """Channel-pruned YOLOv8 models (tools/slim.py's, Torch-Pruning's example) convert, run on every engine and stream.
 
 The demo model and a checkpoint trained by others are pruned with Torch-Pruning in an ultralytics child
-(tests/support/ultralytics_reference.py prune): uniformly (cv0 and cv1 of each C2f stay equally wide, so the result is an
+(bench/ultralytics_reference.py prune): uniformly (cv0 and cv1 of each C2f stay equally wide, so the result is an
 ordinary ultralytics checkpoint with widths no yaml gives) and globally (C2f's parts unequal: saved as Torch-Pruning's
 example saves it, __main__.C2f_v2, and as a C2f with unequal parts). The server's conversion must be the network
 ultralytics exports: of the ordinary checkpoint by ultralytics itself, of the others from the pruning process, as the

@@ -8,6 +8,7 @@
 #   pi-root.sh run 'CMD'      run CMD with bash inside the root, e.g. pi-root.sh run 'python3 -V'
 #   pi-root.sh copy DIR DEST  copy DIR's contents to DEST inside the root (DEST is emptied first)
 #   pi-root.sh umount         undo the bind mounts
+#   pi-root.sh mirror         print the Debian mirror this machine's apt uses (bench/aarch64/qemu-count.sh asks)
 #
 # PI_ROOT (default /var/tmp/pi-root) is where the root lives. It is left out: desktop libraries such as
 # libGL, as Raspberry Pi OS Lite leaves them out (PI_LITE=0 adds libgl1 and libglib2.0-0).
@@ -128,5 +129,8 @@ case ${1:-} in
   umount)
     unmount_all
     ;;
-  *) sed -n 2,19p "$0"; exit 2 ;;
+  mirror)
+    mirror
+    ;;
+  *) sed -n 2,20p "$0"; exit 2 ;;
 esac

@@ -31,13 +31,7 @@ ROOT=${PI_ROOT:-/var/tmp/pi-root}
 DIR=${QEMU_COUNT:-/var/tmp/qemu-count}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-mirror() {  # the Debian mirror this machine's apt already uses
-  local m
-  m=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  [[ -n $m ]] || m=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  [[ -n $m ]] || { echo "no Debian mirror found in apt sources" >&2; exit 1; }
-  echo "$m"
-}
+mirror() { bash "$HERE/../../.ci/pi/pi-root.sh" mirror; }  # the one place that finds it: the check's root script
 
 fetch_source() {  # qemu's Debian source package into $DIR/src; prints the tarball's path
   mkdir -p "$DIR/src"

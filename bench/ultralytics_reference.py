@@ -1,9 +1,10 @@
-"""Ultralytics' side of the converter tests, run in a child process (the server never imports any of this).
+"""Ultralytics' own export, build and prune, run in a child process: the peer of the converter tests and of
+bench/acceptance_cost.py (the server never imports any of this).
 
-python -m tests.support.ultralytics_reference export IN.pt OUT.onnx     ultralytics' own export(format="onnx", dynamic=True)
-python -m tests.support.ultralytics_reference build YAML OUT.pt [--nc N] [--fp32] [--fused]
+python -m bench.ultralytics_reference export IN.pt OUT.onnx     ultralytics' own export(format="onnx", dynamic=True)
+python -m bench.ultralytics_reference build YAML OUT.pt [--nc N] [--fp32] [--fused]
                                                                 a checkpoint from an ultralytics yaml, random weights
-python -m tests.support.ultralytics_reference prune IN.pt OUT_DIR --ratio R [--global]
+python -m bench.ultralytics_reference prune IN.pt OUT_DIR --ratio R [--global]
                                                                 channel-pruned by tools.slimming.pruning: pruned.pt
                                                                 (C2f, or Torch-Pruning's __main__.C2f_v2 when global),
                                                                 export.onnx (exported from the pruning process, as
