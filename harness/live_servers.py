@@ -1,4 +1,4 @@
-"""Real source servers for the live-source tests: GStreamer's RTSP server and ffmpeg's HTTP MJPEG.
+"""Real source servers for the live-source tests and bench/lag.py: GStreamer's RTSP server and ffmpeg's HTTP MJPEG.
 
 Both run as child processes in their own process group (so a test can SIGKILL, SIGSTOP or restart them
 mid-stream) and serve JPEG frames the test wrote (looped at a fixed fps). The RTSP server runs with

@@ -16,7 +16,7 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer
 
 # Run by Debian's python3 (python3-gi), outside the venv: the project's stdlib-only MJPEG helpers by path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: run as a script
 from server.vision.mjpeg import split_jpegs  # noqa: E402
 
 ENCODE = (

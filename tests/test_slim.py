@@ -55,6 +55,7 @@ def test_a_tiny_slimming_run_writes_a_pt_and_onnx_the_server_streams_and_a_card(
     global_pruning = "--global" in pruning
     assert report["outputs"]["form"] == ("C2f_v2" if global_pruning else "C2f")
     assert ("__main__.C2f_v2" in read_checkpoint(pt)[1]) == global_pruning
+    assert read_checkpoint(pt)[0]["train_args"]["imgsz"] == 256  # the size it was distilled at, for the server
     kept = report["after"]["gflops_640"] / report["teacher"]["gflops_640"]
     assert kept <= 0.6 if "--flops" in pruning else kept < 0.6  # the target is met (ratio 0.3 keeps about half)
     steps = 2 if "--steps" in pruning else 1
@@ -69,7 +70,7 @@ def test_a_tiny_slimming_run_writes_a_pt_and_onnx_the_server_streams_and_a_card(
     assert report["footage"]["held_back_frames"] >= 4 and report["after"]["frames"] == report["footage"]["held_back_frames"]
     card = (out / "MODEL_CARD.md").read_text()
     assert str(DEMO_PT) in card and "python -m tools.slim" in card and str(video) in card
-    assert ("zoomed by 1 +- 0.3" in card) == ("--zoom" in pruning)
+    assert ("zoomed by 1 +- 0.3" in card) == ("--zoom" in pruning) and "Input size: 256 px" in card
     assert json.loads((out / "slim.json").read_text())["after"] == report["after"]
 
     base = live_server.url

@@ -232,13 +232,20 @@ def pickled_from_main(cls: type) -> Iterator[None]:
             delattr(main, cls.__name__)
 
 
-def save_checkpoint(model: nn.Module, path: Path, extra: dict | None = None, unequal: bool = False) -> str:
-    """Save model (fp16, as ultralytics does) the way ultralytics saves one; return its form ("C2f" or "C2f_v2")."""
+def save_checkpoint(model: nn.Module, path: Path, unequal: bool = False, imgsz: int | None = None) -> str:
+    """Save model (fp16, as ultralytics does) the way ultralytics saves one; return its form ("C2f" or "C2f_v2").
+
+    imgsz, the input size it was trained at, goes where ultralytics keeps it (the checkpoint's train_args, the
+    model's args: a student's args are its teacher's), and the server runs a model at that size unless told otherwise.
+    """
     model = copy.deepcopy(model).eval()
     form = "C2f" if fold_back(model, unequal) else "C2f_v2"
     if hasattr(model, "args") and not isinstance(model.args, dict):
         model.args = dict(vars(model.args))
-    checkpoint = {"model": model.half(), "train_args": {}, "version": "slim", "date": None, **(extra or {})}
+    train_args = {} if imgsz is None else {"imgsz": imgsz}
+    if train_args and isinstance(getattr(model, "args", None), dict):
+        model.args.update(train_args)
+    checkpoint = {"model": model.half(), "train_args": train_args, "version": "slim", "date": None}
     with pickled_from_main(C2f_v2):
         torch.save(checkpoint, path)
     return form
