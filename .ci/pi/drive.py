@@ -1,14 +1,15 @@
 """Drive a running server over HTTP the way a user would, and compare what two servers streamed.
 
-Used by .ci/pi/check.sh, which runs one server inside the emulated aarch64 root and one on this x86_64 host:
+Used by .ci/pi/check.sh, which runs one server inside the emulated aarch64 root and one on this x86_64 host
+(from the repository, with PYTHONPATH=. since .ci is no package name):
 
-    PYTHONPATH=. python .ci/pi/drive.py video OUT.mkv                 the check's video: shapes, and each frame's number
-    PYTHONPATH=. python .ci/pi/drive.py stream URL --model M --video V --out DIR [--frames N] [--realtime]
-    PYTHONPATH=. python .ci/pi/drive.py compare X86_DIR ARM_DIR       the streamed pictures of the same frames must agree
-    PYTHONPATH=. python .ci/pi/drive.py boxes X86.json ARM.json       the detected boxes of the same frames must agree
-    PYTHONPATH=. python .ci/pi/drive.py graphs X86.onnx ARM.onnx      the two servers' conversions of one .pt must agree
-    PYTHONPATH=. python .ci/pi/drive.py engines STREAM.json ORT.json NCNN.json   NCNN offered, and agreeing with ONNX Runtime
-    PYTHONPATH=. python .ci/pi/drive.py reset URL
+    python .ci/pi/drive.py video OUT.mkv                 the check's video: shapes, and each frame's number
+    python .ci/pi/drive.py stream URL --model M --video V --out DIR [--frames N] [--realtime]
+    python .ci/pi/drive.py compare X86_DIR ARM_DIR       the streamed pictures of the same frames must agree
+    python .ci/pi/drive.py boxes X86.json ARM.json       the detected boxes of the same frames must agree
+    python .ci/pi/drive.py graphs X86.onnx ARM.onnx      the two servers' conversions of one .pt must agree
+    python .ci/pi/drive.py engines STREAM.json ORT.json NCNN.json   NCNN offered, and agreeing with ONNX Runtime
+    python .ci/pi/drive.py reset URL
 
 Every frame of the check's video carries its own number as a row of black and white blocks, so a JPEG taken
 from the MJPEG stream tells which source frame it shows even when a viewer skips frames. Two servers that
