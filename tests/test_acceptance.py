@@ -19,6 +19,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from harness.client import upload
 from server import create_app
 from server.files import HashingWriter, sha256_of
 from server.layout import INCOMING_PREFIX
@@ -26,7 +27,6 @@ from server.models import acceptance, checkpoint
 from server.models.convert import convert_to_onnx
 from server.models.identify import inspect_checkpoint
 from tests.support.converter_models import cache, real_checkpoints, reference  # noqa: F401 (fixtures)
-from tests.support.helpers import upload
 
 RAILWAY = "railway-obstacles-yolov8.pt"  # trained by others (tests/data/README.md)
 

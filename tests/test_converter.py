@@ -22,13 +22,13 @@ import numpy as np
 import onnx
 import pytest
 
+from harness.client import upload, video_feed
 from server.models.convert import ConversionFailed, cached_onnx_path, convert_cached, convert_to_onnx
 from server.models.identify import inspect_checkpoint
 from server.models.info import ModelInfo, ModelRejected
-from server.models.tuning.recipes import preprocess_model, walk_head
 from server.models.onnx_info import inspect_onnx
+from server.models.tuning.recipes import preprocess_model, walk_head
 from server.vision.detector import Detector
-from tests.support.helpers import upload
 from tests.support.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
     CONF,
     IOU,
@@ -116,8 +116,6 @@ def test_every_accepted_pt_uploads_over_http_and_streams(live_server, model_zoo,
     """The server's path end to end: 201 for each .pt, then a stream with detections decoded from its conversion."""
     import requests
 
-    from server.vision import mjpeg
-
     base = live_server.url
     video = make_video("clip.avi", frames=30)
     checkpoints = [DEMO_PT, *(model_zoo / name for name in ZOO_YOLOV8), *real_checkpoints.values()]
@@ -127,9 +125,7 @@ def test_every_accepted_pt_uploads_over_http_and_streams(live_server, model_zoo,
         assert response.status_code == 201, (pt.name, response.text)
         requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5).raise_for_status()
         assert requests.post(f"{base}/stream/start", timeout=30).json() == {"streaming": True}
-        with requests.get(f"{base}/video_feed", stream=True, timeout=30) as feed:
-            assert feed.status_code == 200
-            frames = mjpeg.iter_jpegs(feed.iter_content(8192))
+        with video_feed(base) as frames:
             assert all(next(frames) for _ in range(3)), pt.name
         status = requests.get(f"{base}/api/status", timeout=5).json()
         assert status["error"] is None and status["stats"]["frames"] >= 3, (pt.name, status["error"])

@@ -13,13 +13,13 @@ import threading
 
 import pytest
 
+from harness.client import free_port
+from harness.waiting import wait_for
 from server.config import REPO_ROOT, Config
 from server.outputs import build_outputs
 from server.outputs.discovery import Topics
 from server.outputs.mqtt import MqttOutput, parse_broker_url
-from tests.support.helpers import free_port
 from tests.support.outputs_parts import Mosquitto, Subscriber, ha_discovery_problems
-from tests.support.waiting import wait_for
 
 BASE = "http://192.168.1.20:5000"
 JPEG_1 = b"\xff\xd8\xff\xe0first\xff\xd9"

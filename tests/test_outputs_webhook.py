@@ -9,12 +9,12 @@ import threading
 
 import pytest
 
+from harness.client import free_port
+from harness.waiting import wait_for
 from server.config import Config
 from server.outputs import build_outputs
 from server.outputs.webhook import WebhookOutput, backoff_delays, check_webhook_url, webhook_label
-from tests.support.helpers import free_port
 from tests.support.outputs_parts import Receiver
-from tests.support.waiting import wait_for
 
 BASE = "http://192.168.1.20:5000"
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg\xff\xd9"

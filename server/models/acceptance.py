@@ -1,7 +1,7 @@
 """Accept uploaded weights: every check, the conversion and the derived copies, reading the upload once.
 
 A model is read once on its way in (one parse of a YOLOv8m's 99 MB ONNX takes 0.12 s of CPU on the x86 test
-machine, its pickle 25 ms: tools/acceptance_cost.py); its SHA-256, the cache's key, was taken as it was written to
+machine, its pickle 25 ms: bench/acceptance_cost.py); its SHA-256, the cache's key, was taken as it was written to
 disk (server.files.HashingWriter), so no step reads it to hash it:
   1. identify it: a .pt's checkpoint is read once by the inert reader (server.models.checkpoint) and kept open;
      an .onnx is parsed once (server.models.onnx_info.load_onnx);
