@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.client import upload
+from harness.server_process import ServerProcess
+from harness.waiting import wait_for
 from server.files import TEMPORARY_PATTERN, sha256_of
 from tests.support.held_conversion_run import HOLDING
-from tests.support.helpers import files_under, upload
-from tests.support.waiting import wait_for
-from tests.support.server_process import ServerProcess
+from tests.support.helpers import files_under
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from harness.waiting import wait_for
 from server.config import Config
 from server.events import recorder as recorder_module
 from server.events.detector import BEST, CLOSE, OPEN, EventDetector
@@ -22,7 +23,6 @@ from server.files import temporary_name_for
 from server.outputs import Outputs
 from server.vision.processing import Detections
 from server.vision.sources import Frame
-from tests.support.waiting import wait_for
 
 
 def frame_detections(*objects):

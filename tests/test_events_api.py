@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import requests
 
-from server.web.demo import start_demo
+from harness.client import upload
+from harness.live_servers import ffmpeg_missing, mjpeg_server
+from harness.waiting import wait_for
 from server.demo.video import write_demo_video
 from server.events.store import EventQuery, EventRecord
-from tests.support.helpers import config_for, serving, upload
-from tests.support.live_servers import ffmpeg_missing, mjpeg_server
-from tests.support.waiting import wait_for
+from server.web.demo import start_demo
+from tests.support.helpers import config_for, serving
 
 PASSWORD = "events are private too"
 FOREIGN = "http://evil.example"

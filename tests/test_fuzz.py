@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.client import upload
 from server import create_app
 from server.config import Config
-from tests.support.helpers import upload, write_video
+from tests.support.helpers import write_video
 
 FUZZ = settings(
     max_examples=150,

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from harness.waiting import wait_for
 from server.demo.shapes import CLASSES
 from server.demo.video import write_demo_video
 from server.outputs.adapter import CountsTap, class_counts
@@ -18,12 +19,11 @@ from server.outputs.mqtt import MqttOutput
 from server.vision.pipeline import FramePipeline
 from server.vision.processing import Detections
 from server.vision.settings import Settings
+from server.vision.sources import FileChoice
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from server.vision.sources import FileChoice
 from server.web.events_routes import event_links
 from tests.support.outputs_parts import Mosquitto, Subscriber, ha_discovery_problems
-from tests.support.waiting import wait_for
 
 TOPICS = Topics("edge_detect", "homeassistant")
 

@@ -13,14 +13,14 @@ import threading
 
 import pytest
 
+from harness.client import free_port
+from harness.waiting import wait_for
 from server.config import REPO_ROOT, Config
 from server.outputs import build_outputs
 from server.outputs.discovery import Topics
 from server.outputs.mqtt import MqttOutput, parse_broker_url
 from server.web.events_routes import event_links
-from tests.support.helpers import free_port
 from tests.support.outputs_parts import Mosquitto, Subscriber, ha_discovery_problems
-from tests.support.waiting import wait_for
 
 BASE = "http://192.168.1.20:5000"
 LINKS = event_links(BASE)

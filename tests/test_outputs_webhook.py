@@ -9,13 +9,13 @@ import threading
 
 import pytest
 
+from harness.client import free_port
+from harness.waiting import wait_for
 from server.config import Config
 from server.outputs import build_outputs
 from server.outputs.webhook import WebhookOutput, backoff_delays, check_webhook_url, webhook_label
 from server.web.events_routes import event_links
-from tests.support.helpers import free_port
 from tests.support.outputs_parts import Receiver
-from tests.support.waiting import wait_for
 
 BASE = "http://192.168.1.20:5000"
 LINKS = event_links(BASE)

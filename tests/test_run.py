@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.client import upload, video_feed
+from harness.server_process import ServerProcess
 from server.config import ENGINE_CHOICES, config_from_args
 from server.vision.engines import AUTO, ENGINES
-from tests.support.helpers import upload
-from tests.support.server_process import ServerProcess
 
 
 def test_flags_fall_back_to_environment_variables(tmp_path):
@@ -52,8 +52,8 @@ def test_run_serves_with_waitress_and_never_loads_torch(tmp_path, make_video, de
         assert upload(base, "/upload/video", make_video()).status_code == 201
         requests.post(base + "/api/settings", json={"imgsz": 320}, timeout=5)
         assert requests.post(base + "/stream/start", timeout=30).status_code == 200
-        with requests.get(base + "/video_feed", stream=True, timeout=30) as feed:
-            assert next(feed.iter_content(1024)).startswith(b"--frame")
+        with video_feed(base) as jpegs:
+            assert next(jpegs).startswith(b"\xff\xd8")
         maps = _mapped_libraries(process.pid)
         assert "onnxruntime" in maps  # the check can see libraries at all
         assert "libtorch" not in maps

@@ -154,11 +154,12 @@ class DetectionService:
             self.jobs.end("convert")
             self._end("model")
 
-    def _accept(self, upload: Path, suffix: str) -> AcceptedModel:
+    def _accept(self, upload: Path, suffix: str, sha256: str | None) -> AcceptedModel:
         """Check, convert and trial-run weights and write their NCNN copy, showing progress as the convert job."""
         return accept_model(upload, suffix, self.store.cache_folder(), self.store.trial, self.store.space,
                             self.config.convert_timeout,
-                            lambda stage, progress, message: self.jobs.update("convert", stage, progress, message))
+                            lambda stage, progress, message: self.jobs.update("convert", stage, progress, message),
+                            sha256)
 
     def reset(self) -> list[str]:
         """Cancel and join the tuning and an export, then delete every upload, derived file and export."""

@@ -9,12 +9,14 @@ import shutil
 import tempfile
 import threading
 import unicodedata
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
 from werkzeug.utils import secure_filename
 
+from server.files import HashingWriter
 from server.models.acceptance import AcceptedModel
 from server.models.identify import MODEL_EXTENSIONS
 from server.models.info import ModelInfo, ModelRejected
@@ -109,6 +111,7 @@ class UploadStore:
         self.root.mkdir(parents=True, exist_ok=True)  # the free-space check reads the folder's file system
         self.space = DiskSpace(self.root, reserve_bytes)  # every write into root checks it first
         self._lock = threading.Lock()
+        self._incoming: weakref.WeakValueDictionary[str, HashingWriter] = weakref.WeakValueDictionary()
         self.video: StoredVideo | None = None
         self.model: StoredModel | None = None
         self.restored: dict | None = None  # what a previous run left, shown in /api/status
@@ -132,10 +135,21 @@ class UploadStore:
         return self.model
 
     def incoming_file(self, suffix: str) -> IO[bytes]:
-        """Open a hidden temporary file for an upload in flight; it vanishes when closed unless kept."""
+        """Open a hidden temporary file for an upload in flight (weights hashed as they are written: the cache's
+        key); it vanishes when closed unless kept."""
         # The suffix lets the readers recognise the format; anything else a client sends stays out of paths.
         known = suffix if suffix in VIDEO_EXTENSIONS + MODEL_EXTENSIONS else ""
-        return tempfile.NamedTemporaryFile("wb+", dir=self.root, prefix=INCOMING_PREFIX, suffix=known)
+        file = tempfile.NamedTemporaryFile("wb+", dir=self.root, prefix=INCOMING_PREFIX, suffix=known)
+        if known not in MODEL_EXTENSIONS:
+            return file
+        incoming = HashingWriter(file)
+        self._incoming[incoming.name] = incoming  # forgotten with the file object, at the request's end
+        return incoming
+
+    def _sha256_of_incoming(self, upload: Path) -> str | None:
+        """The SHA-256 an upload in flight was hashed to as it arrived (None: a file this store did not open)."""
+        incoming = self._incoming.get(str(upload))
+        return incoming.sha256() if incoming is not None else None
 
     def cache_folder(self) -> Path:
         """Return the folder for derived models, creating it."""
@@ -157,12 +171,12 @@ class UploadStore:
         return self.video
 
     def add_model(self, upload: Path, filename: str,
-                  accept: Callable[[Path, str], AcceptedModel]) -> tuple[StoredModel, NcnnBuild]:
-        """Check uploaded weights with accept(path, extension) and make them the current model; return it and
-        its NCNN build."""
+                  accept: Callable[[Path, str, str | None], AcceptedModel]) -> tuple[StoredModel, NcnnBuild]:
+        """Check uploaded weights with accept(path, extension, sha256 or None) and make them the current model;
+        return it and its NCNN build."""
         name = safe_name(filename, MODEL_EXTENSIONS, "weights file")
         try:
-            accepted = accept(upload, Path(name).suffix)
+            accepted = accept(upload, Path(name).suffix, self._sha256_of_incoming(upload))
         except ModelRejected as exc:
             raise UploadRejected(str(exc)) from None
         with self._lock:
