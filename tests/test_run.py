@@ -11,7 +11,8 @@ import requests
 
 from harness.client import upload, video_feed
 from harness.server_process import ServerProcess
-from server.config import config_from_args
+from server.config import ENGINE_CHOICES, config_from_args
+from server.vision.engines import AUTO, ENGINES
 
 
 def test_flags_fall_back_to_environment_variables(tmp_path):
@@ -29,6 +30,11 @@ def test_the_engine_is_auto_unless_a_flag_or_the_environment_names_a_known_one(c
         with pytest.raises(SystemExit):
             config_from_args(argv, environ=env)
         assert "choose from" in capsys.readouterr().err
+
+
+def test_the_configs_engine_names_are_the_engines_own():
+    """The base holds them as data (it imports nothing above it): they must still name the engines that exist."""
+    assert ENGINE_CHOICES == (AUTO, *ENGINES)
 
 
 def _mapped_libraries(pid: int) -> str:

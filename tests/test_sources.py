@@ -14,13 +14,13 @@ import pytest
 
 from harness.live_servers import write_frames
 from harness.waiting import wait_for
+from server.redaction import redact
 from server.vision import sources
 from server.vision.sources import (
     Backoff,
     LiveSource,
     SourceRejected,
     parse_source,
-    redact,
 )
 
 

@@ -283,7 +283,7 @@ def test_an_upload_spooled_on_the_same_disk_counts_twice(disk):
 
 
 def test_an_event_that_does_not_fit_is_refused_whole_and_the_next_one_that_fits_is_saved(disk):
-    store = EventStore(disk / "uploads", space=DiskSpace(disk, RESERVE_MB * MB))
+    store = EventStore(disk / "uploads" / "events", space=DiskSpace(disk, RESERVE_MB * MB))
     now, box = time.time(), (10.0, 10.0, 50.0, 40.0)  # a recent event: retention by age keeps it
 
     def record(event_id: int) -> EventRecord:

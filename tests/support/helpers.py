@@ -82,7 +82,7 @@ def serving(config: Config, app=None) -> Iterator[LiveServer]:
     try:
         yield LiveServer(f"http://127.0.0.1:{server.effective_port}", int(server.effective_port), app, config)
     finally:
-        app.extensions["detection"].shutdown()
+        app.extensions["lifecycle"].stop()
         stop_waitress(server)
         thread.join(timeout=STOP_TIMEOUT_S)
 
