@@ -19,8 +19,8 @@ logger = logging.getLogger("run")
 
 
 def serve(app, config: Config) -> None:
-    """Serve with waitress (threaded, production-grade), or Flask's development server with --dev."""
-    service = app.extensions["detection"]
+    """Serve with waitress (threaded, production-grade), or Flask's development server with --dev; then run the
+    app's stop steps (server.web.lifecycle)."""
     try:
         if config.dev:
             DEV_SERVER.set()
@@ -35,7 +35,7 @@ def serve(app, config: Config) -> None:
         pass
     finally:
         logger.info("shutting down")
-        service.shutdown()
+        app.extensions["lifecycle"].stop()
 
 
 STOP = threading.Event()  # set by SIGINT (Ctrl-C) and SIGTERM (systemd)
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # systemd and docker stop with SIGTERM
     signal.signal(signal.SIGINT, _interrupt)  # Ctrl-C
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack, for a hang
-    app = create_app(config)
+    app = create_app(config, start=False)  # built; started here, where its steps show in the log
+    app.extensions["lifecycle"].start()
     if config.demo:
         from server.web.demo import start_demo
 

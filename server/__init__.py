@@ -10,8 +10,9 @@ Subpackages, imported one way (web -> models -> vision):
 from __future__ import annotations
 
 
-def create_app(config=None):
-    """Build the Flask app (see server.web.app); imported lazily so `import server.vision` stays light."""
+def create_app(config=None, start: bool = True):
+    """Build (and start, see server.web.lifecycle) the Flask app (server.web.app); imported lazily so
+    `import server.vision` stays light."""
     from server.web.app import create_app as build
 
-    return build(config)
+    return build(config, start)

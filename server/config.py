@@ -7,12 +7,12 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from server.events.settings import EventSettings, Retention
-from server.vision.engines import AUTO, ENGINES
-
 ENV_PREFIX = "EDGE_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
+# The engine setting's names, as data: the base imports nothing above it. They are server.vision.engines' AUTO and
+# ENGINES (tests/test_run.py checks they agree), so --engine is refused at start-up, not at the first frame.
+ENGINE_CHOICES = ("auto", "onnxruntime", "ncnn")
 
 
 @dataclass
@@ -45,8 +45,9 @@ class Config:
         default=60.0, metadata={"help": "seconds an uploaded model's trial run may take"}
     )
     engine: str = field(
-        default=AUTO, metadata={"help": f"the engine setting at start-up: {AUTO} (timed on this device once per "
-                                        f"model) or {' or '.join(ENGINES)}", "choices": (AUTO, *ENGINES)}
+        default=ENGINE_CHOICES[0],
+        metadata={"help": f"the engine setting at start-up: {ENGINE_CHOICES[0]} (timed on this device once per "
+                          f"model) or {' or '.join(ENGINE_CHOICES[1:])}", "choices": ENGINE_CHOICES},
     )
     int8_recipes: str = field(
         default="", metadata={"help": "comma-separated int8 recipes to try when tuning (empty: all)"}
@@ -93,28 +94,28 @@ class Config:
     send_timeout: float = field(
         default=30.0, metadata={"help": "seconds a viewer may take no data before it is disconnected"}
     )
-    # Events (docs/events.md); the defaults are the event settings' own.
+    # Events (docs/events.md): these defaults are also server.events.settings' (EventSettings, Retention).
     no_events: bool = field(default=False, metadata={"help": "do not record events"})
     event_classes: str = field(
         default="", metadata={"help": "comma-separated class names (or ids) that make events (empty: every class)"}
     )
     event_min_score: float = field(
-        default=EventSettings.min_score, metadata={"help": "score a sighting needs to count towards an event"}
+        default=0.6, metadata={"help": "score a sighting needs to count towards an event"}
     )
     event_min_frames: int = field(
-        default=EventSettings.min_frames, metadata={"help": "frames an object must be seen on before its event opens"}
+        default=5, metadata={"help": "frames an object must be seen on before its event opens"}
     )
     event_close_after: float = field(
-        default=EventSettings.close_after_s, metadata={"help": "seconds an object must be gone before its event closes"}
+        default=2.0, metadata={"help": "seconds an object must be gone before its event closes"}
     )
     events_keep: int = field(
-        default=Retention.max_count, metadata={"help": "events kept at most, oldest deleted first (0: no bound)"}
+        default=500, metadata={"help": "events kept at most, oldest deleted first (0: no bound)"}
     )
     events_keep_days: float = field(
-        default=Retention.max_age_s / 86400, metadata={"help": "days an event is kept at most (0: no bound)"}
+        default=14.0, metadata={"help": "days an event is kept at most (0: no bound)"}
     )
     events_keep_mb: float = field(
-        default=Retention.max_bytes / MB, metadata={"help": "MB of event pictures kept at most (0: no bound)"}
+        default=200.0, metadata={"help": "MB of event pictures kept at most (0: no bound)"}
     )
 
     # Outputs (server/outputs, docs/mqtt.md): targets come from flags or the environment only, never from HTTP.

@@ -1,4 +1,5 @@
-"""Files the server writes: the one atomic-write helper, its temporary-name scheme, and content hashes.
+"""Files the server writes: the one atomic-write helper, its temporary-name scheme, and content hashes (of a file,
+or of one being written: HashingWriter).
 
 Outside the web -> models -> vision layers on purpose, like config.py: every layer writes files, so every
 layer may import this. A file is written under a hidden temporary name in the target's own folder (so the
@@ -72,6 +73,53 @@ def sha256_of(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class HashingWriter:
+    """A file being written whose SHA-256 is taken from the bytes as they go in, so nothing reads it back to hash it.
+
+    Everything but write and writelines goes to the wrapped binary file. sha256() is None when the digest may not be
+    the file's: a write that did not continue where the previous one ended (a seek back), or a size on disk that is
+    not what was written (a truncate, another handle); the caller then hashes the file.
+    """
+
+    def __init__(self, file: IO[bytes]):
+        self._file = file
+        self._digest = hashlib.sha256()
+        self._written = 0
+        self._in_order = True
+
+    def write(self, data) -> int:
+        if self._file.tell() != self._written:
+            self._in_order = False
+        count = self._file.write(data)
+        self._digest.update(memoryview(data)[:count])
+        self._written += count
+        return count
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def sha256(self) -> str | None:
+        """Return the hex SHA-256 of what was written, or None when that may not be the file's content."""
+        self._file.flush()
+        if not self._in_order or os.fstat(self._file.fileno()).st_size != self._written:
+            return None
+        return self._digest.hexdigest()
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+    def __iter__(self):
+        return iter(self._file)
+
+    def __enter__(self) -> "HashingWriter":
+        self._file.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.__exit__(*exc)
 
 
 def _sync_folder(folder: Path) -> None:

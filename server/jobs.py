@@ -89,12 +89,14 @@ class Worker:
 
     What runs on it (a job such as the engine timing or the export, an output's sender) is target(*args, stop):
     it checks stop (or waits on it) between steps and returns once it is set. stop() sets the event and joins, so
-    whoever replaces or deletes the files a worker reads can first make sure it is gone.
+    whoever replaces or deletes the files a worker reads can first make sure it is gone. A thread that sleeps on
+    something else than the stop event (an output's queue) is woken by wake() once the event is set.
     """
 
-    def __init__(self, name: str, what: str | None = None):
+    def __init__(self, name: str, what: str | None = None, wake: Callable[[], None] | None = None):
         self.name = name  # the thread's name, as traces and py-spy show it
         self.what = what or name  # how the log names it when it does not stop in time
+        self._wake = wake
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -123,4 +125,6 @@ class Worker:
         with self._lock:
             thread = self._thread
             self._stop.set()
+        if self._wake is not None:
+            self._wake()
         return join_worker(thread, timeout, self.what)

@@ -76,7 +76,7 @@ def config(tmp_path):
 def app(config):
     app = create_app(config)
     yield app
-    app.extensions["detection"].shutdown()
+    app.extensions["lifecycle"].stop()
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from harness.client import upload
 from server import create_app
 from server.config import Config
-from tests.support.helpers import upload
 
 
 def visible_files(root):

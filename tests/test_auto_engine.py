@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 
+from harness.client import upload
+from harness.waiting import status_when
 from server import create_app
 from server.config import Config
 from server.models.choice import candidate_keys, pick, reference_key, thread_counts
 from server.models.tuning.judging import TuneRow
 from server.vision.engines import EngineKey
-from tests.support.helpers import upload
-from tests.support.waiting import status_when
 
 OFFERED = {"onnxruntime": ["fp32", "int8"], "ncnn": ["fp32", "fp16", "int8"]}
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.bench.cli import main
-from tools.bench.records import Variant
+from bench.fps.cli import main
+from bench.fps.records import Variant
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "server" / "demo" / "model" / "shapes-yolov8n.onnx"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.bench_aarch64 import counts, emulator, guest, table
-from tools.bench_aarch64.counts import MARK_CODES, CountError, Mark, MeterRow, Variant
-from tools.bench_aarch64.emulator import RunRecord
+from bench.aarch64 import counts, emulator, guest, table
+from bench.aarch64.counts import MARK_CODES, CountError, Mark, MeterRow, Variant
+from bench.aarch64.emulator import RunRecord
 
 M = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,7 +234,7 @@ def test_rows_are_built_from_run_records_with_agreement_against_ours_fp32(tmp_pa
 
 def guest_on_host(tmp_path: Path, video: Path, frames: int, every: str) -> tuple[list[dict], str]:
     """Run the meter's guest program on this host (no emulation) with the demo model; its frames and stderr."""
-    command = [sys.executable, str(ROOT / "tools" / "bench_aarch64" / "guest.py"), "ours", "--model", str(DEMO_ONNX),
+    command = [sys.executable, str(ROOT / "bench" / "aarch64" / "guest.py"), "ours", "--model", str(DEMO_ONNX),
                "--video", str(video), "--frames", str(frames), "--imgsz", "320", "--detect-every", every]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -245,7 +245,7 @@ def guest_on_host(tmp_path: Path, video: Path, frames: int, every: str) -> tuple
 @pytest.mark.slow
 def test_the_guest_runs_the_servers_keyframer_interpolating_and_skipping_still_frames(tmp_path):
     from server.demo.video import write_demo_video
-    from tools.keyframes_eval import write_still_scene
+    from bench.keyframes_eval import write_still_scene
 
     moving = write_demo_video(tmp_path / "demo.mp4", seconds=1, fps=25)
     shown, log = guest_on_host(tmp_path, moving, 6, "3")
@@ -297,7 +297,7 @@ def test_the_slimmed_model_is_judged_on_its_inference_stage_against_the_unpruned
 
 
 def test_preparing_another_slimmed_model_forgets_the_rows_of_the_earlier_one(tmp_path):
-    from tools.bench_aarch64.__main__ import forget_other_slim
+    from bench.aarch64.__main__ import forget_other_slim
 
     (tmp_path / "runs").mkdir()
     (tmp_path / "x86").mkdir()

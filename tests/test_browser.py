@@ -11,8 +11,10 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from server.web.lan import lan_urls
+from harness.client import upload
+from harness.waiting import wait_for
 from server.web.demo import start_demo
+from server.web.lan import lan_urls
 from tests.support.browser_fixtures import (
     ARTIFACTS,
     DESKTOP,
@@ -21,8 +23,6 @@ from tests.support.browser_fixtures import (
     screenshot,
     wait_for_new_frame,
 )
-from tests.support.helpers import upload
-from tests.support.waiting import wait_for
 
 EMPTY_TEXT = "Upload a video and a YOLOv8 model, then press Start"
 RESET_REASON = "Stop the stream first: reset deletes the uploaded files"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import requests
 from playwright.sync_api import expect
 
+from harness.waiting import wait_for
 from server.web.demo import start_demo
 from tests.support.browser_fixtures import PHONE, screenshot
-from tests.support.waiting import wait_for
 
 
 def stored_events(server) -> list[dict]:

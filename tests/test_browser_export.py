@@ -8,8 +8,8 @@ import io
 import requests
 from playwright.sync_api import expect
 
+from harness.waiting import wait_for
 from tests.support.browser_fixtures import DESKTOP, PHONE, api_status, screenshot
-from tests.support.waiting import wait_for
 
 FRAMES, FPS = 45, 15
 

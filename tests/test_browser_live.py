@@ -7,9 +7,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from harness.live_servers import rtsp_missing, rtsp_server, write_frames
 from tests.support.browser_fixtures import DESKTOP, PHONE, screenshot, wait_for_new_frame
 from tests.support.helpers import upload_model_at_320
-from tests.support.live_servers import rtsp_missing, rtsp_server, write_frames
 
 SOURCE_TIMEOUT_S = 2.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 from playwright.sync_api import expect
-from tests.support.helpers import upload
+from harness.client import upload
 
 PASSWORD = "pi-on-the-shelf"
 

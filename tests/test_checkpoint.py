@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.client import upload
 from server.models.checkpoint import MAX_PICKLE_OPS, read_checkpoint
 from server.models.identify import inspect_model
 from server.models.info import ModelRejected
-from tests.support.helpers import upload
 
 ROOT = Path(__file__).resolve().parent.parent
 

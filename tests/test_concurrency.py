@@ -14,11 +14,11 @@ import threading
 import pytest
 import requests
 
-from server.vision import detector as detector_module
+from harness.client import upload
+from harness.waiting import wait_for
 from server.models import acceptance
+from server.vision import detector as detector_module
 from server.web import uploads as uploads_module
-from tests.support.helpers import upload
-from tests.support.waiting import wait_for
 
 ANSWER_S = 30.0  # a request that waited for the held step would never answer: this only ends such a wait
 

@@ -22,13 +22,13 @@ import numpy as np
 import onnx
 import pytest
 
-from server.models.convert import ConversionFailed, convert_cached, convert_to_onnx
+from harness.client import upload, video_feed
+from server.models.convert import ConversionFailed, cached_onnx_path, convert_cached, convert_to_onnx
 from server.models.identify import inspect_checkpoint
 from server.models.info import ModelInfo, ModelRejected
-from server.models.tuning.recipes import preprocess_model, walk_head
 from server.models.onnx_info import inspect_onnx
+from server.models.tuning.recipes import preprocess_model, walk_head
 from server.vision.detector import Detector
-from tests.support.helpers import upload
 from tests.support.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
     CONF,
     IOU,
@@ -116,8 +116,6 @@ def test_every_accepted_pt_uploads_over_http_and_streams(live_server, model_zoo,
     """The server's path end to end: 201 for each .pt, then a stream with detections decoded from its conversion."""
     import requests
 
-    from server.vision import mjpeg
-
     base = live_server.url
     video = make_video("clip.avi", frames=30)
     checkpoints = [DEMO_PT, *(model_zoo / name for name in ZOO_YOLOV8), *real_checkpoints.values()]
@@ -127,9 +125,7 @@ def test_every_accepted_pt_uploads_over_http_and_streams(live_server, model_zoo,
         assert response.status_code == 201, (pt.name, response.text)
         requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5).raise_for_status()
         assert requests.post(f"{base}/stream/start", timeout=30).json() == {"streaming": True}
-        with requests.get(f"{base}/video_feed", stream=True, timeout=30) as feed:
-            assert feed.status_code == 200
-            frames = mjpeg.iter_jpegs(feed.iter_content(8192))
+        with video_feed(base) as frames:
             assert all(next(frames) for _ in range(3)), pt.name
         status = requests.get(f"{base}/api/status", timeout=5).json()
         assert status["error"] is None and status["stats"]["frames"] >= 3, (pt.name, status["error"])
@@ -141,8 +137,8 @@ def test_every_accepted_pt_uploads_over_http_and_streams(live_server, model_zoo,
 # --- the converted file as the server uses it -----------------------------------------------------------------------
 def test_conversion_inspects_like_an_export_and_reports_progress(tmp_path):
     events = []
-    target = convert_cached(DEMO_PT, tmp_path / "cache", imgsz=320, on_progress=lambda *event: events.append(event))
-    assert [stage for stage, _, _ in events] == ["reading", "building", "checking", "done"]
+    target = convert_cached(DEMO_PT, tmp_path / "cache", on_progress=lambda *event: events.append(event)).onnx_path
+    assert [stage for stage, _, _ in events] == ["reading", "building", "checking"]
     assert [p for _, p, _ in events] == sorted(p for _, p, _ in events)
     assert inspect_onnx(target) == inspect_onnx(DEMO_ONNX) == ModelInfo(
         "yolov8", "detect", ["circle", "square", "triangle", "star", "cross"], 320, None
@@ -161,12 +157,26 @@ def test_conversion_inspects_like_an_export_and_reports_progress(tmp_path):
 
 def test_the_cached_conversion_is_reused(tmp_path):
     first = convert_cached(DEMO_PT, tmp_path)
-    before = first.stat().st_mtime_ns
+    assert not first.cached
+    before = first.onnx_path.stat().st_mtime_ns
     events = []
     again = convert_cached(DEMO_PT, tmp_path, on_progress=lambda *event: events.append(event))
-    assert again == first and again.stat().st_mtime_ns == before
-    assert events == [("done", 1.0, "using the cached ONNX conversion")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+    assert again.cached and again.onnx_path == first.onnx_path and again.onnx_path.stat().st_mtime_ns == before
+    assert again.checkpoint == first.checkpoint and again.graph == first.graph
+    assert events == [("reading", 0.1, "reading the checkpoint"), ("reading", 0.8, "using the cached ONNX conversion")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.onnx_path.name]
+
+
+def test_a_cached_conversion_is_refused_as_a_fresh_one_is(model_zoo, tmp_path):
+    """The cache is keyed by the file's hash, not by what it is: a cached entry never spares the identification."""
+    seg = model_zoo / "yolov8n-seg.pt"
+    with pytest.raises(ModelRejected) as fresh:
+        convert_cached(seg, tmp_path)
+    planted = cached_onnx_path(seg, tmp_path)  # as if an earlier converter had cached it
+    planted.write_bytes(DEMO_ONNX.read_bytes())
+    with pytest.raises(ModelRejected) as cached:
+        convert_cached(seg, tmp_path)
+    assert str(cached.value) == str(fresh.value) and "segmentation" in str(fresh.value)
 
 
 def test_conversion_runs_with_torch_and_ultralytics_unimportable(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import re
 import socket
 import threading
 from pathlib import Path
@@ -16,11 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.client import upload
+from harness.server_process import ServerProcess
+from harness.waiting import wait_for
 from server.files import TEMPORARY_PATTERN, sha256_of
 from tests.support.held_conversion_run import HOLDING
-from tests.support.helpers import files_under, upload
-from tests.support.waiting import wait_for
-from tests.support.server_process import ServerProcess
+from tests.support.helpers import files_under
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +82,13 @@ def test_stored_video_and_model_are_readopted_after_sigkill(servers, tmp_path, m
     assert requests.post(f"{second.url}/stream/start", timeout=30).status_code == 200
     assert wait_for(lambda: second.status()["stats"]["frames"] > 0, timeout=60)
     requests.post(f"{second.url}/stream/stop", timeout=10)
+    assert second.stop() == 0
+    # The start is visible, step by step, before the server serves; the stop keeps its documented order.
+    log = second.log()
+    starts, stops = re.findall(r"start (\d)/(\d): (\w+)", log), re.findall(r"stop (\d)/(\d): (\w+ \w+)", log)
+    assert [name for *_, name in starts] == ["recover", "reopen", "take", "load", "start"]
+    assert log.index("start 5/5") < log.index("serving on")
+    assert [name for *_, name in stops] == ["the stream", "an export", "the outputs"]
 
 
 def test_sigkill_during_an_upload_leaves_nothing_half_written(servers, tmp_path, make_video, demo_onnx):

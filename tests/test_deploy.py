@@ -17,6 +17,7 @@ from server.config import REPO_ROOT, Config, config_from_args
 UNIT = REPO_ROOT / "deploy" / "edge-detect.service"
 RUNTIME = REPO_ROOT / "requirements.txt"
 DEVELOPMENT = REPO_ROOT / "tests" / "requirements.txt"
+TOOLS = REPO_ROOT / "tools" / "requirements.txt"
 # Never on the device: 3 GB of aarch64 wheels (torch with its CUDA libraries), and the desktop OpenCV needs libGL.
 BANNED = re.compile(r"^(torch|torchvision|torchaudio|triton|ultralytics|onnxslim|nvidia-.*|opencv-python)$")
 # Modules that more than one distribution provides, whichever of them this venv happens to have.
@@ -24,10 +25,13 @@ PROVIDERS = {"cv2": {"opencv-python", "opencv-python-headless", "opencv-contrib-
 
 
 def requirement_names(path: Path) -> set[str]:
+    """The distributions a requirements file names, with those of the files it includes (`-r other.txt`)."""
     names = set()
     for line in path.read_text().splitlines():
         line = line.split("#")[0].strip()
-        if line:
+        if line.startswith("-r "):
+            names |= requirement_names(path.parent / line[3:].strip())
+        elif line:
             names.add(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower().replace("_", "-"))
     return names
 
@@ -58,6 +62,13 @@ def test_development_set_brings_what_the_tests_compare_against():
     assert {"ultralytics", "torch", "torchvision", "onnxslim", "pytest", "playwright"} <= requirement_names(DEVELOPMENT)
 
 
+def test_the_tools_set_is_part_of_the_development_set_and_the_runtime_set_has_none_of_it():
+    """The user's tools (slimming: torch) have their own set; README's test command installs it too, a Pi never."""
+    tools = requirement_names(TOOLS)
+    assert {"torch", "ultralytics", "torch-pruning"} <= tools <= requirement_names(DEVELOPMENT)
+    assert not tools & requirement_names(RUNTIME)
+
+
 def _third_party_imports(folder: Path) -> dict[str, str]:
     """Top-level modules imported anywhere under folder that are not the standard library or the project."""
     found = {}
@@ -76,17 +87,28 @@ def _third_party_imports(folder: Path) -> dict[str, str]:
     return found
 
 
-def test_every_module_the_server_imports_is_in_the_runtime_set():
-    """A new `import x` in server/ without x in requirements.txt would fail only on a fresh Pi: catch it here."""
-    runtime = requirement_names(RUNTIME)
+def _not_required(folder: str, required: set[str]) -> dict[str, tuple[str, list[str]]]:
+    """Modules imported under folder that no distribution of required provides: module -> (a file, providers)."""
     distributions = importlib.metadata.packages_distributions()
     missing = {}
-    for module, where in _third_party_imports(REPO_ROOT / "server").items():
+    for module, where in _third_party_imports(REPO_ROOT / folder).items():
         provided_by = {name.lower().replace("_", "-") for name in distributions.get(module, [module])}
         provided_by |= PROVIDERS.get(module, set())
-        if not provided_by & runtime:
+        if not provided_by & required and module != folder:
             missing[module] = (where, sorted(provided_by))
+    return missing
+
+
+def test_every_module_the_server_imports_is_in_the_runtime_set():
+    """A new `import x` in server/ without x in requirements.txt would fail only on a fresh Pi: catch it here."""
+    missing = _not_required("server", requirement_names(RUNTIME))
     assert not missing, f"imported by the server but not in requirements.txt: {missing}"
+
+
+def test_every_module_the_tools_import_is_in_their_set():
+    """A user installs requirements.txt and tools/requirements.txt to run tools/, not the development set."""
+    missing = _not_required("tools", requirement_names(RUNTIME) | requirement_names(TOOLS))
+    assert not missing, f"imported by tools/ but not in requirements.txt or tools/requirements.txt: {missing}"
 
 
 def test_the_import_check_sees_a_module_outside_the_runtime_set(tmp_path):

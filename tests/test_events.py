@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from harness.waiting import wait_for
 from server.config import Config
 from server.events import recorder as recorder_module
 from server.events.detector import BEST, CLOSE, OPEN, EventDetector
@@ -19,9 +20,9 @@ from server.events.recorder import EventRecorder, chained
 from server.events.settings import EventSettings, EventSettingsError, Retention, settings_from_config
 from server.events.store import EventQuery, EventRecord, EventStore
 from server.files import temporary_name_for
+from server.outputs import Outputs
 from server.vision.processing import Detections
 from server.vision.sources import Frame
-from tests.support.waiting import wait_for
 
 
 def frame_detections(*objects):
@@ -153,7 +154,7 @@ def save_closed(store: EventStore, event_id: int, size: int = 1000, start: float
 
 
 def test_nothing_is_on_disk_until_the_first_event(tmp_path):
-    store = EventStore(tmp_path)
+    store = EventStore(tmp_path / "events")
     assert store.summary() == {"count": 0, "bytes": 0} and store.query(EventQuery()) == []
     assert list(tmp_path.iterdir()) == []
     save_closed(store, 1)
@@ -162,7 +163,7 @@ def test_nothing_is_on_disk_until_the_first_event(tmp_path):
 
 
 def test_retention_by_count_deletes_the_oldest_with_their_files(tmp_path):
-    store = EventStore(tmp_path, Retention(max_count=3, max_age_s=0, max_bytes=0))
+    store = EventStore(tmp_path / "events", Retention(max_count=3, max_age_s=0, max_bytes=0))
     for event_id in range(1, 6):
         save_closed(store, event_id)
     assert [e["id"] for e in store.query(EventQuery())] == [5, 4, 3]
@@ -171,7 +172,7 @@ def test_retention_by_count_deletes_the_oldest_with_their_files(tmp_path):
 
 def test_retention_by_age(tmp_path):
     clock = Clock(1000.0)
-    store = EventStore(tmp_path, Retention(max_count=0, max_age_s=100, max_bytes=0), clock=clock)
+    store = EventStore(tmp_path / "events", Retention(max_count=0, max_age_s=100, max_bytes=0), clock=clock)
     for event_id, start in ((1, 850.0), (2, 905.0), (3, 990.0)):
         save_closed(store, event_id, start=start)
     assert [e["id"] for e in store.query(EventQuery())] == [3, 2]  # event 1 ended at 851, 149 s ago
@@ -181,7 +182,7 @@ def test_retention_by_age(tmp_path):
 
 
 def test_retention_by_bytes_deletes_oldest_first_and_never_an_open_event(tmp_path):
-    store = EventStore(tmp_path, Retention(max_count=0, max_age_s=0, max_bytes=5000))
+    store = EventStore(tmp_path / "events", Retention(max_count=0, max_age_s=0, max_bytes=5000))
     assert store.save(record(1, time.time() - 200), b"s" * 1000, b"c" * 1000, 0)  # open: kept whatever the bounds
     for event_id in (2, 3, 4):
         save_closed(store, event_id)
@@ -190,7 +191,7 @@ def test_retention_by_bytes_deletes_oldest_first_and_never_an_open_event(tmp_pat
 
 
 def test_events_survive_reopening_and_open_ones_are_closed_at_their_last_sighting(tmp_path):
-    store = EventStore(tmp_path)
+    store = EventStore(tmp_path / "events")
     save_closed(store, 1)
     now = time.time()
     assert store.save(EventRecord(2, "star", 3, 9, "cam", now, None, now + 2.5, None, None, 0.8, BOX, 4), b"j", b"k", 0)
@@ -198,7 +199,9 @@ def test_events_survive_reopening_and_open_ones_are_closed_at_their_last_sightin
     partial.write_bytes(b"half")  # a write the crash interrupted
     store.close()
 
-    reopened = EventStore(tmp_path)
+    reopened = EventStore(tmp_path / "events")
+    assert reopened.query(EventQuery()) == []  # nothing shown before the start-up step reopens it
+    reopened.open()
     events = {e["id"]: e for e in reopened.query(EventQuery())}
     assert set(events) == {1, 2}
     assert events[2]["open"] is False and events[2]["end_ts"] == now + 2.5 and events[2]["class"] == "star"
@@ -207,7 +210,7 @@ def test_events_survive_reopening_and_open_ones_are_closed_at_their_last_sightin
 
 
 def test_clear_deletes_everything_and_discards_saves_prepared_before_it(tmp_path):
-    store = EventStore(tmp_path)
+    store = EventStore(tmp_path / "events")
     save_closed(store, 1)
     stale = store.generation
     assert store.clear() == 1
@@ -217,7 +220,7 @@ def test_clear_deletes_everything_and_discards_saves_prepared_before_it(tmp_path
 
 
 def test_queries_filter_by_class_and_time_and_page_by_cursor(tmp_path):
-    store = EventStore(tmp_path, Retention(0, 0, 0))
+    store = EventStore(tmp_path / "events", Retention(0, 0, 0))
     for event_id in range(1, 8):
         assert store.save(record(event_id, 100.0 * event_id, None, "circle" if event_id % 2 else "square"), None,
                           None, 0)
@@ -259,7 +262,7 @@ def published(index: int, objects, position: int | None = None, jpeg: bytes | No
 def test_recorded_event_keeps_its_best_frame_and_the_crop_of_its_box(tmp_path):
     clock = Clock()
     settings = EventSettings(min_frames=2, close_after_s=1.0)
-    recorder = EventRecorder(EventStore(tmp_path, clock=clock), settings, clock=clock)
+    recorder = EventRecorder(EventStore(tmp_path / "events", clock=clock), settings, clock=clock, outputs=Outputs())
     session = recorder.begin("clip.mp4", ["circle", "square"], 10.0, live=False)
     for index, score in enumerate((0.7, 0.95, 0.8)):
         clock.now += 0.1
@@ -278,7 +281,8 @@ def test_recorded_event_keeps_its_best_frame_and_the_crop_of_its_box(tmp_path):
 
 
 def test_a_restarted_video_closes_the_open_events(tmp_path):
-    recorder = EventRecorder(EventStore(tmp_path), EventSettings(min_frames=1, close_after_s=60))
+    recorder = EventRecorder(EventStore(tmp_path / "events"), EventSettings(min_frames=1, close_after_s=60),
+                             outputs=Outputs())
     session = recorder.begin("clip.mp4", ["circle"], 10.0, live=False)
     session.tap(*published(1, [(1, 0, 0.9, BOX)]), 0.0)
     session.tap(*published(2, [(1, 0, 0.9, BOX)], position=0), 0.0)  # looped: track 1 is a new object
@@ -303,8 +307,9 @@ class Gate:
 
 def test_a_stalled_writer_never_blocks_the_producer_drops_are_counted_and_caught_up(tmp_path):
     clock = Clock()
-    store = EventStore(tmp_path, clock=clock)
-    recorder = EventRecorder(store, EventSettings(min_frames=1, close_after_s=60), queue_size=2, clock=clock)
+    store = EventStore(tmp_path / "events", clock=clock)
+    recorder = EventRecorder(store, EventSettings(min_frames=1, close_after_s=60), queue_size=2, clock=clock,
+                             outputs=Outputs())
     session = recorder.begin("clip.mp4", ["circle"], 10.0, live=False)
     objects = [(track, 0, 0.9, (track, 0, track + 20, 20)) for track in range(1, 11)]
     with Gate(store):
@@ -318,12 +323,12 @@ def test_a_stalled_writer_never_blocks_the_producer_drops_are_counted_and_caught
     session.tap(*published(3, objects), 0.0)
     recorder.stop()
     events = store.query(EventQuery())
-    assert len(events) == 10 and all(not e["open"] and e["crop_url"] and e["snapshot_url"] for e in events)
+    assert len(events) == 10 and all(not e["open"] and set(e["pictures"]) == {"snapshot", "crop"} for e in events)
 
 
 def test_a_cleared_store_is_not_refilled_by_saves_already_queued(tmp_path):
-    store = EventStore(tmp_path)
-    recorder = EventRecorder(store, EventSettings(min_frames=1, close_after_s=60))
+    store = EventStore(tmp_path / "events")
+    recorder = EventRecorder(store, EventSettings(min_frames=1, close_after_s=60), outputs=Outputs())
     session = recorder.begin("clip.mp4", ["circle"], 10.0, live=False)
     with Gate(store):
         session.tap(*published(1, [(1, 0, 0.9, BOX)]), 0.0)
@@ -335,8 +340,8 @@ def test_a_cleared_store_is_not_refilled_by_saves_already_queued(tmp_path):
 
 
 def test_a_save_the_disk_refuses_is_counted_and_the_writer_goes_on(tmp_path):
-    store = EventStore(tmp_path)
-    recorder = EventRecorder(store, EventSettings(min_frames=1, close_after_s=60))
+    store = EventStore(tmp_path / "events")
+    recorder = EventRecorder(store, EventSettings(min_frames=1, close_after_s=60), outputs=Outputs())
     (tmp_path / "events").mkdir()
     blocker = tmp_path / "events" / "media"
     blocker.write_text("a file where the pictures' folder belongs")

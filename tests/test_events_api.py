@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import requests
 
-from server.web.demo import start_demo
+from harness.client import upload
+from harness.live_servers import ffmpeg_missing, mjpeg_server
+from harness.waiting import wait_for
 from server.demo.video import write_demo_video
 from server.events.store import EventQuery, EventRecord
-from tests.support.helpers import config_for, serving, upload
-from tests.support.live_servers import ffmpeg_missing, mjpeg_server
-from tests.support.waiting import wait_for
+from server.web.demo import start_demo
+from tests.support.helpers import config_for, serving
 
 PASSWORD = "events are private too"
 FOREIGN = "http://evil.example"
@@ -42,7 +43,7 @@ def decoded(response) -> np.ndarray:
 
 def seed(live, count: int) -> list[int]:
     """Store closed events straight through the server's own store (for tests that need some but no stream)."""
-    store = live.app.extensions["events"].store
+    store = live.app.extensions["detection"].events.store
     ids = []
     for _ in range(count):
         event_id, now = store.new_id(), time.time()
@@ -159,7 +160,7 @@ def test_limit_is_capped_and_the_cursor_pages_through_everything(serve):
 
 def test_csv_cells_never_start_a_spreadsheet_formula(serve):
     live = serve()
-    store = live.app.extensions["events"].store
+    store = live.app.extensions["detection"].events.store
     now = time.time()
     store.save(EventRecord(store.new_id(), "=HYPERLINK(\"x\")", 0, 1, "+cmd.mp4", now, now, now, 0, 0, 0.9,
                            (0, 0, 1, 1), 5), None, None, store.generation)
@@ -183,7 +184,7 @@ def test_every_events_route_needs_the_credential(serve, method, path):
     seed(live, 1)
     response = requests.request(method, live.url + path, timeout=5)
     assert response.status_code == 401 and "error" in response.json()
-    assert len(live.app.extensions["events"].store.query(EventQuery())) == 1  # a refused DELETE deleted nothing
+    assert len(live.app.extensions["detection"].events.store.query(EventQuery())) == 1  # a refused DELETE deleted nothing
 
 
 def test_cross_site_delete_is_refused_and_deletes_nothing(serve):

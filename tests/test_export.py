@@ -11,15 +11,16 @@ import cv2
 import pytest
 import requests
 
+from harness.client import upload
+from harness.waiting import wait_for
 from server.models.runtime import ModelRuntime
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
 from server.vision.sources import FileChoice
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from tests.support.helpers import config_for, serving, upload, write_video
+from tests.support.helpers import config_for, serving, write_video
 from tests.support.small_disk import MB, every_file, fill, mounted_tmpfs
-from tests.support.waiting import wait_for
 
 IMGSZ = 320
 

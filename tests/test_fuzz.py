@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.client import upload
 from server import create_app
 from server.config import Config
-from tests.support.helpers import upload, write_video
+from tests.support.helpers import write_video
 
 FUZZ = settings(
     max_examples=150,
@@ -45,7 +46,7 @@ def real_video(tmp_path_factory) -> bytes:
 def client(tmp_path_factory):
     app = create_app(Config(uploads=tmp_path_factory.mktemp("fuzz"), host="127.0.0.1", max_video_mb=1, max_model_mb=1))
     yield app.test_client()
-    app.extensions["detection"].shutdown()
+    app.extensions["lifecycle"].stop()
 
 
 def assert_clean(response, root=None):

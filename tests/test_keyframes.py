@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from harness.waiting import wait_for
 from server.vision import keyframes, motion
 from server.vision.keyframer import Keyframer, added_delay_frames
 from server.vision.motion import Decision
@@ -18,7 +19,6 @@ from server.vision.sources import FrameSource
 from server.vision.sources.base import Frame
 from server.vision.tracker import Tracker
 from tests.support.helpers import make_runner
-from tests.support.waiting import wait_for
 
 
 def tracked(boxes, track_ids, class_ids=None, scores=None) -> Detections:
@@ -98,7 +98,7 @@ def test_sensor_noise_is_no_motion_and_a_new_object_is():
 
 
 @pytest.fixture
-def demo_frames(make_video):
+def video_frames(make_video):
     capture = cv2.VideoCapture(str(make_video(width=320, height=240, frames=13)))
     frames = []
     while (read := capture.read())[0]:
@@ -113,11 +113,11 @@ def run(keyframer: Keyframer, frames: list[Frame], settings: Settings) -> list:
     return [*out, *keyframer.flush(settings)]
 
 
-def test_keyframer_holds_at_most_n_minus_1_frames_and_interpolates_them(demo_detector, demo_frames):
+def test_keyframer_holds_at_most_n_minus_1_frames_and_interpolates_them(demo_detector, video_frames):
     settings = Settings(imgsz=320, detect_every=3)
     keyframer = Keyframer(FramePipeline(lambda s: demo_detector, ["c"] * 5, tracker_factory=Tracker), fps=15)
     out, most_held = [], 0
-    for frame in demo_frames:
+    for frame in video_frames:
         out.extend(keyframer.push(frame, settings))
         most_held = max(most_held, keyframer.held)
     out.extend(keyframer.flush(settings))
@@ -132,10 +132,10 @@ def test_keyframer_holds_at_most_n_minus_1_frames_and_interpolates_them(demo_det
         assert at[5] == pytest.approx(at[3] + (at[6] - at[3]) * 2 / 3, abs=1e-3)
 
 
-def test_without_interpolation_nothing_waits_and_the_tracker_moves_the_boxes(demo_detector, demo_frames):
+def test_without_interpolation_nothing_waits_and_the_tracker_moves_the_boxes(demo_detector, video_frames):
     settings = Settings(imgsz=320, detect_every=3, interpolate="never")
     keyframer = Keyframer(FramePipeline(lambda s: demo_detector, ["c"] * 5, tracker_factory=Tracker), fps=15)
-    for frame in demo_frames:
+    for frame in video_frames:
         assert [item.frame.index for item in keyframer.push(frame, settings)] == [frame.index]
     live = dataclasses.replace(settings, interpolate="files")
     assert added_delay_frames(live, live=True) == 0 and added_delay_frames(live, live=False) == 2
@@ -202,7 +202,7 @@ def test_a_looping_stream_shows_every_frame_once_in_order_across_the_loop(make_v
 
 
 def test_the_ceiling_counts_only_what_no_keyframe_shows_as_lost():
-    from tools.keyframes_eval import ceiling
+    from bench.keyframes_eval import ceiling
 
     def frame(*ids: int) -> Detections:
         boxes = np.array([[10.0 * i, 0, 10.0 * i + 8, 8] for i in ids], np.float32).reshape(-1, 4)

@@ -17,22 +17,22 @@ import numpy as np
 import pytest
 import requests
 
-from server.config import config_from_args
-from server.vision import mjpeg
-from server.vision.pipeline import FramePipeline
-from server.vision.settings import Settings
-from server.vision.sources import CaptureConnection, LiveSource, SourceInfo, parse_source
-from server.vision.stream import StreamRunner
-from server.vision.tracker import Tracker
-from tests.support.helpers import free_port, upload, upload_model_at_320
-from tests.support.live_servers import (
+from harness.client import free_port, upload, video_feed
+from harness.live_servers import (
     ffmpeg_missing,
     mjpeg_server,
     rtsp_missing,
     rtsp_server,
     write_frames,
 )
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
+from server.config import config_from_args
+from server.vision.pipeline import FramePipeline
+from server.vision.settings import Settings
+from server.vision.sources import CaptureConnection, LiveSource, SourceInfo, parse_source
+from server.vision.stream import StreamRunner
+from server.vision.tracker import Tracker
+from tests.support.helpers import upload_model_at_320
 
 RESUME_LIMIT_S = 10.0
 SOURCE_TIMEOUT_S = 2.0
@@ -72,9 +72,8 @@ class Viewer(threading.Thread):
 
     def run(self):
         try:
-            with requests.get(f"{self.url}/video_feed", stream=True, timeout=30) as response:
-                assert response.status_code == 200, response.text
-                for jpeg in mjpeg.iter_jpegs(response.iter_content(8192)):
+            with video_feed(self.url) as jpegs:
+                for jpeg in jpegs:
                     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
                     # The served scene is a mid-grey texture; the "reconnecting" placeholder is near black.
                     if image.mean() < 60:

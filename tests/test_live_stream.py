@@ -8,27 +8,25 @@ import cv2
 import numpy as np
 import requests
 
+from harness.client import upload, video_feed
+from harness.waiting import wait_for
 from server.files import sha256_of
-from server.vision import mjpeg
-from tests.support.helpers import upload
-from tests.support.waiting import wait_for
 
 
 class Viewer(threading.Thread):
     """Read /video_feed, decoding every JPEG, until the server ends the response."""
 
-    def __init__(self, url: str):
+    def __init__(self, base: str):
         super().__init__(daemon=True)
-        self.url = url
+        self.base = base
         self.shapes: list[tuple[int, ...]] = []
         self.ended = threading.Event()
         self.error: Exception | None = None
 
     def run(self):
         try:
-            with requests.get(self.url, stream=True, timeout=10) as response:
-                assert response.status_code == 200, response.text
-                for jpeg in mjpeg.iter_jpegs(response.iter_content(8192)):
+            with video_feed(self.base, timeout=10) as jpegs:
+                for jpeg in jpegs:
                     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
                     assert image is not None, "a part is not a decodable JPEG"
                     self.shapes.append(image.shape)
@@ -45,7 +43,7 @@ def test_three_viewers_share_one_stream_and_stop_ends_them(live_server, make_vid
     requests.post(f"{base}/api/settings", json={"imgsz": 320, "conf": 0.01}, timeout=5)
     assert requests.post(f"{base}/stream/start", timeout=10).json() == {"streaming": True}
 
-    viewers = [Viewer(f"{base}/video_feed") for _ in range(3)]
+    viewers = [Viewer(base) for _ in range(3)]
     for viewer in viewers:
         viewer.start()
     assert wait_for(lambda: all(len(v.shapes) >= 5 for v in viewers)), [len(v.shapes) for v in viewers]
@@ -79,11 +77,10 @@ def test_disconnecting_viewer_is_released(live_server, make_video, demo_onnx):
     upload(base, "/upload/model", demo_onnx)
     requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5)
     requests.post(f"{base}/stream/start", timeout=10)
-    response = requests.get(f"{base}/video_feed", stream=True, timeout=10)
-    next(mjpeg.iter_jpegs(response.iter_content(8192)))
     viewers = lambda: requests.get(f"{base}/api/status", timeout=5).json()["stats"]["viewers"]  # noqa: E731
-    assert viewers() == 1
-    response.close()
+    with video_feed(base, timeout=10) as jpegs:
+        next(jpegs)
+        assert viewers() == 1
     assert wait_for(lambda: viewers() == 0, timeout=10)
     requests.post(f"{base}/stream/stop", timeout=10)
 

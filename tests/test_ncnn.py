@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import onnx
 import pytest
 
-from server.demo.video import render_frames
+from harness.client import upload
+from harness.frames import demo_frames
 from server.models.convert import convert_to_onnx
 from server.models.ncnn import ncnn_model_for
 from server.vision.engines.ncnn_engine import NcnnFiles
+from tests.support.ci_check import check_module
 from tests.support.converter_models import (  # noqa: F401 (cache and real_checkpoints are fixtures)
     LARGE_LAYOUTS,
     LAYOUTS,
@@ -30,19 +31,14 @@ from tests.support.converter_models import (  # noqa: F401 (cache and real_check
     real_checkpoints,
 )
 from tests.support.engine_equality import compare_engines
-from tests.support.helpers import upload
 
 DEMO_FRAMES = 6
 SIZES = (320, 640)
 ZOO_EXPORTS = ("yolov8n.onnx", "yolov8n-320.onnx")  # ultralytics' own exports: dynamic, and static at 320
 
 
-def demo_frames() -> list[np.ndarray]:
-    return list(render_frames(seconds=DEMO_FRAMES / 2, fps=2))
-
-
 def test_the_demo_model_on_ncnn_gives_onnxruntimes_detections(demo_onnx, tmp_path):
-    result = compare_engines(demo_onnx, demo_frames(), (320, 640), tmp_path)
+    result = compare_engines(demo_onnx, demo_frames(DEMO_FRAMES), (320, 640), tmp_path)
     assert result.detections > 20  # the shapes are found: real boxes were compared, not empty lists
     assert result.nms_compared >= DEMO_FRAMES * 2  # at conf 0.25 every frame at both sizes (only busy confs tie)
     print(f"\ndemo: {result}")
@@ -88,7 +84,7 @@ def test_real_checkpoints_run_alike_on_ncnn(real_checkpoints, tmp_path, name):
 @pytest.mark.slow
 def test_the_demo_checkpoint_converted_runs_alike_on_ncnn(demo_pt, tmp_path):
     """On the frames it was trained for: on photos it finds a handful of stray shapes, too few to judge fp16 by."""
-    result = converted_and_compared(demo_pt, tmp_path, frames=demo_frames())
+    result = converted_and_compared(demo_pt, tmp_path, frames=demo_frames(DEMO_FRAMES))
     assert result.nms_compared > 0
 
 
@@ -173,7 +169,7 @@ def test_reset_deletes_the_ncnn_files(client, demo_onnx, demo_pt, weights, app):
 
 # --- the aarch64 check's NCNN step, run here on x86 -----------------------------------------------------------------
 def test_the_aarch64_checks_ncnn_step_passes_and_fails_when_ncnn_is_not_offered(demo_onnx, tmp_path):
-    from tools.pi import detections, drive
+    detections, drive = check_module("detections"), check_module("drive")
 
     model = tmp_path / "model.onnx"
     shutil.copyfile(demo_onnx, model)

@@ -13,9 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
+from harness.client import upload
 from server.demo.video import render_frames
-from server.models.tuning import judging
-from server.models.tuning.calibration import split_frames
 from server.models.ncnn import ncnn_model_for
 from server.models.ncnn.int8 import (
     KEEP_HEAD,
@@ -30,13 +29,14 @@ from server.models.ncnn.int8 import (
 from server.models.ncnn.translate import Translation
 from server.models.ncnn.weights import INT8_FLAG
 from server.models.runtime import ModelRuntime
+from server.models.tuning import judging
+from server.models.tuning.calibration import split_frames
 from server.vision import processing
 from server.vision.detector import Detector
 from server.vision.engines import EngineKey
 from server.vision.engines.ncnn_engine import NcnnEngine
 from server.vision.settings import Settings
 from tests.support.converter_models import real_checkpoints  # noqa: F401 (a fixture)
-from tests.support.helpers import upload
 
 # Measured on the demo video (48 held-back frames, 272 fp32 boxes at conf 0.25): max-abs 0.943 at 640; the bar
 # leaves room for the smaller frame sample here.

@@ -8,21 +8,22 @@ import json
 import numpy as np
 import pytest
 
+from harness.waiting import wait_for
 from server.demo.shapes import CLASSES
 from server.demo.video import write_demo_video
 from server.outputs.adapter import CountsTap, class_counts
 from server.outputs.discovery import Topics, discovery_messages, removal_messages, slug
 from server.outputs.dispatcher import BoundedQueue
-from server.outputs.messages import event_message, event_urls, public_base_url
+from server.outputs.messages import event_message, public_base_url
 from server.outputs.mqtt import MqttOutput
 from server.vision.pipeline import FramePipeline
 from server.vision.processing import Detections
 from server.vision.settings import Settings
+from server.vision.sources import FileChoice
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from server.vision.sources import FileChoice
+from server.web.events_routes import event_links
 from tests.support.outputs_parts import Mosquitto, Subscriber, ha_discovery_problems
-from tests.support.waiting import wait_for
 
 TOPICS = Topics("edge_detect", "homeassistant")
 
@@ -73,8 +74,8 @@ def test_slugs_are_topic_and_id_safe(name, expected):
 def test_messages_carry_absolute_urls_from_the_chosen_base():
     assert public_base_url("", ["http://192.168.1.5:5000/", "http://10.0.0.2:5000/"]) == "http://192.168.1.5:5000"
     assert public_base_url("https://cam.example.lan/", ["http://192.168.1.5:5000/"]) == "https://cam.example.lan"
-    assert event_urls("http://h", "a/b?c")["snapshot_url"] == "http://h/api/events/a%2Fb%3Fc/snapshot.jpg"
-    message = event_message("opened", {"id": 3, "class_name": "cat"}, "http://h", b"jpeg", now=5.0)
+    assert event_links("http://h")("a/b?c")["snapshot_url"] == "http://h/api/events/a%2Fb%3Fc/snapshot.jpg"
+    message = event_message("opened", {"id": 3, "class_name": "cat"}, event_links("http://h"), b"jpeg", now=5.0)
     assert message == {"type": "opened", "event": {"id": 3, "class_name": "cat"}, "sent_at": 5.0,
                        "snapshot_url": "http://h/api/events/3/snapshot.jpg", "crop_url": "http://h/api/events/3/crop.jpg"}
     json.dumps(message)
@@ -115,7 +116,7 @@ def test_counts_from_a_real_stream_reach_the_broker(tmp_path, demo_detector):
     broker = Mosquitto(tmp_path)
     broker.start()
     watch = Subscriber(broker.port)
-    output = MqttOutput(broker.url, "http://h", topics=TOPICS, capacity=10, reconnect_min=0.1, reconnect_max=0.5)
+    output = MqttOutput(broker.url, event_links("http://h"), topics=TOPICS, capacity=10, reconnect_min=0.1, reconnect_max=0.5)
     output.classes(list(CLASSES))
     output.start()
     video = write_demo_video(tmp_path / "demo.mp4", seconds=4)

@@ -13,15 +13,17 @@ import threading
 
 import pytest
 
+from harness.client import free_port
+from harness.waiting import wait_for
 from server.config import REPO_ROOT, Config
 from server.outputs import build_outputs
 from server.outputs.discovery import Topics
 from server.outputs.mqtt import MqttOutput, parse_broker_url
-from tests.support.helpers import free_port
+from server.web.events_routes import event_links
 from tests.support.outputs_parts import Mosquitto, Subscriber, ha_discovery_problems
-from tests.support.waiting import wait_for
 
 BASE = "http://192.168.1.20:5000"
+LINKS = event_links(BASE)
 JPEG_1 = b"\xff\xd8\xff\xe0first\xff\xd9"
 JPEG_2 = b"\xff\xd8\xff\xe0second\xff\xd9"
 PREFIX = "edge_test"
@@ -57,7 +59,7 @@ def make_output():
     made = []
 
     def make(url: str, discovery: str = "homeassistant", capacity: int = 20) -> MqttOutput:
-        output = MqttOutput(url, BASE, topics=Topics(PREFIX, discovery), capacity=capacity,
+        output = MqttOutput(url, LINKS, topics=Topics(PREFIX, discovery), capacity=capacity,
                             reconnect_min=0.1, reconnect_max=0.5)
         output.start()
         made.append(output)
@@ -172,7 +174,7 @@ LWT_CLIENT = """
 import sys, time
 from server.outputs.discovery import Topics
 from server.outputs.mqtt import MqttOutput
-output = MqttOutput(sys.argv[1], "http://x", topics=Topics(sys.argv[2], ""), capacity=5, keepalive=60)
+output = MqttOutput(sys.argv[1], lambda event_id: {}, topics=Topics(sys.argv[2], ""), capacity=5, keepalive=60)
 output.start()
 time.sleep(600)
 """
@@ -263,8 +265,8 @@ def test_credentials_are_used_but_never_shown(tmp_path, subscribers, caplog):
     passwords.chmod(0o600)
     broker = Mosquitto(tmp_path, password_file=passwords)
     broker.start()
-    good = build_outputs(Config(mqtt_url=f"mqtt://edge:pa55word@127.0.0.1:{broker.port}", mqtt_prefix=PREFIX), BASE)
-    bad = build_outputs(Config(mqtt_url=f"mqtt://edge:wrong-pw@127.0.0.1:{broker.port}", mqtt_prefix="bad"), BASE)
+    good = build_outputs(Config(mqtt_url=f"mqtt://edge:pa55word@127.0.0.1:{broker.port}", mqtt_prefix=PREFIX), LINKS)
+    bad = build_outputs(Config(mqtt_url=f"mqtt://edge:wrong-pw@127.0.0.1:{broker.port}", mqtt_prefix="bad"), LINKS)
     good.start(), bad.start()
     try:
         assert wait_for(lambda: good.status()[0]["state"] == "connected")
@@ -294,4 +296,4 @@ def test_broker_url_forms():
 @pytest.mark.parametrize("prefix", ["a/+/b", "#", "", "a//b"])
 def test_bad_topic_prefixes_are_refused(prefix):
     with pytest.raises(ValueError, match="topic prefix"):
-        build_outputs(Config(mqtt_url=f"mqtt://127.0.0.1:{free_port()}", mqtt_prefix=prefix), BASE)
+        build_outputs(Config(mqtt_url=f"mqtt://127.0.0.1:{free_port()}", mqtt_prefix=prefix), LINKS)

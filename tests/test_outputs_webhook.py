@@ -9,14 +9,16 @@ import threading
 
 import pytest
 
+from harness.client import free_port
+from harness.waiting import wait_for
 from server.config import Config
 from server.outputs import build_outputs
 from server.outputs.webhook import WebhookOutput, backoff_delays, check_webhook_url, webhook_label
-from tests.support.helpers import free_port
+from server.web.events_routes import event_links
 from tests.support.outputs_parts import Receiver
-from tests.support.waiting import wait_for
 
 BASE = "http://192.168.1.20:5000"
+LINKS = event_links(BASE)
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg\xff\xd9"
 
 
@@ -41,14 +43,14 @@ def outputs_to_stop():
 
 def webhook(url, outputs_to_stop, **overrides) -> WebhookOutput:
     settings = {"timeout": 10.0, "retries": 3, "capacity": 10, "backoff": 0.01, "backoff_max": 0.05, **overrides}
-    output = WebhookOutput(url, BASE, **settings)
+    output = WebhookOutput(url, LINKS, **settings)
     output.start()
     outputs_to_stop.append(output)
     return output
 
 
 def test_events_arrive_as_json_with_absolute_snapshot_urls(receiver):
-    outputs = build_outputs(Config(webhook_url=receiver.url), BASE)
+    outputs = build_outputs(Config(webhook_url=receiver.url), LINKS)
     outputs.start()
     try:
         outputs.event_opened(event(), JPEG)
@@ -67,7 +69,7 @@ def test_events_arrive_as_json_with_absolute_snapshot_urls(receiver):
 
 
 def test_snapshot_inline_when_asked(receiver):
-    outputs = build_outputs(Config(webhook_url=receiver.url, webhook_snapshot=True), BASE)
+    outputs = build_outputs(Config(webhook_url=receiver.url, webhook_snapshot=True), LINKS)
     outputs.start()
     try:
         outputs.event_opened(event(), JPEG)
@@ -154,13 +156,13 @@ def test_stop_interrupts_a_backoff_wait(outputs_to_stop):
     output.event("opened", event(), None)
     assert wait_for(lambda: output.attempts == 1 and output.state == "sending")
     output.stop(timeout=30)
-    assert not output._thread.is_alive() and output.counters.failed == 0
+    assert not output._worker.running() and output.counters.failed == 0
 
 
 def test_credentials_are_sent_but_never_shown(receiver, caplog):
     caplog.set_level(logging.DEBUG)
     url = receiver.url.replace("http://", "http://hookuser:hookpass@")
-    outputs = build_outputs(Config(webhook_url=url), BASE)
+    outputs = build_outputs(Config(webhook_url=url), LINKS)
     outputs.start()
     try:
         outputs.event_opened(event(), None)
@@ -187,7 +189,7 @@ def test_labels_hide_paths_and_passwords():
 
 
 def test_events_without_an_id_or_class_are_refused_at_the_call():
-    outputs = build_outputs(Config(), BASE)
+    outputs = build_outputs(Config(), LINKS)
     assert outputs.outputs == []  # nothing configured: no thread, no output
     with pytest.raises(ValueError, match="class_name"):
         outputs.event_opened({"id": 1})

@@ -8,10 +8,10 @@ import json
 
 import requests
 
+from harness.waiting import wait_for
 from server.web.demo import start_demo
 from tests.support.helpers import config_for, serving
 from tests.support.outputs_parts import Mosquitto, Receiver, Subscriber
-from tests.support.waiting import wait_for
 
 
 def test_a_streaming_server_sends_its_events_to_mqtt_and_the_webhook(tmp_path):

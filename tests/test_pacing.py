@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.support.helpers import upload
-from tests.support.waiting import wait_for
+from harness.client import upload
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The aarch64 check's own parts (tools/pi): it must tell frames apart and see a box that differs."""
+"""The aarch64 check's own parts (.ci/pi): it must tell frames apart and see a box that differs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from server.config import REPO_ROOT
-from tools.pi import drive
+from tests.support.ci_check import check_module
+
+drive = check_module("drive")
 
 BOXES = {"boxes": [[10.0, 20.0, 110.0, 140.0], [200.0, 50.0, 260.0, 90.0]], "scores": [0.91, 0.6], "classes": [0, 3]}
 
@@ -83,7 +85,7 @@ def test_the_picture_comparison_sees_a_box_drawn_elsewhere():
 
 
 def test_the_shell_scripts_parse():
-    for script in ("tools/pi/check.sh", "tools/pi/pi-root.sh", ".ci/run"):
+    for script in (".ci/pi/check.sh", ".ci/pi/pi-root.sh", ".ci/run"):
         subprocess.run(["bash", "-n", str(REPO_ROOT / script)], check=True)
 
 

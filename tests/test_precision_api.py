@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from harness.client import upload
+from harness.waiting import status_when
 from server import create_app
 from server.config import Config
 from server.files import sha256_of
-from tests.support.helpers import upload
-from tests.support.waiting import status_when
 
 
 @pytest.mark.slow

@@ -9,12 +9,12 @@ from dataclasses import replace
 
 import pytest
 
+from harness.waiting import wait_for
 from server.vision.hub import FrameHub
 from server.vision.settings import Settings
-from server.vision.stream import Handoff
 from server.vision.sources import FrameSource
+from server.vision.stream import Handoff
 from tests.support.helpers import make_runner
-from tests.support.waiting import wait_for
 
 FLAT_OUT = Settings(imgsz=320, realtime=False, loop=False, threads=1)
 

@@ -1,7 +1,7 @@
 """Channel-pruned YOLOv8 models (tools/slim.py's, Torch-Pruning's example) convert, run on every engine and stream.
 
 The demo model and a checkpoint trained by others are pruned with Torch-Pruning in an ultralytics child
-(tests/support/ultralytics_reference.py prune): uniformly (cv0 and cv1 of each C2f stay equally wide, so the result is an
+(bench/ultralytics_reference.py prune): uniformly (cv0 and cv1 of each C2f stay equally wide, so the result is an
 ordinary ultralytics checkpoint with widths no yaml gives) and globally (C2f's parts unequal: saved as Torch-Pruning's
 example saves it, __main__.C2f_v2, and as a C2f with unequal parts). The server's conversion must be the network
 ultralytics exports: of the ordinary checkpoint by ultralytics itself, of the others from the pruning process, as the
@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
+from harness.client import upload
+from harness.frames import demo_frames
+from harness.waiting import status_when
 from server import create_app
-from server.demo.video import render_frames
 from server.models.checkpoint import read_checkpoint
 from server.models.convert import convert_to_onnx
 from server.models.identify import inspect_checkpoint
@@ -33,8 +34,7 @@ from tests.support.converter_models import (  # noqa: F401 (cache and real_check
     ultralytics_export,
 )
 from tests.support.engine_equality import compare_engines
-from tests.support.helpers import config_for, upload
-from tests.support.waiting import status_when
+from tests.support.helpers import config_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_PT = ROOT / "server" / "demo" / "model" / "shapes-yolov8n.pt"
@@ -73,10 +73,6 @@ def split_sizes(path: Path) -> list[list[int]]:
     model = onnx.load(str(path))
     constants = {init.name: numpy_helper.to_array(init).tolist() for init in model.graph.initializer}
     return [constants[node.input[1]] for node in model.graph.node if node.op_type == "Split" and "model.22" not in node.name]
-
-
-def demo_frames() -> list[np.ndarray]:
-    return list(render_frames(seconds=3, fps=2))
 
 
 @pytest.mark.slow

@@ -9,8 +9,19 @@ from pathlib import Path
 
 from server.config import REPO_ROOT
 
-TOP_LEVEL = {"server", "tools", "deploy", "templates", "static", "uploads", "tests", "docs", "requirements.txt", "run.py",
-             "README.md", ".ci"}
+TOP_LEVEL = {"server", "tools", "bench", "harness", "deploy", "templates", "static", "uploads", "tests", "docs",
+             "requirements.txt", "run.py", "README.md", ".ci"}
+# Who may import whom, by top-level folder. The server imports none of the others; the harness (what tests and
+# benchmarks drive the server with) only the server; the user's tools the server, never the measurements' or the
+# tests' code; the measurements the harness and the tools too; the aarch64 check's scripts (.ci/pi) the harness.
+MAY_IMPORT = {
+    "server": {"server"},
+    "harness": {"server", "harness"},
+    "tools": {"server", "tools"},
+    "bench": {"server", "harness", "tools", "bench"},
+    ".ci": {"server", "harness"},
+    "tests": {"server", "harness", "tools", "bench", "tests"},
+}
 README = REPO_ROOT / "README.md"
 README_MAX_BYTES = 15 * 1024  # a manual read in ten minutes; methods and measurements live in docs/
 
@@ -121,23 +132,21 @@ def test_find_cycle_names_the_modules_of_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"b"}}) == ["b", "c", "b"]
 
 
-def test_no_import_cycles_in_server_tools_or_tests():
+def test_no_import_cycles_in_any_folder():
     """No module imports one that imports it back, not even where Python tolerates it (under TYPE_CHECKING, inside a
     function): a cycle is one concern split over two modules, or a lower module reaching up."""
-    cycle = find_cycle(import_graph("server", "tools", "tests"))
+    cycle = find_cycle(import_graph(*MAY_IMPORT))
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-# The base layer is the top-level modules; a package imports the base, itself and packages of lower layers only.
+# The base layer is the top-level modules (server/*.py: config, files, jobs, layout, storage, ...); a package
+# imports the base, itself and packages of lower layers only. The base imports the base only: the config holds the
+# names and defaults of its options as data, and each package builds its own settings from it.
 LAYERS = {"base": 0, "vision": 1, "demo": 1, "models": 2, "events": 2, "outputs": 2, "web": 3}
-BASE = {"server.config", "server.files", "server.jobs", "server.layout", "server.storage"}
-# The one config object is built from the settings each package owns (their dataclasses and names); these modules
-# count as base, so they may import nothing above it (checked below).
-CONFIG_PARTS = {"server.events.settings", "server.vision.engines"}
 
 
 def layer_of(module: str) -> str:
-    if module in BASE | CONFIG_PARTS:
+    if (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file() and module.count(".") == 1:
         return "base"
     package = module.split(".")[1]
     assert package in LAYERS, f"{module}: a package the layers do not name (add it to LAYERS)"
@@ -146,7 +155,7 @@ def layer_of(module: str) -> str:
 
 def test_imports_run_one_way():
     """web -> models, events, outputs -> vision, demo -> base; nothing in server imports tools or tests."""
-    graph = import_graph("server", "tools", "tests")
+    graph = import_graph("server")
     for module in (name for name in graph if name.startswith("server.")):  # server/__init__.py: the app factory
         importer = layer_of(module)
         for target in graph[module]:
@@ -158,12 +167,39 @@ def test_imports_run_one_way():
                 f"{module} ({importer}) imports {target} ({imported})"
 
 
+def folder_of(module: str) -> str:
+    return next(folder for folder in MAY_IMPORT if module == folder or module.startswith(folder + "."))
+
+
+def test_the_folders_import_one_way():
+    """The server, the harness, the user's tools, the measurements, the check, the tests: each imports only the
+    folders MAY_IMPORT names for it (a tool importing tests/ would need the tests' packages to run)."""
+    graph = import_graph(*MAY_IMPORT)
+    for module, targets in sorted(graph.items()):
+        allowed = MAY_IMPORT[folder_of(module)]
+        wrong = sorted(target for target in targets if folder_of(target) not in allowed)
+        assert not wrong, f"{module} imports {wrong}: {folder_of(module)}/ may import only {sorted(allowed)}"
+
+
+def test_the_folder_check_sees_a_wrong_import(tmp_path, monkeypatch):
+    """The check above is not blind: the harness importing tests/ is found."""
+    (tmp_path / "harness").mkdir()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "harness" / "client.py").write_text("from tests.support import helpers\n")
+    (tmp_path / "tests" / "support.py").write_text("")
+    monkeypatch.setattr(f"{__name__}.REPO_ROOT", tmp_path)
+    graph = import_graph("harness", "tests")
+    assert graph["harness.client"] == {"tests.support"}
+    assert folder_of("tests.support") not in MAY_IMPORT["harness"]
+
+
 MAX_MODULE_LINES = 500
+LINE_LIMITED = ("server", "tools", "bench", "harness", ".ci")  # the tests are measured by what they check
 
 
-def test_no_module_in_server_or_tools_is_over_500_lines():
+def test_no_module_outside_the_tests_is_over_500_lines():
     lengths = {str(path.relative_to(REPO_ROOT)): len(path.read_text().splitlines())
-               for folder in ("server", "tools") for path in (REPO_ROOT / folder).rglob("*.py")}
+               for folder in LINE_LIMITED for path in (REPO_ROOT / folder).rglob("*.py")}
     long = {name: lines for name, lines in lengths.items()
             if lines > MAX_MODULE_LINES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {long}"

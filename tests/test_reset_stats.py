@@ -6,9 +6,8 @@ import time
 
 import requests
 
-from server.vision import mjpeg
-from tests.support.helpers import upload
-from tests.support.waiting import wait_for
+from harness.client import upload, video_feed
+from harness.waiting import wait_for
 
 
 def test_stop_clears_the_stats(client, make_video, demo_onnx):
@@ -38,8 +37,8 @@ def test_viewer_max_fps_caps_what_each_viewer_gets(serve, make_video, demo_onnx)
     status = lambda: requests.get(f"{server.url}/api/status", timeout=5).json()["stats"]  # noqa: E731
     assert wait_for(lambda: status()["frames"] >= 2, timeout=60)
     received, started = 0, None
-    with requests.get(f"{server.url}/video_feed", stream=True, timeout=10) as response:
-        for _ in mjpeg.iter_jpegs(response.iter_content(8192)):
+    with video_feed(server.url, timeout=10) as jpegs:
+        for _ in jpegs:
             received += 1
             if received == 1:
                 started, produced = time.monotonic(), status()["frames"]

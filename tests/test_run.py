@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from server.config import config_from_args
-from tests.support.helpers import upload
-from tests.support.server_process import ServerProcess
+from harness.client import upload, video_feed
+from harness.server_process import ServerProcess
+from server.config import ENGINE_CHOICES, config_from_args
+from server.vision.engines import AUTO, ENGINES
 
 
 def test_flags_fall_back_to_environment_variables(tmp_path):
@@ -31,6 +32,11 @@ def test_the_engine_is_auto_unless_a_flag_or_the_environment_names_a_known_one(c
         assert "choose from" in capsys.readouterr().err
 
 
+def test_the_configs_engine_names_are_the_engines_own():
+    """The base holds them as data (it imports nothing above it): they must still name the engines that exist."""
+    assert ENGINE_CHOICES == (AUTO, *ENGINES)
+
+
 def _mapped_libraries(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
@@ -46,8 +52,8 @@ def test_run_serves_with_waitress_and_never_loads_torch(tmp_path, make_video, de
         assert upload(base, "/upload/video", make_video()).status_code == 201
         requests.post(base + "/api/settings", json={"imgsz": 320}, timeout=5)
         assert requests.post(base + "/stream/start", timeout=30).status_code == 200
-        with requests.get(base + "/video_feed", stream=True, timeout=30) as feed:
-            assert next(feed.iter_content(1024)).startswith(b"--frame")
+        with video_feed(base) as jpegs:
+            assert next(jpegs).startswith(b"\xff\xd8")
         maps = _mapped_libraries(process.pid)
         assert "onnxruntime" in maps  # the check can see libraries at all
         assert "libtorch" not in maps

@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.client import upload
+from harness.waiting import wait_for
 from server import create_app
 from server.config import REPO_ROOT, Config, build_parser, config_from_args
 from server.web import auth
-from tests.support.helpers import LiveServer, upload
-from tests.support.waiting import wait_for
+from tests.support.helpers import LiveServer
 
 PASSWORD = "correct horse battery staple"
 FOREIGN = "http://evil.example"

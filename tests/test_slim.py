@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import requests
 
+from harness.client import upload, video_feed
 from server.demo.video import render_frames, write_demo_video
 from server.models.checkpoint import read_checkpoint
-from server.vision import mjpeg
-from tests.support.helpers import upload
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_PT = ROOT / "server" / "demo" / "model" / "shapes-yolov8n.pt"
@@ -36,8 +35,7 @@ def streams(base: str, model: Path) -> dict:
     assert response.status_code == 201, response.text
     requests.post(f"{base}/api/settings", json={"imgsz": 320}, timeout=5).raise_for_status()
     assert requests.post(f"{base}/stream/start", timeout=30).json() == {"streaming": True}
-    with requests.get(f"{base}/video_feed", stream=True, timeout=30) as feed:
-        frames = mjpeg.iter_jpegs(feed.iter_content(8192))
+    with video_feed(base) as frames:
         assert all(next(frames) for _ in range(3))
     status = requests.get(f"{base}/api/status", timeout=5).json()
     requests.post(f"{base}/stream/stop", timeout=30).raise_for_status()
@@ -57,6 +55,7 @@ def test_a_tiny_slimming_run_writes_a_pt_and_onnx_the_server_streams_and_a_card(
     global_pruning = "--global" in pruning
     assert report["outputs"]["form"] == ("C2f_v2" if global_pruning else "C2f")
     assert ("__main__.C2f_v2" in read_checkpoint(pt)[1]) == global_pruning
+    assert read_checkpoint(pt)[0]["train_args"]["imgsz"] == 256  # the size it was distilled at, for the server
     kept = report["after"]["gflops_640"] / report["teacher"]["gflops_640"]
     assert kept <= 0.6 if "--flops" in pruning else kept < 0.6  # the target is met (ratio 0.3 keeps about half)
     steps = 2 if "--steps" in pruning else 1
@@ -71,7 +70,7 @@ def test_a_tiny_slimming_run_writes_a_pt_and_onnx_the_server_streams_and_a_card(
     assert report["footage"]["held_back_frames"] >= 4 and report["after"]["frames"] == report["footage"]["held_back_frames"]
     card = (out / "MODEL_CARD.md").read_text()
     assert str(DEMO_PT) in card and "python -m tools.slim" in card and str(video) in card
-    assert ("zoomed by 1 +- 0.3" in card) == ("--zoom" in pruning)
+    assert ("zoomed by 1 +- 0.3" in card) == ("--zoom" in pruning) and "Input size: 256 px" in card
     assert json.loads((out / "slim.json").read_text())["after"] == report["after"]
 
     base = live_server.url

@@ -12,16 +12,16 @@ import cv2
 import numpy as np
 import pytest
 
+from harness.live_servers import write_frames
+from harness.waiting import wait_for
+from server.redaction import redact
 from server.vision import sources
 from server.vision.sources import (
     Backoff,
     LiveSource,
     SourceRejected,
     parse_source,
-    redact,
 )
-from tests.support.live_servers import write_frames
-from tests.support.waiting import wait_for
 
 
 # -- what a user may type -------------------------------------------------------------------------

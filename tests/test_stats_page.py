@@ -7,9 +7,9 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
+from harness.waiting import wait_for
 from server.web.demo import start_demo
 from tests.support.browser_fixtures import DESKTOP, api_status, screenshot
-from tests.support.waiting import wait_for
 
 IDLE_TILES = ("fps", "frames", "detections", "viewers", "latency", "dropped")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.client import upload, video_feed
+from harness.waiting import wait_for
 from server import create_app
 from server.events.store import EventQuery, EventRecord, EventStore
 from server.jobs import JobBoard
@@ -22,12 +24,10 @@ from server.models import convert
 from server.models.tuning import tune as tuning
 from server.models.tuning.job import EngineTiming, TimingRequest
 from server.storage import DiskSpace, InsufficientStorage
-from server.vision import mjpeg
 from server.vision.sources import sample_frames
 from server.web.wsgi import upload_footprint
-from tests.support.helpers import config_for, serving, upload, write_video
+from tests.support.helpers import config_for, serving, write_video
 from tests.support.small_disk import MB, every_file, fill, free_bytes, mounted_tmpfs
-from tests.support.waiting import wait_for
 
 DISK_MB = 40
 RESERVE_MB = 4
@@ -65,9 +65,8 @@ def sha(path: Path) -> str:
 
 
 def one_frame(server) -> bytes:
-    with requests.get(server.url + "/video_feed", stream=True, timeout=60) as feed:
-        assert feed.status_code == 200
-        return next(mjpeg.iter_jpegs(feed.iter_content(8192)))
+    with video_feed(server.url, timeout=60) as jpegs:
+        return next(jpegs)
 
 
 @pytest.fixture
@@ -223,10 +222,10 @@ def test_conversion_hitting_enospc_while_writing_leaves_no_partial_file(disk, de
             fill(disk, leave_bytes=1 * MB)
 
     with pytest.raises(InsufficientStorage, match="not enough free space"):
-        convert.convert_cached(demo_pt, cache, imgsz=320, on_progress=fill_before_writing, space=space)
+        convert.convert_cached(demo_pt, cache, on_progress=fill_before_writing, space=space)
     assert every_file(cache) == []
     (disk / "filler.bin").unlink()
-    assert convert.convert_cached(demo_pt, cache, imgsz=320, space=space).is_file()
+    assert convert.convert_cached(demo_pt, cache, space=space).onnx_path.is_file()
 
 
 @pytest.fixture
@@ -284,7 +283,7 @@ def test_an_upload_spooled_on_the_same_disk_counts_twice(disk):
 
 
 def test_an_event_that_does_not_fit_is_refused_whole_and_the_next_one_that_fits_is_saved(disk):
-    store = EventStore(disk / "uploads", space=DiskSpace(disk, RESERVE_MB * MB))
+    store = EventStore(disk / "uploads" / "events", space=DiskSpace(disk, RESERVE_MB * MB))
     now, box = time.time(), (10.0, 10.0, 50.0, 40.0)  # a recent event: retention by age keeps it
 
     def record(event_id: int) -> EventRecord:

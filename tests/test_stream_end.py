@@ -12,13 +12,14 @@ import signal
 
 import requests
 
+from harness.client import upload
+from harness.server_process import ServerProcess
+from harness.waiting import wait_for
 from server.demo import DEMO_ONNX
 from server.demo.video import write_demo_video
 from server.outputs.discovery import OFF, ON
-from tests.support.helpers import config_for, serving, upload, upload_model_at_320
+from tests.support.helpers import config_for, serving, upload_model_at_320
 from tests.support.outputs_parts import Mosquitto, Receiver, Subscriber
-from tests.support.waiting import wait_for
-from tests.support.server_process import ServerProcess
 
 PREFIX = "edge_end"
 SERVER_CLIENT_DISCONNECTED = re.compile(rf"Client {PREFIX}-[0-9a-f]+ disconnected\.")

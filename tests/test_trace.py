@@ -7,9 +7,10 @@ import threading
 
 import requests
 
+from harness.client import upload
+from harness.waiting import wait_for
 from server.vision.settings import Settings
-from tests.support.helpers import make_runner, upload
-from tests.support.waiting import wait_for
+from tests.support.helpers import make_runner
 
 LOOPING = Settings(imgsz=320, realtime=False, loop=True, threads=1)
 

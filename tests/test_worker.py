@@ -50,3 +50,23 @@ def test_stop_from_the_worker_itself_does_not_wait_for_itself():
     done = threading.Event()
     worker.start(lambda stop: done.set() if worker.stop(timeout=5) else None)
     assert done.wait(5)
+
+
+def test_wake_rouses_a_thread_sleeping_on_its_queue_once_the_event_is_set():
+    """An output's sender sleeps on its queue's condition, not on the stop event: stop() wakes it at once."""
+    condition, waiting, woken = threading.Condition(), threading.Event(), []
+
+    def sender(stop: threading.Event) -> None:
+        while not stop.is_set():
+            with condition:
+                waiting.set()  # under the lock: wake() cannot notify before the wait below has begun
+                woken.append(condition.wait(60))  # a wait the stop event alone would not cut short
+
+    def wake() -> None:
+        with condition:
+            condition.notify()
+
+    worker = Worker("test-sender", wake=wake)
+    worker.start(sender)
+    assert waiting.wait(5)
+    assert worker.stop(timeout=5) and woken == [True]

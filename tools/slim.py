@@ -104,7 +104,7 @@ def measured(model: torch.nn.Module, onnx_path: Path, teacher_onnx: Path, held_b
 def write_model(model: torch.nn.Module, stem: Path, imgsz: int) -> tuple[Path, Path, str]:
     """Save the model as the server's readable .pt (trained at imgsz: the server's first size) and its conversion."""
     pt, onnx_path = stem.with_suffix(".pt"), stem.with_suffix(".onnx")
-    form = save_checkpoint(model, pt, {"train_args": {"imgsz": imgsz}})
+    form = save_checkpoint(model, pt, imgsz=imgsz)
     convert_to_onnx(pt, onnx_path)
     return pt, onnx_path, form
 

@@ -205,9 +205,8 @@ class EventSession:
     def _announce(self, candidate: Candidate, closing: bool) -> None:
         """Tell the outputs (webhook, MQTT) an event opened or closed: a put on their queues, never a wait."""
         outputs = self.recorder.outputs
-        if outputs is not None:
-            event = dataclasses.asdict(self._record(candidate, closing))
-            (outputs.event_closed if closing else outputs.event_opened)(event, candidate.payload.get("snapshot"))
+        event = dataclasses.asdict(self._record(candidate, closing))
+        (outputs.event_closed if closing else outputs.event_opened)(event, candidate.payload.get("snapshot"))
 
     def _save_better_sightings(self, now: float) -> None:
         for candidate in self.detector.candidates.values():
@@ -283,13 +282,27 @@ class EventSession:
             self.open_count = 0
 
 
+class NoSession:
+    """The events of a stream when none are recorded (--no-events): no tap, nothing to finish."""
+
+    tap = None  # chained() leaves it out: the producer calls nothing for events
+    running = False
+
+    def finish(self) -> None:
+        """Nothing was recorded."""
+
+
+NO_SESSION = NoSession()
+
+
 class EventRecorder:
     """The events of this server: the store, the settings, the running stream's session and the drop count."""
 
     def __init__(self, store: EventStore, settings: EventSettings = EventSettings(), queue_size: int = QUEUE_SIZE,
-                 clock: Callable[[], float] = time.time, outputs=None):
+                 clock: Callable[[], float] = time.time, *, outputs):
         self.store = store
-        self.outputs = outputs  # server.outputs.Outputs: told of every event that opens or closes
+        # server.outputs.Outputs (Outputs() when none is configured): told of every event that opens or closes
+        self.outputs = outputs
         self.settings = settings
         self.queue_size = queue_size
         self.clock = clock
@@ -297,11 +310,12 @@ class EventRecorder:
         self.session: EventSession | None = None
         self._drop_lock = threading.Lock()
 
-    def begin(self, source: str, class_names: list[str], fps: float, live: bool) -> EventSession | None:
-        """Start recording a new stream's events (None when events are turned off); its tap goes to on_publish."""
+    def begin(self, source: str, class_names: list[str], fps: float, live: bool) -> EventSession | NoSession:
+        """Start recording a new stream's events (NO_SESSION when events are turned off); its tap goes to
+        on_publish."""
         self.stop()
         if not self.settings.enabled:
-            return None
+            return NO_SESSION
         self.session = EventSession(self, source, class_names, fps, live)
         return self.session
 

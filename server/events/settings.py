@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.config import MB, Config
+
 MIN_FRAMES_RANGE = (1, 1000)
 CLOSE_AFTER_RANGE_S = (0.1, 3600.0)
 MAX_CLASS_NAME_CHARS = 100
@@ -21,11 +23,12 @@ class EventSettings:
     `min_frames` frames with a score of at least `min_score`, and closes once it has been gone `close_after_s`.
     """
 
-    enabled: bool = True
+    # The defaults are the flags' (server.config), said once there.
+    enabled: bool = not Config.no_events
     classes: tuple[str, ...] | None = None
-    min_score: float = 0.6
-    min_frames: int = 5
-    close_after_s: float = 2.0
+    min_score: float = Config.event_min_score
+    min_frames: int = Config.event_min_frames
+    close_after_s: float = Config.event_close_after
 
     def class_ids(self, class_names: list[str]) -> tuple[frozenset[int] | None, list[str]]:
         """The model's class ids these settings choose (None: all), and the chosen names the model lacks.
@@ -58,9 +61,9 @@ class EventSettings:
 class Retention:
     """How many events are kept: the oldest closed ones go first once any bound is passed (0: no bound)."""
 
-    max_count: int = 500
-    max_age_s: float = 14 * 86400.0
-    max_bytes: int = 200 * 1024 * 1024
+    max_count: int = Config.events_keep
+    max_age_s: float = Config.events_keep_days * 86400.0
+    max_bytes: int = int(Config.events_keep_mb * MB)
 
 
 def parse_classes(text: str) -> tuple[str, ...] | None:

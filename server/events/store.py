@@ -1,4 +1,4 @@
-"""Stored events: one SQLite table plus a snapshot and a crop JPEG per event, under <uploads>/events/.
+"""Stored events: one SQLite table plus a snapshot and a crop JPEG per event, in one folder (uploads/events/).
 
 Nothing is on disk until the first event is saved, and clearing removes the folder, so an uploads folder
 without events looks as it did before events existed. Files are written under a temporary name and renamed
@@ -23,7 +23,6 @@ from server.files import TEMPORARY_PATTERN, write_bytes
 
 logger = logging.getLogger(__name__)
 
-FOLDER = "events"
 DATABASE = "events.sqlite3"
 MEDIA = "media"
 KINDS = ("snapshot", "crop")
@@ -91,11 +90,11 @@ def iso(ts: float | None) -> str | None:
 
 
 def describe(row: sqlite3.Row) -> dict:
-    """The JSON an event is shown as."""
-    event_id = row["id"]
-    version = int(row["updated_ts"] * 1000)  # a new best sighting replaces the pictures: a new URL
+    """The JSON an event is shown as; "pictures" says which it has and their version (the web side makes them
+    URLs)."""
+    version = int(row["updated_ts"] * 1000)  # a new best sighting replaces the pictures: a new version
     return {
-        "id": event_id,
+        "id": row["id"],
         "class": row["class_name"],
         "class_id": row["class_id"],
         "track_id": row["track_id"],
@@ -110,8 +109,7 @@ def describe(row: sqlite3.Row) -> dict:
         "best_score": round(row["best_score"], 4),
         "box": json.loads(row["box"]),
         "frames": row["frames"],
-        "snapshot_url": f"/api/events/{event_id}/snapshot.jpg?v={version}" if row["snapshot_bytes"] else None,
-        "crop_url": f"/api/events/{event_id}/crop.jpg?v={version}" if row["crop_bytes"] else None,
+        "pictures": {kind: version for kind in KINDS if row[f"{kind}_bytes"]},
     }
 
 
@@ -121,8 +119,8 @@ ROW_BYTES = 4096  # what one event's row and its journal may take in SQLite, for
 class EventStore:
     """The events of this uploads folder; every method is safe to call from any thread."""
 
-    def __init__(self, uploads: str | Path, retention: Retention = Retention(), clock=time.time, space=None):
-        self.folder = Path(uploads) / FOLDER
+    def __init__(self, folder: str | Path, retention: Retention = Retention(), clock=time.time, space=None):
+        self.folder = Path(folder)
         self.space = space  # server.storage.DiskSpace: a save that would eat into the reserve is refused
         self.media = self.folder / MEDIA
         self.retention = retention
@@ -133,8 +131,6 @@ class EventStore:
         # Ids have a lock of their own: the producer asks for one while the writer may hold the main lock.
         self._id_lock = threading.Lock()
         self._last_id = 0
-        if (self.folder / DATABASE).exists():
-            self._recover()
 
     # -- connection --------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -152,8 +148,11 @@ class EventStore:
                 self._last_id = max(self._last_id, highest)
         return self._db
 
-    def _recover(self) -> None:
-        """After a restart: drop half-written files, close events the last run left open, apply retention."""
+    def open(self) -> None:
+        """At start-up: reopen what a previous run stored (if anything), dropping half-written files, closing the
+        events it left open and applying retention. Until then the store shows no events."""
+        if not (self.folder / DATABASE).exists():
+            return
         with self._lock:
             for leftover in self.media.glob(TEMPORARY_PATTERN):
                 leftover.unlink(missing_ok=True)

@@ -1,11 +1,12 @@
 """Accept uploaded weights: every check, the conversion and the derived copies, reading the upload once.
 
 A model is read once on its way in (one parse of a YOLOv8m's 99 MB ONNX takes 0.12 s of CPU on the x86 test
-machine, its pickle 25 ms: tools/acceptance_cost.py):
+machine, its pickle 25 ms: bench/acceptance_cost.py); its SHA-256, the cache's key, was taken as it was written to
+disk (server.files.HashingWriter), so no step reads it to hash it:
   1. identify it: a .pt's checkpoint is read once by the inert reader (server.models.checkpoint) and kept open;
      an .onnx is parsed once (server.models.onnx_info.load_onnx);
-  2. convert a .pt from the checkpoint already read (server.models.convert), cached by the .pt's SHA-256; the
-     graph built stays in memory;
+  2. convert a .pt from the checkpoint already read, by the flow the tools use too (server.models.convert:
+     convert_cached, which identifies a cached conversion's checkpoint as well); the graph built stays in memory;
   3. check that graph as an export is checked, run the file once in the memory- and time-capped child
      (server.models.trial_run: that run is the protection against a graph that declares one thing and does another,
      so it never moves into this process) and write the NCNN copy from the same graph (server.models.ncnn), unless
@@ -28,10 +29,8 @@ from pathlib import Path
 import onnx
 
 from server.files import temporary_name_for
-from server.models import convert
-from server.models.checkpoint import open_checkpoint
-from server.models.convert import ProgressCallback, cached_onnx_path
-from server.models.identify import identify_checkpoint, not_a_model
+from server.models.convert import ProgressCallback, cached_onnx_path, convert_cached, ignore_progress
+from server.models.identify import not_a_model
 from server.models.info import ModelInfo, ModelRejected
 from server.models.ncnn import NcnnBuild, ncnn_model_for
 from server.models.onnx_info import identify_onnx, load_onnx
@@ -58,42 +57,44 @@ def accept_model(
     space: DiskSpace,
     convert_timeout: float,
     on_progress: ProgressCallback | None = None,
+    sha256: str | None = None,
 ) -> AcceptedModel:
     """Check, convert (a .pt) and trial-run uploaded weights, then write their NCNN copy into cache_dir.
 
-    suffix is the upload's extension (.pt or .onnx). Raises ModelRejected or InsufficientStorage; nothing of a
-    refused .onnx is left in cache_dir (a refused .pt's conversion stays cached, as its weights would fail again).
+    suffix is the upload's extension (.pt or .onnx); sha256 its digest when it was hashed as it arrived (else the
+    file is hashed here). Raises ModelRejected or InsufficientStorage; nothing of a refused .onnx is left in
+    cache_dir (a refused .pt's conversion stays cached, as its weights would fail again).
     """
     started = time.monotonic()
     report = on_progress or ignore_progress
     if suffix == ".pt":
-        accepted = accepted_checkpoint(upload, cache_dir, trial, space, convert_timeout, report)
+        accepted = accepted_checkpoint(upload, sha256, cache_dir, trial, space, convert_timeout, report)
     elif suffix == ".onnx":
-        accepted = accepted_onnx(upload, cache_dir, trial, space, report)
+        accepted = accepted_onnx(upload, sha256, cache_dir, trial, space, report)
     else:
         raise not_a_model(suffix)
     logger.info("accepted %s weights as %s in %.2f s", suffix, accepted.onnx_path.name, time.monotonic() - started)
     return accepted
 
 
-def accepted_checkpoint(upload: Path, cache_dir: Path, trial: TrialBudget, space: DiskSpace, timeout: float,
-                        report: ProgressCallback) -> AcceptedModel:
+def accepted_checkpoint(upload: Path, sha256: str | None, cache_dir: Path, trial: TrialBudget, space: DiskSpace,
+                        timeout: float, report: ProgressCallback) -> AcceptedModel:
     """Accept a .pt: convert it, check the graph built and write its NCNN copy, then trial-run the ONNX file.
 
     The graph is the converter's own, so it is translated to NCNN before the trial run and let go of before it:
     holding it (about 4x the ONNX's size in this process, measured) while the child runs would add up on a Pi.
     """
-    onnx_path, graph = converted(upload, cache_dir, space, timeout, report)
-    info = identify_onnx(graph)
+    conversion = convert_cached(upload, cache_dir, sha256, timeout, report, space)
+    onnx_path, info = conversion.onnx_path, identify_onnx(conversion.graph)
     report("ncnn", 0.85, "writing the NCNN model")
-    ncnn = ncnn_copy(onnx_path, graph, space)
-    del graph
+    ncnn = ncnn_copy(onnx_path, conversion.graph, space)
+    del conversion  # the graph goes with it
     report("trial", 0.95, "running the model once in a capped process")
     trial_run(onnx_path, len(info.classes), info.input_hw, trial)
     return AcceptedModel(onnx_path, info, ncnn)
 
 
-def accepted_onnx(upload: Path, cache_dir: Path, trial: TrialBudget, space: DiskSpace,
+def accepted_onnx(upload: Path, sha256: str | None, cache_dir: Path, trial: TrialBudget, space: DiskSpace,
                   report: ProgressCallback) -> AcceptedModel:
     """Accept an .onnx: parse and check it, trial-run it, then link it into the cache and write its NCNN copy.
 
@@ -103,7 +104,7 @@ def accepted_onnx(upload: Path, cache_dir: Path, trial: TrialBudget, space: Disk
     graph = load_onnx(upload)
     report("trial", 0.5, "running the model once in a capped process")
     info = checked(graph, upload, trial)
-    onnx_path = link_into_cache(upload, cache_dir)
+    onnx_path = link_into_cache(upload, cache_dir, sha256)
     report("ncnn", 0.95, "writing the NCNN model")
     return AcceptedModel(onnx_path, info, ncnn_copy(onnx_path, graph, space))
 
@@ -123,32 +124,6 @@ def recheck(weights: Path, cache_dir: Path, trial: TrialBudget) -> tuple[Path, M
     return link_into_cache(weights, cache_dir), info
 
 
-def ignore_progress(stage: str, progress: float, message: str) -> None:
-    """The progress callback of a caller that shows none."""
-
-
-def converted(upload: Path, cache_dir: Path, space: DiskSpace, timeout: float,
-              report: ProgressCallback) -> tuple[Path, onnx.ModelProto]:
-    """Read a .pt once, refuse what is not YOLOv8 detect, and return its ONNX in the cache with the graph itself.
-
-    The conversion (refused with InsufficientStorage before it starts when the disk has no room for it) is skipped
-    when the cache holds it already; that cached file is then parsed instead.
-    """
-    started = time.monotonic()
-    report("reading", 0.1, "reading the checkpoint")
-    target = cached_onnx_path(upload, cache_dir)
-    with open_checkpoint(upload) as checkpoint:
-        checkpoint_info = identify_checkpoint(checkpoint.top, checkpoint.globals_seen)
-        if not target.is_file():
-            with convert.room_for_conversion(upload, space):
-                graph = convert.convert_checkpoint(checkpoint, checkpoint_info, target, checkpoint_info.imgsz,
-                                                   timeout, report, started)
-            return target, graph
-    logger.info("using cached conversion %s", target.name)
-    report("reading", 0.8, "using the cached ONNX conversion")
-    return target, load_onnx(target)
-
-
 def checked(graph: onnx.ModelProto, path: Path, trial: TrialBudget) -> ModelInfo:
     """Identify a parsed ONNX graph, then run its file (path) once in the capped child; raise ModelRejected."""
     info = identify_onnx(graph)
@@ -156,9 +131,9 @@ def checked(graph: onnx.ModelProto, path: Path, trial: TrialBudget) -> ModelInfo
     return info
 
 
-def link_into_cache(onnx_file: Path, cache_dir: Path) -> Path:
+def link_into_cache(onnx_file: Path, cache_dir: Path, sha256: str | None = None) -> Path:
     """Return cache_dir/<sha256>.onnx, made a hard link to onnx_file (checked already) unless it is there."""
-    target = cached_onnx_path(onnx_file, cache_dir)
+    target = cached_onnx_path(onnx_file, cache_dir, sha256)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

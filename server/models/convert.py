@@ -2,9 +2,10 @@
 
 The checkpoint is read by the inert reader (server.models.checkpoint: nothing it names is imported or called), its
 tensors by server.models.torch_zip and the graph is built by server.models.yolov8_onnx with numpy and onnx. The result
-is cached by the .pt's SHA-256, so converting the same weights again costs one hash. convert_checkpoint works from a
-checkpoint already opened and identified (server.models.acceptance, an upload's path, reads it once);
-convert_to_onnx and convert_cached open it themselves (tools, tests).
+is cached by the .pt's SHA-256, so converting the same weights again costs one hash (none for an upload, hashed as it
+arrived). One flow (convert_pt) serves the server and the tools: the checkpoint is opened once, identified (cached or
+not) and converted from what was read; convert_cached names its ONNX in the cache (server.models.acceptance, the
+tools), convert_to_onnx writes it where a tool or test asks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -21,6 +23,7 @@ from server.models.checkpoint import Checkpoint, attrs, open_checkpoint
 from server.files import sha256_of, write_bytes
 from server.models.identify import identify_checkpoint, model_object
 from server.models.info import ModelInfo, ModelRejected
+from server.models.onnx_info import load_onnx
 from server.models.torch_zip import TensorReader, byteorder_of
 from server.models.yolov8_onnx import (
     EXPORT_HINT,
@@ -48,58 +51,85 @@ class ConversionFailed(ModelRejected):
     """A .pt that could not be turned into ONNX; the message says why."""
 
 
-def cached_onnx_path(weights: str | Path, cache_dir: str | Path) -> Path:
-    """Return where the ONNX of uploaded weights is cached: cache_dir/<their sha256>.onnx (a .pt's conversion)."""
-    return Path(cache_dir) / f"{sha256_of(weights)}.onnx"
+def cached_onnx_path(weights: str | Path, cache_dir: str | Path, sha256: str | None = None) -> Path:
+    """Return where the ONNX of uploaded weights is cached: cache_dir/<their sha256>.onnx (a .pt's conversion).
+
+    sha256 is the weights' digest when it is known already (an upload is hashed as it arrives); else the file is read.
+    """
+    return Path(cache_dir) / f"{sha256 or sha256_of(weights)}.onnx"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A .pt's ONNX: its file, the graph itself (built now, or the cached file parsed) and what the checkpoint is."""
+
+    onnx_path: Path
+    graph: onnx.ModelProto
+    checkpoint: ModelInfo
+    seconds: float
+    cached: bool
 
 
 def convert_cached(
     pt_path: str | Path,
     cache_dir: str | Path,
-    imgsz: int = 640,
+    sha256: str | None = None,
     timeout: float = 300,
     on_progress: ProgressCallback | None = None,
     space: DiskSpace | None = None,
-) -> Path:
-    """Return cache_dir/<sha256 of the .pt>.onnx, converting only when it is not there yet.
+) -> Conversion:
+    """Return cache_dir/<sha256 of the .pt>.onnx, converted unless it is there already, at the size the checkpoint
+    was trained at: the server's acceptance and the tools take a .pt to ONNX here (by convert_pt, the one flow).
 
-    With space, the conversion is refused (InsufficientStorage) before it starts when the disk has no room
-    for it, and a disk that fills meanwhile is the same error with nothing written.
+    The checkpoint is read and identified either way, so a file that is not YOLOv8 detect is refused with the same
+    words whether or not the cache holds a conversion of it. sha256 spares hashing the file when the caller hashed
+    it already; with space, a conversion the disk has no room for is InsufficientStorage before it starts.
     """
-    target = cached_onnx_path(pt_path, cache_dir)
-    if not target.is_file():
-        convert_to_onnx(pt_path, target, imgsz=imgsz, timeout=timeout, on_progress=on_progress, space=space)
-        return target
-    logger.info("using cached conversion %s", target.name)
-    if on_progress:
-        on_progress("done", 1.0, "using the cached ONNX conversion")
-    return target
+    target = cached_onnx_path(pt_path, cache_dir, sha256)
+    return convert_pt(pt_path, target, timeout=timeout, on_progress=on_progress, space=space, reuse=True)
 
 
 def convert_to_onnx(
     pt_path: str | Path,
     onnx_path: str | Path,
-    imgsz: int = 640,
+    imgsz: int | None = None,
     timeout: float = 300,
     on_progress: ProgressCallback | None = None,
     space: DiskSpace | None = None,
 ) -> float:
-    """Convert pt_path to onnx_path (written atomically); return the seconds it took. Raises ModelRejected.
+    """Convert pt_path to onnx_path (written atomically) by the same flow; return the seconds it took.
 
-    The checkpoint is read once: identified (the same refusals as at upload) and converted from what was read.
+    imgsz is the size written into the ONNX's metadata (the size the server first runs it at); by default the
+    size the checkpoint was trained at (train_args), as in the cache.
     """
+    return convert_pt(pt_path, onnx_path, imgsz, timeout, on_progress, space).seconds
+
+
+def convert_pt(pt_path: str | Path, onnx_path: str | Path, imgsz: int | None = None, timeout: float = 300,
+               on_progress: ProgressCallback | None = None, space: DiskSpace | None = None,
+               reuse: bool = False) -> Conversion:
+    """Read a .pt once, refuse what is not YOLOv8 detect, and build its ONNX at onnx_path from what was read
+    (reuse: parse onnx_path instead when it exists). Raises ModelRejected or InsufficientStorage."""
     started = time.monotonic()
-    if on_progress:
-        on_progress("reading", 0.1, "reading the checkpoint")
+    onnx_path = Path(onnx_path)
+    report = on_progress or ignore_progress
+    report("reading", 0.1, "reading the checkpoint")
     with open_checkpoint(pt_path) as checkpoint:
         info = identify_checkpoint(checkpoint.top, checkpoint.globals_seen)
+        if reuse and onnx_path.is_file():
+            logger.info("using cached conversion %s", onnx_path.name)
+            report("reading", 0.8, "using the cached ONNX conversion")
+            return Conversion(onnx_path, load_onnx(onnx_path), info, time.monotonic() - started, cached=True)
         with room_for_conversion(pt_path, space):
-            convert_checkpoint(checkpoint, info, onnx_path, imgsz, timeout, on_progress, started)
+            graph = convert_checkpoint(checkpoint, info, onnx_path, imgsz or info.imgsz, timeout, on_progress,
+                                       started)
     seconds = time.monotonic() - started
     logger.info("converted %s to ONNX in %.2f s", Path(pt_path).name, seconds)
-    if on_progress:
-        on_progress("done", 1.0, f"converted to ONNX in {seconds:.1f} s")
-    return seconds
+    return Conversion(onnx_path, graph, info, seconds, cached=False)
+
+
+def ignore_progress(stage: str, progress: float, message: str) -> None:
+    """The progress callback of a caller that shows none."""
 
 
 @contextlib.contextmanager
@@ -119,7 +149,7 @@ def convert_checkpoint(
     checkpoint: Checkpoint,
     info: ModelInfo,
     onnx_path: str | Path,
-    imgsz: int = 640,
+    imgsz: int,
     timeout: float = 300,
     on_progress: ProgressCallback | None = None,
     started: float | None = None,

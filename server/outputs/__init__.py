@@ -8,8 +8,9 @@ once, all network work happens on the outputs' own threads):
   classes(names)                       the classes events are made for (announced to Home Assistant early)
   nothing_tracked()                    the stream ended: no object is tracked, no event open (MQTT: OFF and 0)
   start() / stop()                     threads up / joined (stop sends what is pending, then "offline")
-  status()                             [{kind, target (no secrets), state, sent, failed, dropped, queued, ...}]
-Build it from the config with build_outputs; server.outputs.adapter turns the stream's tap into counts().
+  status()                             [{kind, target (no secrets), state, sent, failed, dropped, queued, ...}],
+                                       None when no output is configured
+Outputs() is the null object, "nowhere to send": every call a no-op. Build it from the config with build_outputs; server.outputs.adapter turns the stream's tap into counts().
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 
 from server.outputs.discovery import Topics, check_topic_prefix
-from server.outputs.messages import CLOSED, OPENED, check_event, public_base_url
+from server.outputs.messages import CLOSED, OPENED, EventLinks, check_event, public_base_url
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +26,14 @@ __all__ = ["Outputs", "build_outputs", "public_base_url"]
 
 
 class Outputs:
-    """Fan each call out to every configured output; with none configured every call is a no-op."""
+    """Fan each call out to every configured output; with none configured (Outputs()) every call is a no-op."""
 
     def __init__(self, outputs: list | None = None):
         self.outputs = list(outputs or [])
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.outputs)
 
     def event_opened(self, event: dict, snapshot_jpeg: bytes | None = None) -> None:
         self._event(OPENED, event, snapshot_jpeg)
@@ -61,17 +66,17 @@ class Outputs:
         for output in self.outputs:
             output.stop(timeout)
 
-    def status(self) -> list[dict]:
-        return [output.status() for output in self.outputs]
+    def status(self) -> list[dict] | None:
+        return [output.status() for output in self.outputs] if self.outputs else None
 
 
-def build_outputs(config, base_url: str, version: str = "") -> Outputs:
-    """Return the outputs the config asks for (none: an inert Outputs); raise ValueError on a bad flag."""
+def build_outputs(config, links: EventLinks, version: str = "") -> Outputs:
+    """Return the outputs the config asks for (none: Outputs(), the null object); raise ValueError on a bad flag."""
     outputs = []
     if config.webhook_url:
         from server.outputs.webhook import WebhookOutput
 
-        outputs.append(WebhookOutput(config.webhook_url, base_url, timeout=config.webhook_timeout,
+        outputs.append(WebhookOutput(config.webhook_url, links, timeout=config.webhook_timeout,
                                      retries=config.webhook_retries, capacity=config.output_queue,
                                      inline_snapshot=config.webhook_snapshot))
     if config.mqtt_url:
@@ -80,6 +85,6 @@ def build_outputs(config, base_url: str, version: str = "") -> Outputs:
         discovery_prefix = config.mqtt_discovery.strip()
         topics = Topics(check_topic_prefix(config.mqtt_prefix, "--mqtt-prefix"),
                         check_topic_prefix(discovery_prefix, "--mqtt-discovery") if discovery_prefix else "")
-        outputs.append(MqttOutput(config.mqtt_url, base_url, topics=topics, capacity=config.output_queue,
+        outputs.append(MqttOutput(config.mqtt_url, links, topics=topics, capacity=config.output_queue,
                                   version=version))
     return Outputs(outputs)

@@ -2,7 +2,7 @@
 and Home Assistant discovery, published from threads of its own.
 
 Threat: the broker address and its credentials come only from --mqtt-url / EDGE_MQTT_URL (never from HTTP),
-and everything logged or shown uses the label, with the password masked by sources.redact.
+and everything logged or shown uses the label, with the password masked by server.redaction.
 
 Never blocking the producer: the caller only updates a few dicts under a short lock and appends to a bounded
 queue (dispatcher.BoundedQueue). paho's loop thread owns the socket: connect_async + loop_start, so a broker
@@ -25,11 +25,12 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 
+from server.jobs import Worker
 from server.outputs import discovery
 from server.outputs.discovery import OFF, OFFLINE, ON, ONLINE, Topics
 from server.outputs.dispatcher import BoundedQueue, Counters
-from server.outputs.messages import event_message
-from server.vision.sources import redact
+from server.outputs.messages import EventLinks, event_message
+from server.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +78,12 @@ class MqttOutput:
 
     kind = "mqtt"
 
-    def __init__(self, url: str, base_url: str, *, topics: Topics, capacity: int, keepalive: int = 30,
+    def __init__(self, url: str, links: EventLinks, *, topics: Topics, capacity: int, keepalive: int = 30,
                  reconnect_min: float = 1.0, reconnect_max: float = 30.0, version: str = ""):
         self.broker = parse_broker_url(url)
         self.label = self.broker.label
         self.topics = topics
-        self.base_url = base_url
+        self.links = links
         self.version = version
         self.keepalive = keepalive
         self.counters = Counters()
@@ -92,8 +93,6 @@ class MqttOutput:
         self.connections = 0  # successful CONNACKs, reconnections included
         self.connect_failures = 0  # attempts that could not reach the broker
         self.wakeups = 0  # worker loop turns: stays small while the broker is away (no spinning)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the coalesced state below; held only for dict updates
         self._classes: list[str] = []
         self._open: dict[str, set] = {}  # class -> ids of its open events
@@ -103,6 +102,7 @@ class MqttOutput:
         self._connected = False
         self._in_flight: list[paho.MQTTMessageInfo] = []  # events handed to paho, not yet acknowledged
         self.client = self._make_client(capacity, reconnect_min, reconnect_max)
+        self._worker = Worker("output-mqtt", "the MQTT output", wake=self.queue.poke)
 
     def _make_client(self, capacity: int, reconnect_min: float, reconnect_max: float) -> paho.Client:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"{self.topics.node_id}-{uuid.uuid4().hex[:8]}",
@@ -176,15 +176,11 @@ class MqttOutput:
         self.state = "connecting"
         self.client.connect_async(self.broker.host, self.broker.port, self.keepalive)
         self.client.loop_start()  # its thread retries the first connection too (retry_first_connection)
-        self._thread = threading.Thread(target=self._run, name="output-mqtt", daemon=True)
-        self._thread.start()
+        self._worker.start(self._run)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is pending (the worker's last flush), say "offline" and disconnect."""
-        self._stop.set()
-        self.queue.poke()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
         if self._connected:
             goodbye = self.client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
             if goodbye.rc == paho.MQTT_ERR_SUCCESS:
@@ -223,7 +219,7 @@ class MqttOutput:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self._connected
         self._connected = False
-        if not self._stop.is_set() and self.state != "refused":  # keep saying why, until a connection works
+        if not self._worker.stopping and self.state != "refused":  # keep saying why, until a connection works
             self.state, self.last_error = "reconnecting", str(reason_code)
             if was:
                 logger.warning("MQTT lost %s (%s): reconnecting", self.label, reason_code)
@@ -235,17 +231,17 @@ class MqttOutput:
             self.queue.poke()
 
     # -- our worker ----------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             self.queue.wait(IDLE_WAKE_S, for_items=self._connected)
             self.wakeups += 1
-            if self._connected and not self._stop.is_set():
+            if self._connected and not stop.is_set():
                 self._flush_state()
-                self._send_events()
+                self._send_events(stop)
             self._count_acknowledged()
         if self._connected:  # stopping: the last states and events go out before "offline"
             self._flush_state()
-            self._send_events(final=True)
+            self._send_events()
 
     def _take_dirty(self) -> tuple[set[str], list[str], dict[str, set], dict[str, int], bytes | None]:
         with self._lock:
@@ -272,15 +268,15 @@ class MqttOutput:
                     self._dirty |= dirty
                 return
 
-    def _send_events(self, final: bool = False) -> None:
-        """Publish queued events in order while connected (QoS 1: sent counts the broker's acknowledgements);
-        final: also once stopping, for the last ones."""
-        while self._connected and (final or not self._stop.is_set()):
+    def _send_events(self, stop: threading.Event | None = None) -> None:
+        """Publish queued events in order while connected (QoS 1: sent counts the broker's acknowledgements), until
+        stop is set (None: the last ones, once stopping)."""
+        while self._connected and not (stop and stop.is_set()):
             item = self.queue.pop()
             if item is None:
                 return
             kind, event = item
-            body = json.dumps(event_message(kind, event, self.base_url))
+            body = json.dumps(event_message(kind, event, self.links))
             info = self.client.publish(self.topics.events, body, qos=1)
             if info.rc == paho.MQTT_ERR_SUCCESS:
                 self._in_flight.append(info)

@@ -22,9 +22,10 @@ import urllib.error
 import urllib.request
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from server.jobs import Worker
 from server.outputs.dispatcher import BoundedQueue, Counters
-from server.outputs.messages import event_message
-from server.vision.sources import redact
+from server.outputs.messages import EventLinks, event_message
+from server.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +75,12 @@ class WebhookOutput:
 
     kind = "webhook"
 
-    def __init__(self, url: str, base_url: str, *, timeout: float, retries: int, capacity: int,
+    def __init__(self, url: str, links: EventLinks, *, timeout: float, retries: int, capacity: int,
                  inline_snapshot: bool = False, backoff: float = 1.0, backoff_max: float = 30.0):
         check_webhook_url(url)
         self._url, self._auth_headers = split_credentials(url)
         self.label = webhook_label(url)
-        self.base_url = base_url
+        self.links = links
         self.timeout = timeout
         self.delays = backoff_delays(retries, backoff, backoff_max)
         self.inline_snapshot = inline_snapshot
@@ -89,9 +90,8 @@ class WebhookOutput:
         self.state = "idle"
         self.last_error: str | None = None
         self._opener = urllib.request.build_opener(NoRedirects)
-        self._stop = threading.Event()
         self._drain_until = 0.0  # set by stop()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("output-webhook", "the webhook output", wake=self.queue.poke)
 
     # -- what the producer side calls (never blocks) -----------------------------------------------
     def event(self, kind: str, event: dict, snapshot_jpeg: bytes | None) -> None:
@@ -108,30 +108,26 @@ class WebhookOutput:
 
     # -- life ----------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="output-webhook", daemon=True)
-        self._thread.start()
+        self._worker.start(self._run)
         logger.info("webhook output to %s", self.label)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (each once, no retries) within most of timeout, then end the worker."""
         self._drain_until = time.monotonic() + DRAIN_SHARE * timeout
-        self._stop.set()
-        self.queue.poke()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
 
     def status(self) -> dict:
         return {"kind": self.kind, "target": self.label, "state": self.state, "queued": len(self.queue),
                 "attempts": self.attempts, "last_error": self.last_error, **self.counters.as_dict()}
 
     # -- the worker ----------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             item = self.queue.pop()
             if item is None:
                 self.queue.wait(IDLE_WAKE_S)
                 continue
-            self._deliver(self._body(item))
+            self._deliver(self._body(item), stop)
         self._drain()
         self.state = "stopped"
 
@@ -145,12 +141,12 @@ class WebhookOutput:
 
     def _body(self, item: tuple) -> bytes:
         kind, event, snapshot = item
-        return json.dumps(event_message(kind, event, self.base_url, snapshot, self.inline_snapshot)).encode()
+        return json.dumps(event_message(kind, event, self.links, snapshot, self.inline_snapshot)).encode()
 
-    def _deliver(self, body: bytes) -> None:
+    def _deliver(self, body: bytes, stop: threading.Event) -> None:
         """POST body, retrying with backoff; count it sent or failed."""
         for wait in [0.0, *self.delays]:
-            if wait and self._stop.wait(wait):
+            if wait and stop.wait(wait):
                 return  # stopping: the message is abandoned, not counted as failed
             self.state = "sending" if wait == 0.0 else "retrying"
             if self._post(body):

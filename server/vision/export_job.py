@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from server.jobs import JobBoard, eta_seconds, join_worker
+from server.jobs import JobBoard, Worker, eta_seconds
 from server.storage import DiskSpace, InsufficientStorage
 from server.vision.export import (
     CODEC,
@@ -50,13 +50,12 @@ class Exports:
         self.folder, self.jobs, self.space = Path(folder), jobs, space
         self.video_path, self.detections_path = self.folder / VIDEO_NAME, self.folder / DETECTIONS_NAME
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
+        self._worker = Worker("export", "the export")
         self._pipeline: FramePipeline | None = None  # the running (or last) export's: what ran, frame by frame
-        self._state = self._readopt()
+        self._state = idle()
 
-    def _readopt(self) -> dict:
-        """Remove what an interrupted export left; keep a finished one's files and summary."""
+    def readopt(self) -> None:
+        """At start-up: remove what an interrupted export left; keep a finished one's files and summary."""
         if self.folder.is_dir():
             for leftover in self.folder.glob(PARTIAL_PREFIX + "*"):
                 leftover.unlink(missing_ok=True)
@@ -65,12 +64,13 @@ class Exports:
         except (OSError, ValueError):
             summary = None
         if isinstance(summary, dict) and self.video_path.is_file() and self.detections_path.is_file():
-            return {**summary, "state": "done"}
-        self.delete()
-        return idle()
+            self._state = {**summary, "state": "done"}
+            logger.info("the last export (%s) is still offered for download", summary.get("stem") or "export")
+        else:
+            self.delete()
 
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker.running()
 
     def start(self, video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settings, stem: str,
               runs: dict | None = None) -> dict:
@@ -85,14 +85,11 @@ class Exports:
             if not self.jobs.begin(JOB, "exporting the video"):
                 raise ExportRunning("an export is already running: wait for it or cancel it")
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._cancel = threading.Event()
             self._pipeline = pipeline
             self._state = {**idle(), "state": "running", "frames": info.frames, "stem": stem,
                            "settings": export_settings(settings).as_dict(), "runs": runs,
                            "started_at": time.time()}
-            self._thread = threading.Thread(target=self._export, name="export", daemon=True,
-                                            args=(video, info, pipeline, settings, self._cancel))
-            self._thread.start()
+            self._worker.start(self._export, video, info, pipeline, settings)
             return self.status()
 
     def _export(self, video: Path, info: VideoInfo, pipeline: FramePipeline, settings: Settings,
@@ -138,13 +135,10 @@ class Exports:
 
     def cancel(self, timeout: float = CANCEL_JOIN_S) -> bool:
         """Ask a running export to stop and wait for it (its partial files are removed); False if it did not stop."""
-        with self._lock:
-            thread = self._thread
-            self._cancel.set()
-        return join_worker(thread, timeout, "the export")
+        return self._worker.stop(timeout)
 
     def status(self) -> dict:
-        """The export's state, progress, fps and its files (with their download URLs) once done."""
+        """The export's state, progress, fps and its files (size and download name) once done."""
         state = dict(self._state)
         done, running = state["state"] == "done", state["state"] == "running"
         if "ran" not in state:  # while running (or once cancelled or failed): what ran so far
@@ -163,7 +157,7 @@ class Exports:
             size = path.stat().st_size
         except OSError:
             return None
-        return {"url": f"/api/export/{kind}", "bytes": size, "name": self.download_name(kind, suffix)}
+        return {"bytes": size, "name": self.download_name(kind, suffix)}
 
     def download_name(self, kind: str, suffix: str) -> str:
         label = "annotated" if kind == "video" else "detections"
@@ -183,7 +177,7 @@ class Exports:
         deleted = sorted(f"{self.folder.name}/{p.name}" for p in self.folder.iterdir()
                          if p.is_file() and not p.name.startswith("."))
         shutil.rmtree(self.folder, ignore_errors=True)
-        if self._thread is None or not self.running():
+        if not self.running():
             self._state = idle()
         return deleted
 

@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Iterator
 
 # After the stream's inference, before a timed block: ncnn's OpenMP block time (20 ms), and the stream's draw, encode
-# and next decode of that frame, which run on threads of their own. tools/fair_timing.py, 2 quiet cores, demo at 320:
+# and next decode of that frame, which run on threads of their own. bench/fair_timing.py, 2 quiet cores, demo at 320:
 # timed one inference a turn after 25 ms, NCNN came out 3.5-4.7x slower beside the stream than alone; four a turn
 # after 50 ms, 0.92-1.23x, the stream at 82% of its rate (100 ms: within the machine's noise, the stream at 65%).
 SETTLE_S = 0.05
 PLAYING_S = 2.0  # a stream that inferred this recently is playing
 # The stream's turn after a timed inference, in multiples of it. 1 (an equal share) left the stream 35% of its rate
-# beside NCNN's timing on 2 busy cores (tools/fair_timing.py): it also decodes, draws and encodes around inference.
+# beside NCNN's timing on 2 busy cores (bench/fair_timing.py): it also decodes, draws and encodes around inference.
 REST_FACTOR = 2.0
 
 

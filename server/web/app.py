@@ -12,17 +12,20 @@ from server.events.recorder import EventRecorder
 from server.events.settings import retention_from_config, settings_from_config
 from server.events.store import EventStore
 from server.jobs import JobBoard
+from server.layout import StorageLayout
 from server.models.current import CurrentModel
 from server.models.trial_run import TrialBudget
 from server.models.tuning.job import EngineTiming
 from server.storage import is_disk_full
 from server.vision.export_job import Exports
 from server.web import auth, guards
-from server.web.export_routes import bp as export_bp
 from server.outputs import build_outputs
 from server.outputs.messages import public_base_url
 from server.web.events_routes import bp as events_bp
+from server.web.events_routes import event_links
+from server.web.export_routes import bp as export_bp
 from server.web.lan import lan_urls
+from server.web.lifecycle import server_lifecycle
 from server.web.routes import bp
 from server.web.selection import SourceSelection
 from server.web.service import Collaborators, DetectionService
@@ -69,28 +72,26 @@ class UploadRequest(Request):
             raise
 
 
-def build_collaborators(config: Config) -> Collaborators:
+def build_collaborators(config: Config, layout: StorageLayout) -> Collaborators:
     """Build what the detection service routes to: uploads, jobs, tuning, the current model, sources, the stream,
-    the export, events and outputs (which connect in the background: a broker that is down blocks nothing)."""
-    store = UploadStore(config.uploads, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
+    the export, events and outputs. Nothing here reads what a previous run left: the start steps do."""
+    store = UploadStore(layout, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
                         reserve_bytes=config.disk_reserve_bytes)
     jobs = JobBoard()
     tuning = EngineTiming(jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
-    model = CurrentModel(tuning, config.engine)
-    if store.model is not None:  # re-adopted from a previous run (see UploadStore)
-        model.adopt(store.model.onnx_path, store.model.info)
     # Snapshot URLs in webhook and MQTT messages: --public-url, else this server's first LAN address.
-    outputs = build_outputs(config, public_base_url(config.public_url, lan_urls(config.host, config.port)))
-    outputs.start()
-    events = EventRecorder(EventStore(config.uploads, retention_from_config(config), space=store.space),
+    base_url = public_base_url(config.public_url, lan_urls(config.host, config.port))
+    outputs = build_outputs(config, event_links(base_url))
+    events = EventRecorder(EventStore(layout.events, retention_from_config(config), space=store.space),
                            settings_from_config(config), outputs=outputs)
-    return Collaborators(store=store, jobs=jobs, tuning=tuning, model=model, sources=SourceSelection(config),
-                         stream=StreamControl(config), exports=Exports(store.root / "export", jobs, store.space),
-                         events=events, outputs=outputs)
+    return Collaborators(store=store, jobs=jobs, tuning=tuning, model=CurrentModel(tuning, config.engine),
+                         sources=SourceSelection(config), stream=StreamControl(config),
+                         exports=Exports(layout.export, jobs, store.space), events=events, outputs=outputs)
 
 
-def create_app(config: Config | None = None) -> Flask:
-    """Build the app with its upload store and detection service."""
+def create_app(config: Config | None = None, start: bool = True) -> Flask:
+    """Build the app with its upload store and detection service; start it unless start is False (run.py starts
+    and stops it itself, see server.web.lifecycle)."""
     config = config or Config()
     app = Flask("server", template_folder=str(REPO_ROOT / "templates"), static_folder=str(REPO_ROOT / "static"))
     app.request_class = UploadRequest
@@ -100,14 +101,17 @@ def create_app(config: Config | None = None) -> Flask:
         MAX_MODEL_BYTES=config.max_model_bytes,
         MAX_FORM_MEMORY_SIZE=1024 * 1024,  # form fields are small; files go to disk via UploadRequest
     )
-    parts = build_collaborators(config)
-    app.extensions["uploads"] = parts.store
-    app.extensions["outputs"] = parts.outputs
-    app.extensions["events"] = parts.events
-    app.extensions["detection"] = DetectionService(config, parts)
+    layout = StorageLayout(config.uploads)
+    parts = build_collaborators(config, layout)
+    service = DetectionService(config, parts)
+    app.extensions["uploads"] = parts.store  # UploadRequest writes an upload in flight into it
+    app.extensions["detection"] = service
+    app.extensions["lifecycle"] = server_lifecycle(layout, parts, service)
     app.register_blueprint(bp)
     app.register_blueprint(export_bp)
     app.register_blueprint(events_bp)
     guards.install(app, config.allowed_hosts)
     auth.install(app, config)
+    if start:
+        app.extensions["lifecycle"].start()
     return app

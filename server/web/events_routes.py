@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request, send_file
 
 from server.events.query import MAX_CSV_LIMIT, EventNotFound, EventQueryError, parse_event_id, parse_query
-from server.events.recorder import EventRecorder
-from server.web.routes import error
+from server.events.store import KINDS
+from server.web.routes import error, service
 
 bp = Blueprint("events", __name__)
 
@@ -18,12 +19,26 @@ CSV_COLUMNS = ("id", "class", "class_id", "track_id", "source", "start", "end", 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-def events() -> EventRecorder:
-    return current_app.extensions["events"]
+def picture_url(event_id, kind: str) -> str:
+    """The path of an event's snapshot or crop (the routes below answer it)."""
+    return f"/api/events/{quote(str(event_id), safe='')}/{kind}.jpg"
+
+
+def event_links(base_url: str):
+    """What the outputs link each event to: the absolute URLs of its pictures, from the server's public base."""
+    return lambda event_id: {f"{kind}_url": base_url + picture_url(event_id, kind) for kind in KINDS}
+
+
+def shown(event: dict) -> dict:
+    """The event as the API shows it: each picture it has as a URL that changes when the picture does."""
+    pictures = event["pictures"]
+    urls = {f"{kind}_url": f"{picture_url(event['id'], kind)}?v={pictures[kind]}" if kind in pictures else None
+            for kind in KINDS}
+    return {**{key: value for key, value in event.items() if key != "pictures"}, **urls}
 
 
 def _event_or_404(raw_id: str) -> dict:
-    event = events().store.get(parse_event_id(raw_id))
+    event = service().event(parse_event_id(raw_id))
     if event is None:
         raise EventNotFound(f"no event {raw_id}: it was deleted (retention, DELETE /api/events or reset) or never was")
     return event
@@ -32,10 +47,9 @@ def _event_or_404(raw_id: str) -> dict:
 @bp.get("/api/events")
 def list_events():
     query = parse_query(request.args)
-    found = events().store.query(query)
+    found = service().find_events(query)
     following = found[-1]["id"] if len(found) == query.limit else None
-    return jsonify({"events": found, "next": following, "classes": events().store.classes(),
-                    "status": events().status()})
+    return jsonify({"events": [shown(event) for event in found], "next": following, **service().event_overview()})
 
 
 @bp.get("/api/events.csv")
@@ -44,7 +58,7 @@ def events_csv():
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    for event in events().store.query(query):
+    for event in map(shown, service().find_events(query)):
         row = {**event, **dict(zip(("x1", "y1", "x2", "y2"), event["box"]))}
         writer.writerow([_cell(row[column]) for column in CSV_COLUMNS])
     response = Response(buffer.getvalue(), mimetype="text/csv")
@@ -61,7 +75,7 @@ def _cell(value) -> object:
 
 @bp.get("/api/events/<raw_id>")
 def get_event(raw_id: str):
-    return jsonify(_event_or_404(raw_id))
+    return jsonify(shown(_event_or_404(raw_id)))
 
 
 @bp.get("/api/events/<raw_id>/snapshot.jpg")
@@ -76,7 +90,7 @@ def crop(raw_id: str):
 
 def _picture(raw_id: str, kind: str):
     event = _event_or_404(raw_id)
-    path = events().store.picture(event["id"], kind)
+    path = service().event_picture(event["id"], kind)
     if path is None:
         raise EventNotFound(f"event {event['id']} has no {kind} yet; try again in a moment")
     try:
@@ -90,7 +104,7 @@ def _picture(raw_id: str, kind: str):
 
 @bp.delete("/api/events")
 def delete_events():
-    return jsonify({"deleted": events().clear()})
+    return jsonify({"deleted": service().clear_events()})
 
 
 @bp.errorhandler(EventQueryError)

@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, send_file
+from flask import Blueprint, jsonify, send_file
 
-from server.web.service import DetectionService
+from server.web.routes import service
 
 bp = Blueprint("export", __name__)
 
 
-def service() -> DetectionService:
-    return current_app.extensions["detection"]
+FILES = ("video", "detections")
+
+
+def shown(export: dict) -> dict:
+    """The export's state as the API shows it: each finished file with the URL that downloads it (routes below)."""
+    return {**export, **{kind: {**export[kind], "url": f"/api/export/{kind}"} for kind in FILES if export[kind]}}
 
 
 @bp.post("/api/export")
 def start_export():
-    return jsonify({"export": service().start_export()}), 202
+    return jsonify({"export": shown(service().start_export())}), 202
 
 
 @bp.get("/api/export")
 def export_status():
-    return jsonify({"export": service().exports.status()})
+    return jsonify({"export": shown(service().export_status())})
 
 
 @bp.delete("/api/export")
 @bp.post("/api/export/cancel")
 def cancel_export():
-    service().exports.cancel()
-    return jsonify({"export": service().exports.status()})
+    return jsonify({"export": shown(service().stop_export())})
 
 
 @bp.get("/api/export/video")
@@ -41,7 +44,7 @@ def export_detections_file():
 
 
 def _download(kind: str, mimetype: str):
-    found = service().exports.file_for(kind)
+    found = service().export_file(kind)
     if found is None:
         return jsonify({"error": "no finished export: POST /api/export first and wait until it is done"}), 404
     path, name = found

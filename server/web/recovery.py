@@ -1,18 +1,18 @@
 """Start-up after a crash: clean temporary leftovers, then re-adopt the stored video and model or remove them.
 
-The server keeps nothing about its uploads but the files: video/<one file>, model/<one file> and
-cache/<sha256>.onnx, the ONNX the engines run (a .pt's conversion or a hard link to an .onnx upload), with its NCNN
-copy and int8 variants beside it. Files are put in place only once valid (a hard link or an atomic rename), so
-after a crash (SIGKILL, power loss) a stored file is complete or absent, and whatever was
-in flight sits under a hidden temporary name (TEMPORARY): those are deleted here. A stored file is then checked
-as an upload would be; it is re-adopted when it passes and removed when it does not, so the state the server
-shows is never "none" while files sit on disk.
+The server keeps nothing about its uploads but the files (server.layout names them). Files are put in place only
+once valid, so after a crash (SIGKILL, power loss) a stored file is complete or absent, and whatever was in flight
+sits under one of layout.TEMPORARY_PATTERNS: clean_leftovers deletes those (the first start step,
+server.web.lifecycle). A stored file is then checked as an upload would be (UploadStore.readopt, a later step); it
+is re-adopted when it passes and removed when it does not, so the state the server shows is never "none" while
+files sit on disk.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from server.models.acceptance import recheck
@@ -24,8 +24,7 @@ from server.vision.sources.file import VIDEO_EXTENSIONS, VideoUnreadable, probe_
 logger = logging.getLogger(__name__)
 
 
-
-def clean_leftovers(folders: list[Path]) -> list[str]:
+def clean_leftovers(folders: Iterable[Path]) -> list[str]:
     """Delete temporary files and folders left in these folders by a process that died; return their names."""
     removed = []
     for folder in folders:

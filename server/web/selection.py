@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from server.config import Config
 from server.vision.sources.choice import FileChoice, LiveChoice, SourceChoice
+from server.vision.sources.live import LiveOptions
 from server.web.uploads import StoredVideo
 
 
@@ -13,17 +14,17 @@ class SourceSelection:
     """The live choice, if any (it replaces the uploaded video until a video is uploaded again)."""
 
     def __init__(self, config: Config):
-        self.config = config
+        self.options = LiveOptions(config.camera, config.source_timeout, config.source_backoff_max)
         # Called when a live stream has sampled enough frames to tune on; the service sets it.
         self.on_calibration_ready: Callable[[], None] = lambda: None
-        self.live: LiveChoice | None = LiveChoice.camera(config, self._calibration_ready) if config.camera else None
+        self.live: LiveChoice | None = LiveChoice.camera(self.options, self._calibration_ready) if config.camera else None
 
     def _calibration_ready(self) -> None:
         self.on_calibration_ready()
 
     def probe(self, url: str) -> LiveChoice:
         """Parse and probe what the user typed (up to source_timeout); raise SourceRejected saying what was tried."""
-        return LiveChoice.check(url, self.config, self._calibration_ready)
+        return LiveChoice.check(url, self.options, self._calibration_ready)
 
     def choose(self, live: LiveChoice) -> None:
         """Read this live source from the next Start on (it replaces the uploaded video)."""

@@ -1,5 +1,6 @@
 """The detection service: what the routes talk to. It routes requests to its collaborators and owns lifetimes:
-a stream's start and its one end, what a change must stop first, and the server's ordered shutdown."""
+a stream's start and its one end, what a change must stop first. The server's ordered start and stop call it
+(server.web.lifecycle)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Iterator
 from server.config import Config
 from server.demo import is_demo
 from server.events.recorder import EventRecorder, EventSession, chained
+from server.events.store import EventQuery
 from server.jobs import JobBoard
 from server.models.acceptance import AcceptedModel, accept_model
 from server.models.current import CurrentModel
@@ -28,7 +30,7 @@ from server.web.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
 
-STOP_TUNING_WAIT_S = 10.0  # at stop and shutdown
+STOP_TUNING_WAIT_S = 10.0  # at a stop (the route's, and the server's)
 
 __all__ = ["Busy", "Collaborators", "DetectionService", "TooManyViewers", "described"]
 
@@ -46,8 +48,8 @@ class Collaborators:
     sources: SourceSelection
     stream: StreamControl
     exports: Exports
-    events: EventRecorder | None = None  # None: no events are recorded (as some tests build it)
-    outputs: Outputs | None = None  # webhook and MQTT; None or empty: nowhere
+    events: EventRecorder  # --no-events: a recorder whose settings record nothing (its stored events still show)
+    outputs: Outputs  # webhook and MQTT; Outputs() when none is configured: every call a no-op
 
 
 class DetectionService:
@@ -113,9 +115,15 @@ class DetectionService:
             "source": self.sources.status(),
             "storage": self.store.space.status(),
             "demo": is_demo(video, model),
-            "events": self.events.status() if self.events else None,
-            "outputs": self.outputs.status() if self.outputs and self.outputs.outputs else None,
+            "events": self.events.status(),
+            "outputs": self.outputs.status(),
         }
+
+    def restore(self) -> None:
+        """At start-up (a lifecycle step): take back the video and model a previous run stored."""
+        model = self.store.readopt()
+        if model is not None:
+            self.model.adopt(model.onnx_path, model.info)
 
     # -- uploads -----------------------------------------------------------------------------
     def add_video(self, upload: Path, filename: str) -> dict:
@@ -146,11 +154,12 @@ class DetectionService:
             self.jobs.end("convert")
             self._end("model")
 
-    def _accept(self, upload: Path, suffix: str) -> AcceptedModel:
+    def _accept(self, upload: Path, suffix: str, sha256: str | None) -> AcceptedModel:
         """Check, convert and trial-run weights and write their NCNN copy, showing progress as the convert job."""
         return accept_model(upload, suffix, self.store.cache_folder(), self.store.trial, self.store.space,
                             self.config.convert_timeout,
-                            lambda stage, progress, message: self.jobs.update("convert", stage, progress, message))
+                            lambda stage, progress, message: self.jobs.update("convert", stage, progress, message),
+                            sha256)
 
     def reset(self) -> list[str]:
         """Cancel and join the tuning and an export, then delete every upload, derived file and export."""
@@ -163,8 +172,7 @@ class DetectionService:
                 self.model.forget()
                 self.stream.forget()  # a finished stream's numbers go with its files
                 self.sources.use_uploaded_video()
-                if self.events:
-                    self.events.clear()
+                self.events.clear()
                 return self.store.reset() + self.exports.delete()
         finally:
             self._end("reset")
@@ -215,8 +223,41 @@ class DetectionService:
             except ExportRunning as exc:
                 raise Busy(str(exc)) from None
 
+    def export_status(self) -> dict:
+        return self.exports.status()
+
+    def stop_export(self) -> dict:
+        """Cancel a running export and wait for it (its partial files are removed); return the export's state."""
+        if not self.exports.cancel():
+            logger.warning("the export did not stop; its partial files are removed at the next start")
+        return self.exports.status()
+
+    def export_file(self, kind: str) -> tuple[Path, str] | None:
+        """The finished export's file of this kind ("video" or "detections") and its download name, or None."""
+        return self.exports.file_for(kind)
+
     def _pipeline(self) -> FramePipeline:
         return FramePipeline(self.model.runtime.detector_for, self.model.info.classes, tracker_factory=Tracker)
+
+    # -- events ------------------------------------------------------------------------------
+    def find_events(self, query: EventQuery) -> list[dict]:
+        """Stored events matching the query, newest first."""
+        return self.events.store.query(query)
+
+    def event_overview(self) -> dict:
+        """The classes stored events are of, and the recorder's state (what the events list shows beside them)."""
+        return {"classes": self.events.store.classes(), "status": self.events.status()}
+
+    def event(self, event_id: int) -> dict | None:
+        return self.events.store.get(event_id)
+
+    def event_picture(self, event_id: int, kind: str) -> Path | None:
+        """The file of an event's snapshot or crop, or None when there is none (yet)."""
+        return self.events.store.picture(event_id, kind)
+
+    def clear_events(self) -> int:
+        """Delete every stored event; a running stream keeps recording new ones. Return how many there were."""
+        return self.events.clear()
 
     # -- source and stream -------------------------------------------------------------------
     def select_source(self, url: str) -> dict:
@@ -249,50 +290,37 @@ class DetectionService:
             classes = model.info.classes
             live = isinstance(choice, LiveChoice)
             fps = (choice.info.fps if choice.info else DEFAULT_FPS) if live else self.store.video.info.fps
-            session = self.events.begin(choice.label, classes, fps, live) if self.events else None
+            session = self.events.begin(choice.label, classes, fps, live)
             self.stream.start(choice, self._pipeline(), self.model.current,
-                              on_publish=chained(session and session.tap, self._counts_tap(classes)),
+                              on_publish=chained(session.tap, self._counts_tap(classes)),
                               on_end=lambda: self._stream_ended(session))
             logger.info("stream started: %s with %s", choice.label, model.path.name)
 
     def _counts_tap(self, class_names: list[str]) -> CountsTap | None:
         """The tap that sends per-class counts of tracked objects to the outputs (None when none is configured)."""
-        if self.outputs is None or not self.outputs.outputs:
+        if not self.outputs.configured:  # no tap at all: nothing to count per frame
             return None
         self.outputs.classes(class_names)
         return CountsTap(self.outputs.counts, class_names)
 
-    def _stream_ended(self, session: EventSession | None) -> None:
+    def _stream_ended(self, session: EventSession) -> None:
         """The one end of every stream, whatever ended it: Stop, the video's end with loop off, a source or render
         failure, shutdown. Runs on the producer's thread once its stages are done (so no tap runs after it): the
         open events close (saved, and announced to the outputs), and every output hears that nothing is tracked
         any more (MQTT: each class OFF and 0, retained), so a dashboard never shows objects of a stopped camera.
-        The event writer finishes its queue by itself; stop and shutdown join it."""
-        if session is not None:
-            session.finish()
-        if self.outputs is not None:
-            self.outputs.nothing_tracked()
+        The event writer finishes its queue by itself; stop joins it."""
+        session.finish()
+        self.outputs.nothing_tracked()
 
     def stop(self) -> None:
         """Stop the stream and join what it started: the producer (its end runs _stream_ended), the event writer,
         the tuning."""
         self.stream.stop()
-        if self.events:
-            self.events.stop()
+        self.events.stop()
         # Not the full wait of a reset: nothing replaces the files, and a tuning's work folder left by an exit
         # during a quantize call is removed at the next start.
         if not self.tuning.cancel(timeout=STOP_TUNING_WAIT_S):
             logger.info("the engine timing is still finishing a step; its work folder is removed at the next start")
-
-    def shutdown(self) -> None:
-        """Stop every component, in order: the stream (its end tells the outputs nothing is tracked), an export,
-        the tuning, the event writer; the outputs last, once they have sent those final messages ("offline")."""
-        logger.info("shutting down: stream, export, tuning, events, then outputs")
-        self.stop()
-        if not self.exports.cancel():
-            logger.warning("the export did not stop; its partial files are removed at the next start")
-        if self.outputs is not None:
-            self.outputs.stop()
 
     def trace(self, frames: int, onnx_profile: bool = False) -> dict:
         """Record the next frames' stage spans as a Chrome trace; raise Busy when not streaming."""

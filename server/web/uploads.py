@@ -9,18 +9,20 @@ import shutil
 import tempfile
 import threading
 import unicodedata
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
 from werkzeug.utils import secure_filename
 
+from server.files import HashingWriter
 from server.models.acceptance import AcceptedModel
 from server.models.identify import MODEL_EXTENSIONS
 from server.models.info import ModelInfo, ModelRejected
 from server.models.ncnn import NcnnBuild
 from server.models.trial_run import DEFAULT_BUDGET, TrialBudget
-from server.layout import INCOMING_PREFIX
+from server.layout import INCOMING_PREFIX, StorageLayout
 from server.storage import DiskSpace
 from server.vision.sources.file import (
     VIDEO_EXTENSIONS,
@@ -97,47 +99,62 @@ def display_name(filename: str, fallback: str) -> str:
 
 
 class UploadStore:
-    """Own the uploads folder: video/, model/ and cache/ (derived models), each made when first needed."""
+    """Own the uploads: the layout's video/, model/ and cache/ (derived models), each made when first needed.
 
-    def __init__(self, root: str | Path, trial: TrialBudget = DEFAULT_BUDGET, reserve_bytes: int = 0):
-        self.root = Path(root)
+    Built empty: readopt (a start-up step, server.web.lifecycle) takes back what a previous run stored.
+    """
+
+    def __init__(self, layout: StorageLayout, trial: TrialBudget = DEFAULT_BUDGET, reserve_bytes: int = 0):
+        self.layout = layout
+        self.root = layout.root
         self.trial = trial  # what an uploaded (or converted) ONNX's trial run may take
+        self.root.mkdir(parents=True, exist_ok=True)  # the free-space check reads the folder's file system
         self.space = DiskSpace(self.root, reserve_bytes)  # every write into root checks it first
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.video_dir, self.model_dir, self.cache_dir = (self.root / n for n in ("video", "model", "cache"))
         self._lock = threading.Lock()
+        self._incoming: weakref.WeakValueDictionary[str, HashingWriter] = weakref.WeakValueDictionary()
         self.video: StoredVideo | None = None
         self.model: StoredModel | None = None
-        self.restored: dict | None = self._readopt()  # what a previous run left, shown in /api/status
+        self.restored: dict | None = None  # what a previous run left, shown in /api/status
 
-    def _readopt(self) -> dict | None:
-        """Clean what a crashed run left in flight, then re-adopt its stored video and model or remove them."""
-        recovery.clean_leftovers([self.root, self.video_dir, self.model_dir, self.cache_dir])
-        video, model = recovery.readopt_video(self.video_dir), recovery.readopt_model(
-            self.model_dir, self.cache_dir, self.trial)
-        removed = [] if video else recovery.remove(self.video_dir)
+    def readopt(self) -> StoredModel | None:
+        """Re-adopt the video and model a previous run stored, each checked as an upload is (the model's trial run
+        takes up to trial.timeout_s), or remove them; return the model. Run after the leftovers are cleaned."""
+        layout = self.layout
+        video, model = recovery.readopt_video(layout.video), recovery.readopt_model(layout.model, layout.cache,
+                                                                                   self.trial)
+        removed = [] if video else recovery.remove(layout.video)
         if not model:
-            removed += recovery.remove(self.model_dir) + recovery.remove(self.cache_dir)
+            removed += recovery.remove(layout.model) + recovery.remove(layout.cache)
         self.video = StoredVideo(*video) if video else None
         self.model = StoredModel(*model) if model else None
-        if not (video or model or removed):
-            return None
-        restored = {"video": video[0].name if video else None, "model": model[0].name if model else None,
-                    "removed": removed}
-        logger.warning("re-adopted from the previous run: video %s, model %s; removed %s",
-                       restored["video"], restored["model"], removed or "nothing")
-        return restored
+        if video or model or removed:
+            self.restored = {"video": video[0].name if video else None, "model": model[0].name if model else None,
+                             "removed": removed}
+            logger.warning("re-adopted from the previous run: video %s, model %s; removed %s",
+                           self.restored["video"], self.restored["model"], removed or "nothing")
+        return self.model
 
     def incoming_file(self, suffix: str) -> IO[bytes]:
-        """Open a hidden temporary file for an upload in flight; it vanishes when closed unless kept."""
+        """Open a hidden temporary file for an upload in flight (weights hashed as they are written: the cache's
+        key); it vanishes when closed unless kept."""
         # The suffix lets the readers recognise the format; anything else a client sends stays out of paths.
         known = suffix if suffix in VIDEO_EXTENSIONS + MODEL_EXTENSIONS else ""
-        return tempfile.NamedTemporaryFile("wb+", dir=self.root, prefix=INCOMING_PREFIX, suffix=known)
+        file = tempfile.NamedTemporaryFile("wb+", dir=self.root, prefix=INCOMING_PREFIX, suffix=known)
+        if known not in MODEL_EXTENSIONS:
+            return file
+        incoming = HashingWriter(file)
+        self._incoming[incoming.name] = incoming  # forgotten with the file object, at the request's end
+        return incoming
+
+    def _sha256_of_incoming(self, upload: Path) -> str | None:
+        """The SHA-256 an upload in flight was hashed to as it arrived (None: a file this store did not open)."""
+        incoming = self._incoming.get(str(upload))
+        return incoming.sha256() if incoming is not None else None
 
     def cache_folder(self) -> Path:
         """Return the folder for derived models, creating it."""
-        self.cache_dir.mkdir(exist_ok=True)
-        return self.cache_dir
+        self.layout.cache.mkdir(exist_ok=True)
+        return self.layout.cache
 
     def add_video(self, upload: Path, filename: str) -> StoredVideo:
         """Validate an uploaded video and make it the current one, deleting the previous."""
@@ -148,22 +165,22 @@ class UploadStore:
         except VideoUnreadable as exc:
             raise UploadRejected(f"{shown}: {exc}") from None
         with self._lock:
-            path = self._keep(upload, self.video_dir, name)
+            path = self._keep(upload, self.layout.video, name)
             self.video = StoredVideo(path, info, shown)
         logger.info("video %s: %dx%d %.2f fps %d frames", name, info.width, info.height, info.fps, info.frames)
         return self.video
 
     def add_model(self, upload: Path, filename: str,
-                  accept: Callable[[Path, str], AcceptedModel]) -> tuple[StoredModel, NcnnBuild]:
-        """Check uploaded weights with accept(path, extension) and make them the current model; return it and
-        its NCNN build."""
+                  accept: Callable[[Path, str, str | None], AcceptedModel]) -> tuple[StoredModel, NcnnBuild]:
+        """Check uploaded weights with accept(path, extension, sha256 or None) and make them the current model;
+        return it and its NCNN build."""
         name = safe_name(filename, MODEL_EXTENSIONS, "weights file")
         try:
-            accepted = accept(upload, Path(name).suffix)
+            accepted = accept(upload, Path(name).suffix, self._sha256_of_incoming(upload))
         except ModelRejected as exc:
             raise UploadRejected(str(exc)) from None
         with self._lock:
-            path = self._keep(upload, self.model_dir, name)
+            path = self._keep(upload, self.layout.model, name)
             self.model = StoredModel(path, accepted.onnx_path, accepted.info, display_name(filename, name))
         info = accepted.info
         logger.info("model %s: %s %s, %d classes", name, info.family, info.task, len(info.classes))
@@ -188,13 +205,13 @@ class UploadStore:
     def drop_video(self) -> None:
         """Forget and delete the current video (a live source replaces it)."""
         with self._lock:
-            shutil.rmtree(self.video_dir, ignore_errors=True)
+            shutil.rmtree(self.layout.video, ignore_errors=True)
             self.video = None
 
     def reset(self) -> list[str]:
         """Delete every upload and derived model; return what was deleted, relative to the root."""
         with self._lock:
-            folders = (self.video_dir, self.model_dir, self.cache_dir)
+            folders = self.layout.uploads()
             deleted = sorted(p.relative_to(self.root).as_posix() for d in folders for p in d.rglob("*") if p.is_file())
             for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.model_zoo import builder_id, zoo_is_current  # noqa: E402
-from tests.support.ultralytics_reference import ULTRALYTICS_ENVIRONMENT, block_network  # noqa: E402
+from bench.ultralytics_reference import ULTRALYTICS_ENVIRONMENT, block_network  # noqa: E402
 
 os.environ.update(ULTRALYTICS_ENVIRONMENT)
 block_network()

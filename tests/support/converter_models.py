@@ -48,9 +48,9 @@ LARGE_LAYOUTS = {"v8m-fused", "v8l", "v8x-fused-fp32"}  # compared at 320 and 64
 
 
 def reference(*args: str, cwd: Path) -> None:
-    """Run tests/support/ultralytics_reference.py (ultralytics and torch live only in that child)."""
+    """Run bench/ultralytics_reference.py (ultralytics and torch live only in that child)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "tests.support.ultralytics_reference", *args]
+    command = [sys.executable, "-m", "bench.ultralytics_reference", *args]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
 

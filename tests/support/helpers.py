@@ -1,4 +1,4 @@
-"""What the tests share: the test config, the one live-server harness, the one upload helper, generated videos.
+"""What the tests share: the test config, the in-process live server, generated videos.
 
 The live server is built as run.py builds it: create_app(config) and make_server(app, config) from one Config,
 on 127.0.0.1 with an ephemeral port. Test modules import from here (or get fixtures from conftest.py), never
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
-import socket
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,17 +17,17 @@ from typing import Iterator
 import cv2
 import numpy as np
 import requests
-from flask.testing import FlaskClient
 from waitress import wasyncore
 
+from harness.client import upload
 from server import create_app
 from server.config import Config
 from server.vision.engines import ONNXRUNTIME
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
+from server.vision.sources import FileChoice
 from server.vision.stream import StreamRunner
 from server.vision.tracker import Tracker
-from server.vision.sources import FileChoice
 from server.web.wsgi import make_server
 
 TEST_HTTP_THREADS = 16  # enough for a few viewers and the page's API calls
@@ -84,7 +82,7 @@ def serving(config: Config, app=None) -> Iterator[LiveServer]:
     try:
         yield LiveServer(f"http://127.0.0.1:{server.effective_port}", int(server.effective_port), app, config)
     finally:
-        app.extensions["detection"].shutdown()
+        app.extensions["lifecycle"].stop()
         stop_waitress(server)
         thread.join(timeout=STOP_TIMEOUT_S)
 
@@ -110,28 +108,6 @@ def stop_waitress(server) -> None:
     except OSError as error:  # the loop closed the trigger itself (it saw its pipe fail): it has ended already
         if error.errno != errno.EBADF:
             raise
-
-
-def free_port() -> int:
-    """A port nothing listens on now, for a server that cannot be started on port 0 and asked."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def upload(to, route: str, path: Path | None = None, *, name: str | None = None, payload: bytes | None = None,
-           session=None, headers: dict | None = None, timeout: float = 120):
-    """POST one file (path, or payload bytes under name) as multipart field "file" to route.
-
-    to is a Flask test client, a LiveServer or a base URL; the response is the client's own.
-    """
-    name = name or (path.name if path is not None else "upload.bin")
-    with (open(path, "rb") if path is not None else io.BytesIO(payload)) as handle:
-        if isinstance(to, FlaskClient):
-            return to.post(route, data={"file": (handle, name)}, content_type="multipart/form-data", headers=headers)
-        base = to.url if isinstance(to, LiveServer) else to
-        return (session or requests).post(f"{base}{route}", files={"file": (name, handle)}, headers=headers,
-                                          timeout=timeout)
 
 
 def upload_model_at_320(base: str, model: Path) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from tests.support.helpers import free_port
-from tests.support.waiting import wait_for
+from harness.client import free_port
+from harness.waiting import wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

@@ -46,6 +46,8 @@ def markdown(report: dict) -> str:
         f"batch {training['batch']}, teacher boxes above {training['conf']}, raw-output weight "
         f"{training['raw_weight']}{zoom}; {per_epoch:.0f} s an epoch on {training['threads']} CPU threads "
         f"({cpu_per_epoch:.0f} CPU s an epoch)",
+        f"- Input size: {training['imgsz']} px, the size it was distilled at, written in the checkpoint "
+        "(`train_args.imgsz`, as ultralytics does): the server runs it at that size unless told otherwise",
         "",
         "Agreement: the server's int8 verdict metric (box-weighted mAP50 against the teacher's boxes, or score maps "
         "when the teacher finds too few), teacher and model both run by the server on ONNX Runtime, held-back frames.",

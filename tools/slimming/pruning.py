@@ -39,7 +39,7 @@ CHANNEL_MULTIPLE = 8
 class PackPruner(tp.pruner.MagnitudePruner):
     """Torch-Pruning's magnitude pruner with each layer's kept width rounded to the *nearest* whole pack.
 
-    Torch-Pruning 1.6.1 (pinned in tests/requirements.txt; this overrides its private `_round_to`, and a test
+    Torch-Pruning 1.6.1 (pinned in tools/requirements.txt; this overrides its private `_round_to`, and a test
     checks the widths) rounds the kept width down, so a 16-channel layer fell to 8 at any ratio above zero: a
     YOLOv8n's stem and first C2f were halved by a 23% target. With the nearest pack the railway checkpoint agreed
     0.929 after distillation instead of 0.912 (docs/slimming.md).
@@ -232,13 +232,20 @@ def pickled_from_main(cls: type) -> Iterator[None]:
             delattr(main, cls.__name__)
 
 
-def save_checkpoint(model: nn.Module, path: Path, extra: dict | None = None, unequal: bool = False) -> str:
-    """Save model (fp16, as ultralytics does) the way ultralytics saves one; return its form ("C2f" or "C2f_v2")."""
+def save_checkpoint(model: nn.Module, path: Path, unequal: bool = False, imgsz: int | None = None) -> str:
+    """Save model (fp16, as ultralytics does) the way ultralytics saves one; return its form ("C2f" or "C2f_v2").
+
+    imgsz, the input size it was trained at, goes where ultralytics keeps it (the checkpoint's train_args, the
+    model's args: a student's args are its teacher's), and the server runs a model at that size unless told otherwise.
+    """
     model = copy.deepcopy(model).eval()
     form = "C2f" if fold_back(model, unequal) else "C2f_v2"
     if hasattr(model, "args") and not isinstance(model.args, dict):
         model.args = dict(vars(model.args))
-    checkpoint = {"model": model.half(), "train_args": {}, "version": "slim", "date": None, **(extra or {})}
+    train_args = {} if imgsz is None else {"imgsz": imgsz}
+    if train_args and isinstance(getattr(model, "args", None), dict):
+        model.args.update(train_args)
+    checkpoint = {"model": model.half(), "train_args": train_args, "version": "slim", "date": None}
     with pickled_from_main(C2f_v2):
         torch.save(checkpoint, path)
     return form

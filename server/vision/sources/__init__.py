@@ -13,13 +13,13 @@ from server.vision.sources.camera import CommandConnection
 from server.vision.sources.choice import FileChoice, LiveChoice, SourceChoice
 from server.vision.sources.connections import CaptureConnection, Connection, open_connection, probe_source
 from server.vision.sources.file import VIDEO_EXTENSIONS, FrameSource, VideoInfo, VideoUnreadable, probe_video, sample_frames
-from server.vision.sources.live import IDLE_COUNTERS, Backoff, LiveFrame, LiveSource
-from server.vision.sources.spec import CAMERA_URL, SourceInfo, SourceRejected, SourceSpec, describe, parse_source, redact
+from server.vision.sources.live import IDLE_COUNTERS, Backoff, LiveFrame, LiveOptions, LiveSource
+from server.vision.sources.spec import CAMERA_URL, SourceInfo, SourceRejected, SourceSpec, describe, parse_source
 
 __all__ = [
     "CALIBRATION_FRAMES", "CAMERA_URL", "DEFAULT_FPS", "IDLE_COUNTERS", "VIDEO_EXTENSIONS", "Backoff",
     "CaptureConnection", "CommandConnection", "Connection", "FileChoice", "Frame", "FrameSource", "LiveChoice",
-    "LiveFrame", "LiveSource", "Source", "SourceChoice", "SourceInfo", "SourceRejected", "SourceSpec", "VideoInfo",
-    "VideoUnreadable", "describe", "open_connection", "parse_source", "probe_source", "probe_video", "redact",
+    "LiveFrame", "LiveOptions", "LiveSource", "Source", "SourceChoice", "SourceInfo", "SourceRejected", "SourceSpec", "VideoInfo",
+    "VideoUnreadable", "describe", "open_connection", "parse_source", "probe_source", "probe_video",
     "sample_frames", "sane_fps",
 ]

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from server.config import Config
 from server.vision.sources.base import CALIBRATION_FRAMES
 from server.vision.sources.connections import probe_source
 from server.vision.sources.file import FrameSource, sample_frames
-from server.vision.sources.live import IDLE_COUNTERS, Backoff, LiveSource
+from server.vision.sources.live import IDLE_COUNTERS, Backoff, LiveOptions, LiveSource
 from server.vision.sources.spec import CAMERA_URL, SourceInfo, SourceSpec, describe, parse_source
 
 # One frame decoded ahead is enough to hide decoding (it is faster than detection); more would only
@@ -48,33 +47,34 @@ class FileChoice:
 class LiveChoice:
     """What to open, what the probe learned about it, and its reader while a stream runs."""
 
-    def __init__(self, spec: SourceSpec, info: SourceInfo | None, config: Config,
+    def __init__(self, spec: SourceSpec, info: SourceInfo | None, options: LiveOptions,
                  on_calibration_ready: Callable[[], None] | None = None):
         self.spec = spec
         self.info = info
-        self.config = config
+        self.options = options
         self.label = spec.label
         self.on_calibration_ready = on_calibration_ready  # once per stream, on the reader's thread
         self.reader: LiveSource | None = None
 
     @classmethod
-    def check(cls, url: str, config: Config, on_calibration_ready: Callable[[], None] | None = None) -> LiveChoice:
+    def check(cls, url: str, options: LiveOptions,
+              on_calibration_ready: Callable[[], None] | None = None) -> LiveChoice:
         """Parse and probe what the user typed; raise SourceRejected (HTTP 400) saying what was tried."""
-        spec = parse_source(url, config.camera)
-        return cls(spec, probe_source(spec, config.source_timeout), config, on_calibration_ready)
+        spec = parse_source(url, options.camera)
+        return cls(spec, probe_source(spec, options.timeout_s), options, on_calibration_ready)
 
     @classmethod
-    def camera(cls, config: Config, on_calibration_ready: Callable[[], None] | None = None) -> LiveChoice:
+    def camera(cls, options: LiveOptions, on_calibration_ready: Callable[[], None] | None = None) -> LiveChoice:
         """The --camera command, selected at start-up without a probe (the camera may still be waking up)."""
-        return cls(parse_source(CAMERA_URL, config.camera), None, config, on_calibration_ready)
+        return cls(parse_source(CAMERA_URL, options.camera), None, options, on_calibration_ready)
 
     def open(self, loop: bool = True) -> LiveSource:
         """Start reading (a camera has no loop); the stream producer reads the returned source."""
         self.reader = LiveSource(
             self.spec,
             self.info,
-            stall_s=self.config.source_timeout,
-            backoff=Backoff(cap=self.config.source_backoff_max),
+            stall_s=self.options.timeout_s,
+            backoff=Backoff(cap=self.options.backoff_max_s),
             on_calibration_ready=self.on_calibration_ready,
         )
         return self.reader

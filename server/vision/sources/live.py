@@ -64,13 +64,23 @@ def _shrunk(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
 
 
+@dataclass(frozen=True)
+class LiveOptions:
+    """What a live source is told at start-up (--camera, --source-timeout, --source-backoff-max): the config's
+    defaults, so a source built without options behaves as a server started without flags."""
+
+    camera: str = Config.camera  # the --camera command; "camera" names it as a source
+    timeout_s: float = Config.source_timeout  # to open, or to stay silent before it is reopened
+    backoff_max_s: float = Config.source_backoff_max  # the longest wait between reconnect attempts
+
+
 # -- the live source the stream producer reads from -----------------------------------------------
 @dataclass(frozen=True)
 class Backoff:
     """Seconds to wait before reconnect attempt n: first, doubling, at most cap."""
 
     first: float = FIRST_RETRY_S
-    cap: float = Config.source_backoff_max
+    cap: float = LiveOptions.backoff_max_s
 
     def delay(self, attempt: int) -> float:
         return min(self.cap, self.first * 2 ** max(0, attempt - 1))
@@ -88,7 +98,7 @@ class LiveSource:
         self,
         spec: SourceSpec,
         info: SourceInfo | None = None,
-        stall_s: float = Config.source_timeout,
+        stall_s: float = LiveOptions.timeout_s,
         backoff: Backoff | None = None,
         opener: Callable[[SourceSpec, float], Connection | None] = open_connection,
         on_calibration_ready: Callable[[], None] | None = None,

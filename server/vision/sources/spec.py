@@ -10,7 +10,9 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from server.redaction import redact
 
 V4L2_PATH = re.compile(r"/dev/video\d{1,3}")
 URL_KINDS = {"rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http"}
@@ -40,17 +42,6 @@ class SourceInfo:
     width: int
     height: int
     fps: float
-
-
-def redact(url: str) -> str:
-    """Return url with any password replaced by ***; the user name stays so the owner recognises it."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, has_password, _ = userinfo.partition(":")
-    # A lone user part may itself be the secret (an API token): mask it too.
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if has_password and user else f"***@{host}"))
 
 
 def parse_source(text: str, camera_command: str = "") -> SourceSpec:
