@@ -1,8 +1,8 @@
 """The auto engine: what it times (pure), what it picks (pure), and the whole job on the demo model.
 
-The job is the int8 tuning's, with every other engine the model offers timed in the same rounds: the table it
-leaves is in status (precision.int8.rows, precision.int8.auto), the stream runs its pick, a restart reuses it, and
-stop cancels it.
+The job is the device's engine timing, with every engine the model offers timed in the same rounds: the table it
+leaves is in status (precision.timing.rows, precision.timing.auto), the stream runs its pick, a restart reuses it,
+and stop cancels it.
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ def test_auto_times_every_engine_streams_its_pick_reuses_it_after_a_restart_and_
     assert client.get("/api/status").get_json()["settings"]["engine"] == "auto"  # the default
     start_streaming(client, make_video, demo_onnx)
     seen = []
-    status = status_when(client, lambda s: seen.append(s["job"]) or (s["precision"]["int8"] and s["job"] is None))
-    assert any(job and job["kind"] == "quantize" and "left" in job["message"] for job in seen if job), seen
-    report = status["precision"]["int8"]
+    status = status_when(client, lambda s: seen.append(s["job"]) or (s["precision"]["timing"] and s["job"] is None))
+    assert any(job and job["kind"] == "engine-timing" and "left" in job["message"] for job in seen if job), seen
+    report = status["precision"]["timing"]
     table = {(r["engine"], r["precision"]): r for r in report["rows"]}
     assert {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("ncnn", "fp32"), ("ncnn", "fp16")} <= set(table)
     for row in table.values():
@@ -94,7 +94,7 @@ def test_auto_times_every_engine_streams_its_pick_reuses_it_after_a_restart_and_
 
     # A restart on the same uploads finds the verdict: no second timing.
     restarted = create_app(config).test_client()
-    assert restarted.get("/api/status").get_json()["precision"]["int8"]["auto"] == auto
+    assert restarted.get("/api/status").get_json()["precision"]["timing"]["auto"] == auto
     assert restarted.post("/stream/start").status_code == 200
     assert restarted.get("/api/status").get_json()["job"] is None
     # Forcing a row of the table: NCNN fp16 runs, whatever auto picked.
@@ -112,25 +112,30 @@ def test_stop_cancels_the_timing_and_leaves_no_verdict_or_partial_files(tmp_path
     app = create_app(Config(uploads=tmp_path / "up", host="127.0.0.1", int8_recipes="u8s8-pc-rr"))
     client = app.test_client()
     start_streaming(client, make_video, demo_onnx)
-    status_when(client, lambda s: s["job"] is not None and s["job"]["kind"] == "quantize", timeout=60)
+    status_when(client, lambda s: s["job"] is not None and s["job"]["kind"] == "engine-timing", timeout=60)
     assert client.post("/stream/stop").status_code == 200
     service = app.extensions["detection"]
     assert service.tuning.cancel()  # joined: nothing runs on
     status = client.get("/api/status").get_json()
-    assert status["job"] is None and status["precision"]["int8"] is None
+    assert status["job"] is None and status["precision"]["timing"] is None
     assert (status["precision"]["engine"], status["precision"]["active"]) == ("onnxruntime", "fp32")
     left = sorted(p.name for p in (tmp_path / "up").rglob("*") if p.is_file())
-    # (an NCNN int8 model finished before the stop is whole, and kept: only the int8 tuning's files count here)
+    # (an NCNN int8 model finished before the stop is whole, and kept: only the int8 recipes' files count here)
     assert not [name for name in left if ("int8" in name and "ncnn-int8" not in name) or name.startswith(".")], left
 
 
 def test_a_precision_chosen_while_on_auto_chooses_the_engine_that_offers_it():
+    from server.models.policy import with_engine
     from server.vision.settings import Settings, SettingsError, apply_changes
 
     auto = Settings()
     assert auto.engine == "auto"
-    assert apply_changes(auto, {"precision": "int8"}, offered=OFFERED).engine == "onnxruntime"
-    assert apply_changes(auto, {"precision": "fp16"}, offered=OFFERED).engine == "ncnn"
-    assert apply_changes(auto, {"engine": "auto", "precision": "fp16"}, offered=OFFERED).engine == "auto"
+
+    def changed(changes, offered=OFFERED):
+        return apply_changes(auto, with_engine(auto, changes, offered), offered=offered)
+
+    assert changed({"precision": "int8"}).engine == "onnxruntime"
+    assert changed({"precision": "fp16"}).engine == "ncnn"
+    assert changed({"engine": "auto", "precision": "fp16"}).engine == "auto"
     with pytest.raises(SettingsError, match="not offered"):
-        apply_changes(auto, {"precision": "fp16"}, offered={"onnxruntime": ["fp32", "int8"]})
+        changed({"precision": "fp16"}, offered={"onnxruntime": ["fp32", "int8"]})

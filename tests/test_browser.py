@@ -313,18 +313,18 @@ def test_auto_times_the_engines_shows_the_table_and_a_row_can_be_forced(auto_ser
     expect(page.locator("#job")).to_contain_text("Timing the engines on this device", timeout=30_000)
     expect(active).to_contain_text("the engines are being timed")
 
-    picked = page.locator("#int8-table tr.chosen")
+    picked = page.locator("#timing-table tr.chosen")
     expect(picked).to_have_count(1, timeout=180_000)
     expect(page.locator("#job")).to_be_hidden()
-    report = requests.get(f"{auto_server}/api/status", timeout=5).json()["precision"]["int8"]
+    report = requests.get(f"{auto_server}/api/status", timeout=5).json()["precision"]["timing"]
     rows = page.get_by_test_id("engine-row")
     expect(rows).to_have_count(len(report["rows"]))
     expect(picked).to_have_attribute("data-row", report["auto"]["row"])
-    expect(page.locator("#int8-note")).to_have_text(report["note"])
+    expect(page.locator("#timing-note")).to_have_text(report["note"])
     screenshot(page, "desktop-engines.png")
 
     # Force NCNN FP16: the settings and what runs follow.
-    fp16 = page.locator("#int8-table tr[data-row^='ncnn-fp16']")
+    fp16 = page.locator("#timing-table tr[data-row^='ncnn-fp16']")
     fp16.get_by_test_id("use-row").click()
     assert wait_for(lambda: requests.get(f"{auto_server}/api/status", timeout=5).json()["precision"]["engine"] == "ncnn")
     expect(page.locator("#setting-engine")).to_have_value('"ncnn"', timeout=10_000)
@@ -334,7 +334,7 @@ def test_auto_times_the_engines_shows_the_table_and_a_row_can_be_forced(auto_ser
 
     phone = tabs(**PHONE)
     phone.goto(auto_server)
-    expect(phone.locator("#int8-table tr.chosen")).to_be_visible(timeout=10_000)
+    expect(phone.locator("#timing-table tr.chosen")).to_be_visible(timeout=10_000)
     # The table may scroll inside its box, never the page itself.
     assert phone.evaluate("() => document.documentElement.scrollWidth") <= PHONE["viewport"]["width"]
     phone.locator("#precision-info").screenshot(path=str(ARTIFACTS / "phone-engines.png"))

@@ -158,7 +158,7 @@ RECIPES = "u8s8-pc,s8s8-pc"
 
 
 def tuning_thread_alive() -> bool:
-    return any(t.name == "int8-tuning" and t.is_alive() for t in threading.enumerate())
+    return any(t.name == "engine-timing" and t.is_alive() for t in threading.enumerate())
 
 
 def start_tuning(server, make_video, demo_onnx):
@@ -218,7 +218,7 @@ def test_min_agreement_rejudges_the_measured_recipes_and_tuning_is_quiet(serve, 
     # ONNX Runtime's own modules (its package folder), not this project's onnxruntime_engine.py
     chatter = [r for r in caplog.records if f"{os.sep}onnxruntime{os.sep}" in r.pathname and r.levelno < logging.WARNING]
     assert chatter == []
-    steps = [job for job in jobs if job and job["kind"] == "quantize"]
+    steps = [job for job in jobs if job and job["kind"] == "engine-timing"]
     assert any(job["message"].startswith("step ") for job in steps)
     assert any(isinstance(job["eta_s"], (int, float)) for job in steps)
 

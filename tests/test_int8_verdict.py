@@ -96,6 +96,6 @@ def test_job_progress_carries_an_estimate_of_the_time_left(monkeypatch):
     clock = iter([100.0, 120.0])
     monkeypatch.setattr("server.jobs.time.monotonic", lambda: next(clock))
     board = JobBoard()
-    board.begin("quantize")
-    board.update("quantize", "calibrating", 0.5, "step 3/9: calibrating")
+    board.begin("engine-timing")
+    board.update("engine-timing", "calibrating", 0.5, "step 3/9: calibrating")
     assert board.current()["eta_s"] == 20.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 
 import numpy as np
 import onnx
@@ -173,19 +174,27 @@ def test_rounding_and_the_kl_threshold():
     assert kl_threshold_bin(np.zeros(2048, np.int64)) == 2048
 
 
-def test_offered_only_when_made_then_runs_and_goes_with_a_new_onnx(demo_build, demo_split):
+def test_offered_only_when_made_then_runs_made_again_is_a_new_run_and_goes_with_a_new_onnx(demo_build, demo_split):
     onnx_path, build = demo_build
     runtime = ModelRuntime(onnx_path, lambda: None, ncnn=build)
     settings = Settings(engine="ncnn", precision="int8", threads=1)
-    assert runtime.offered()[0]["ncnn"] == ["fp32", "fp16"]
-    assert runtime.key_for(settings) == EngineKey("ncnn", "fp32", 1)  # not made yet: NCNN fp32 meanwhile
-    build_ncnn_int8(build, tensors_of(demo_split[0][:2], onnx_path, 320), method="minmax")
-    assert runtime.offered()[0]["ncnn"] == ["fp32", "fp16", "int8"]
-    assert runtime.key_for(settings) == EngineKey("ncnn", "int8", 1)
+    assert runtime.backends.offered()[0]["ncnn"] == ["fp32", "fp16"]
+    assert runtime.policy.key_for(settings) == EngineKey("ncnn", "fp32", 1)  # not made yet: NCNN fp32 meanwhile
+    tensors = tensors_of(demo_split[0][:2], onnx_path, 320)
+    build_ncnn_int8(build, tensors, method="minmax")
+    assert runtime.backends.offered()[0]["ncnn"] == ["fp32", "fp16", "int8"]
+    run = runtime.policy.run_for(settings)
+    assert run.key == EngineKey("ncnn", "int8", 1) and run.model.name.endswith(".ncnn-int8.param")
     detector = runtime.detector_for(settings)
-    assert detector.precision == "int8" and detector.path.name.endswith(".ncnn-int8.param")
+    assert detector.precision == "int8" and detector.path == run.model
+    assert runtime.detector_for(settings) is detector
+    time.sleep(0.01)  # a coarse clock must still see the second write as newer
+    build_ncnn_int8(build, tensors, method="kl")  # made again (new frames): the same names, a new model
+    again = runtime.policy.run_for(settings)
+    assert again.key == run.key and again != run and runtime.detector_for(settings) is not detector
     onnx_path.touch()  # another ONNX under the same name: the int8 set is stale, as the fp32 one is
-    assert int8_ready(build) is None and "int8" not in ModelRuntime(onnx_path, lambda: None).offered()[0]["ncnn"]
+    assert int8_ready(build) is None
+    assert "int8" not in ModelRuntime(onnx_path, lambda: None).backends.offered()[0]["ncnn"]
     remove_int8(build)
     assert not list(onnx_path.parent.glob("*.ncnn-int8.*"))
 
@@ -210,14 +219,14 @@ def test_reset_deletes_the_int8_files_and_start_up_cleans_a_half_written_one(cli
 
     assert upload(client, "/upload/model", demo_onnx).status_code == 201
     runtime = app.extensions["detection"].model.runtime
-    build_ncnn_int8(runtime.ncnn(), tensors_of(demo_split[0][:2], runtime.fp32_path, 320), method="minmax")
+    build_ncnn_int8(runtime.backends.ncnn.build(), tensors_of(demo_split[0][:2], runtime.fp32_path, 320), method="minmax")
     model = client.get("/api/status").get_json()["model"]
     assert model["engines"]["ncnn"] == ["fp32", "fp16", "int8"]
     assert client.post("/api/settings", json={"engine": "ncnn", "precision": "int8"}).status_code == 200
     uploads = app.extensions["uploads"].root
     written = sorted(p.relative_to(uploads).as_posix() for p in uploads.rglob("*.ncnn-int8.*"))
     assert [name.rsplit(".", 1)[1] for name in written] == ["bin", "json", "param"]
-    partial = temporary_name_for(runtime.ncnn().files.int8().bin)  # what a crash mid-write leaves
+    partial = temporary_name_for(runtime.backends.ncnn.build().files.int8().bin)  # what a crash mid-write leaves
     partial.write_bytes(b"half")
     assert partial.name in clean_leftovers([partial.parent]) and not partial.exists()
     deleted = client.post("/reset").get_json()["deleted"]

@@ -1,4 +1,4 @@
-"""int8 tuning on a real YOLOv8n graph: the kept model loads, detects like fp32, and decodes boxes in float."""
+"""The engine timing's int8 recipes on a real YOLOv8n graph: the kept model loads, detects like fp32, and decodes boxes in float."""
 
 from __future__ import annotations
 
@@ -15,13 +15,8 @@ import pytest
 from server.demo.shapes import render_scene
 from server.models.tuning.judging import TuneRow, box_weighted_map50, choose
 from server.models.tuning.recipes import walk_head
-from server.models.tuning.tune import (
-    cached_tuning,
-    int8_path_for,
-    load_report,
-    report_path_for,
-    tune,
-)
+from server.models.tuning.report import cached_tuning, int8_path_for, load_report, report_path_for
+from server.models.tuning.tune import TimingHooks, TimingRequest, time_engines
 from server.vision.detector import Detector
 from server.vision.metrics import map50
 from server.vision.processing import Detections
@@ -44,9 +39,9 @@ def tuned(tmp_path_factory):
     fp32.write_bytes(DEMO_MODEL.read_bytes())
     out = int8_path_for(fp32)
     calls = []
-    report = tune(
-        fp32, scenes(9, seed=1), IMGSZ, out, recipes=["u8s8-pc-rr"], threads=1,
-        on_progress=lambda stage, progress, message: calls.append((stage, progress, message)),
+    report = time_engines(
+        fp32, scenes(9, seed=1), TimingRequest(IMGSZ, recipes=["u8s8-pc-rr"], threads=1),
+        TimingHooks(on_progress=lambda stage, progress, message: calls.append((stage, progress, message))),
     )
     return fp32, out, report, calls
 

@@ -22,7 +22,7 @@ from server.events.store import EventQuery, EventRecord, EventStore
 from server.jobs import JobBoard
 from server.models import convert
 from server.models.tuning import tune as tuning
-from server.models.tuning.job import TuningJob
+from server.models.tuning.job import EngineTiming, TimingRequest
 from server.storage import DiskSpace, InsufficientStorage
 from server.vision.sources import sample_frames
 from server.web.wsgi import upload_footprint
@@ -241,11 +241,11 @@ def test_int8_build_without_room_does_not_start_and_says_why(model_disk, demo_on
     fp32.write_bytes(demo_onnx.read_bytes())
     fill(disk, leave_bytes=fp32.stat().st_size * 2)  # far less than a tuning's work folder
     jobs = JobBoard()
-    int8 = TuningJob(jobs, ["u8s8-pc"], space=DiskSpace(disk, RESERVE_MB * MB))
+    int8 = EngineTiming(jobs, ["u8s8-pc"], space=DiskSpace(disk, RESERVE_MB * MB))
     video = write_video(tmp_path / "calib.mp4", width=320, height=240, frames=10)
-    int8.build(fp32, lambda count: sample_frames(video, count), 320, 0.9, 1)
+    int8.start(fp32, lambda count: sample_frames(video, count), TimingRequest(320, 0.9, 1))
     assert not int8.building() and jobs.current() is None
-    assert int8.error.startswith("int8 tuning did not start: not enough free space")
+    assert int8.error.startswith("the engine timing did not start: not enough free space")
     assert every_file(disk) == ["filler.bin", "model.onnx"]
 
 
@@ -264,12 +264,12 @@ def test_int8_build_that_fills_the_disk_fails_cleanly(model_disk, demo_onnx, tmp
                 fill(disk, leave_bytes=256 * 1024)
 
     jobs = FillingJobs()
-    int8 = TuningJob(jobs, ["u8s8-pc"], space=DiskSpace(disk, 0))
+    int8 = EngineTiming(jobs, ["u8s8-pc"], space=DiskSpace(disk, 0))
     video = write_video(tmp_path / "calib.mp4", width=320, height=240, frames=100)
-    int8.build(fp32, lambda count: sample_frames(video, count), 320, 0.9, 1)
+    int8.start(fp32, lambda count: sample_frames(video, count), TimingRequest(320, 0.9, 1))
     assert wait_for(lambda: not int8.building(), timeout=600)
     assert filled.is_set()
-    assert int8.error and int8.error.startswith("int8 tuning failed: not enough free space"), int8.error
+    assert int8.error and int8.error.startswith("the engine timing failed: not enough free space"), int8.error
     assert int8.ready(fp32) is None and jobs.current() is None
     assert every_file(disk) == ["filler.bin", "model.onnx"]  # no candidate, report or work folder
     assert tuning.cached_tuning(fp32) is None

@@ -1,7 +1,8 @@
 """The `auto` engine: which engine x precision x threads to time on this device, and which of them to run.
 
-The timing itself is the int8 tuning's (server.models.tuning.tune): the same held-back frames, the same interleaved
-rounds and the same agreement with ONNX Runtime fp32, so that an NCNN row and an int8 recipe are judged alike.
+The timing itself is the device's engine timing (server.models.tuning.tune): the same held-back frames, the same
+interleaved rounds and the same agreement with ONNX Runtime fp32, so that an NCNN row and an int8 recipe are judged
+alike.
 This module only says what to time (candidate_keys) and picks among what was measured (pick), both pure.
 
 The pick is the fastest row whose agreement reaches min_agreement, where "faster" means by more than the noise of
@@ -33,7 +34,7 @@ def candidate_keys(offered: dict[str, list[str]], threads: int, cores: int) -> l
     """Every engine x precision x thread count to time besides the reference and ONNX Runtime int8.
 
     ONNX Runtime int8 is timed as the int8 recipes (at the reference's threads); offered is
-    ModelRuntime.offered()'s first half (an engine the model cannot run is not in it).
+    Backends.offered()'s first half (an engine the model cannot run is not in it).
     """
     reference = reference_key(threads, cores)
     keys = []

@@ -1,8 +1,8 @@
-"""The model the stream runs and the settings it runs with: the engine policy in one place.
+"""The model the stream runs and the settings it runs with; what runs is the policy's (server.models.policy).
 
-Which engine and precision run for the settings (ModelRuntime.key_for: auto's verdict, NCNN, ONNX Runtime, int8 once
-tuned), when the on-device tuning is wanted and how many threads it times with. The service only routes: it asks
-this object and swaps it under its lock.
+CurrentModel holds the adopted model, its validated settings and its ModelRuntime, asks the policy what runs and
+whether the engine timing is wanted, and starts that timing. The service only routes: it asks this object and
+swaps it under its lock.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from server.models.choice import reference_key
+from server.models.backends import PRECISIONS_BY_ENGINE
 from server.models.info import ModelInfo
 from server.models.ncnn import NcnnBuild
+from server.models.policy import wants_timing, with_engine
 from server.models.runtime import ModelRuntime
-from server.models.tuning.job import TuningJob, auto_engines
+from server.models.tuning.job import EngineTiming, TimingRequest
 from server.vision.engines import AUTO, ONNXRUNTIME
 from server.vision.settings import IMGSZ_CHOICES, Settings, apply_changes, options_for
 
@@ -27,19 +28,14 @@ logger = logging.getLogger(__name__)
 Frames = Callable[[int], list[np.ndarray]]  # a source's calibration_frames(count)
 
 
-def wants_tuning(settings: Settings) -> bool:
-    """Whether the settings need the on-device timing: engine auto, or ONNX Runtime int8 (its recipes)."""
-    return settings.engine == AUTO or (settings.engine == ONNXRUNTIME and settings.precision == "int8")
-
-
 class CurrentModel:
-    """The adopted model's engines (fp32, int8 once tuned, NCNN) and the validated settings; swapped, never edited."""
+    """The adopted model's engines (fp32, int8 once made, NCNN) and the validated settings; swapped, never edited."""
 
-    def __init__(self, tuning: TuningJob, engine: str = Settings.engine, cores: int | None = None):
-        self.tuning = tuning
+    def __init__(self, timing: EngineTiming, engine: str = Settings.engine, cores: int | None = None):
+        self.timing = timing
         self.engine_at_start = engine
         self.cores = cores or os.cpu_count() or 1
-        self.settings = apply_changes(Settings(), {"engine": engine})  # SettingsError names a bad --engine
+        self.settings = apply_changes(Settings(), {"engine": engine}, offered=PRECISIONS_BY_ENGINE)  # a bad --engine
         self.runtime: ModelRuntime | None = None
         self.onnx_path: Path | None = None
         self.info: ModelInfo | None = None
@@ -53,9 +49,10 @@ class CurrentModel:
             return (self.info.imgsz,)
         return IMGSZ_CHOICES
 
-    def offered(self) -> tuple[dict | None, dict | None]:
-        """The engines (and their precisions) the model offers, and why an engine is left out; None without a model."""
-        return self.runtime.offered() if self.runtime is not None else (None, None)
+    def offered(self) -> tuple[dict, dict]:
+        """The engines (and their precisions) the model offers, and why an engine is left out; every engine's
+        precisions without a model."""
+        return self.runtime.backends.offered() if self.runtime is not None else (PRECISIONS_BY_ENGINE, {})
 
     def options(self) -> dict:
         return options_for(self.imgsz_choices(), self.offered()[0])
@@ -63,34 +60,34 @@ class CurrentModel:
     def described(self, model: dict | None) -> dict | None:
         """Add the engines the model offers to its description, and why NCNN is not among them if it is not."""
         if model is not None and self.runtime is not None:
-            offered, why_not = self.runtime.offered()
+            offered, why_not = self.offered()
             model.update(engines=offered, ncnn_unavailable=why_not.get("ncnn"))
         return model
 
     def active(self) -> dict:
-        """What runs for the settings now: engine and precision (int8 only once tuned)."""
+        """What runs for the settings now: engine and precision (int8 only once made)."""
         if self.runtime is None:
             return {"engine": ONNXRUNTIME, "active": "fp32", "threads": self.settings.threads}
-        key = self.runtime.key_for(self.settings)
+        key = self.runtime.policy.key_for(self.settings)
         return {"engine": key.engine, "active": key.precision, "threads": key.threads}
 
-    def tuning_status(self) -> dict:
-        """The on-device tuning (running, its table) and what runs now, as status' `precision` shows them."""
-        return {**self.tuning.status(self.onnx_path), **self.active()}
+    def timing_status(self) -> dict:
+        """The engine timing (running, its table) and what runs now, as status' `precision` shows them."""
+        return {**self.timing.status(self.onnx_path), **self.active()}
 
     def adopt(self, onnx_path: Path, info: ModelInfo, ncnn: NcnnBuild | None = None) -> None:
         """Run this model from now on, at the size it was trained or exported for when that is offered.
 
         ncnn is its NCNN build when acceptance just wrote it; a re-adopted model's is checked when first asked for.
         """
-        self.tuning.forget()
+        self.timing.forget()
         self.onnx_path, self.info = Path(onnx_path), info
-        self.runtime = ModelRuntime(self.onnx_path, lambda: self.tuning.ready(self.onnx_path), ncnn=ncnn,
-                                    verdict=lambda: self.tuning.verdict(self.onnx_path), turns=self.tuning.turns)
+        self.runtime = ModelRuntime(self.onnx_path, lambda: self.timing.ready(self.onnx_path), ncnn=ncnn,
+                                    verdict=lambda: self.timing.verdict(self.onnx_path), turns=self.timing.turns)
         choices = self.imgsz_choices()
         imgsz = info.imgsz if info.imgsz in choices else choices[-1]
         changes = {"imgsz": imgsz, "classes": None}
-        offered, why_not = self.runtime.offered()
+        offered, why_not = self.offered()
         if self.settings.engine != AUTO and self.settings.precision not in offered.get(self.settings.engine, ()):
             # the new model lacks the engine or precision in force
             changes.update(engine=self.engine_at_start, precision=Settings.precision)
@@ -113,28 +110,30 @@ class CurrentModel:
         class_count = len(self.info.classes) if self.info else 0
         old = self.settings
         offered, why_not = self.offered()
+        changes = with_engine(old, changes, offered) if isinstance(changes, dict) else changes
         self.settings = apply_changes(old, changes, self.imgsz_choices(), class_count, offered, why_not)
         if self.settings.imgsz != old.imgsz:
             self._warn_if_off_size()
         if self.onnx_path is not None and self.settings.min_agreement != old.min_agreement:
-            self.tuning.rejudge(self.onnx_path, self.settings.min_agreement)
+            self.timing.rejudge(self.onnx_path, self.settings.min_agreement)
         return old
 
     def forget(self) -> None:
         """No model any more; engine and precision go back to their defaults."""
-        self.tuning.forget()
+        self.timing.forget()
         self.runtime = self.onnx_path = self.info = None
-        self.settings = apply_changes(self.settings, {"engine": self.engine_at_start, "precision": Settings.precision})
+        self.settings = apply_changes(self.settings, {"engine": self.engine_at_start, "precision": Settings.precision},
+                                      offered=PRECISIONS_BY_ENGINE)
 
-    def wants_tuning(self) -> bool:
-        return self.runtime is not None and wants_tuning(self.settings)
+    def wants_timing(self) -> bool:
+        return self.runtime is not None and wants_timing(self.settings)
 
-    def tune(self, frames: Frames) -> None:
-        """Start the on-device timing on a source's frames if the settings want it (it runs once per model and
-        device: a cached verdict starts nothing). The reference row runs at the threads the settings ask for."""
-        if not self.wants_tuning():
+    def time_engines(self, frames: Frames) -> None:
+        """Start the device's engine timing on a source's frames if the settings want it (it runs once per model
+        and device: a cached verdict starts nothing). The reference row runs at the threads the settings ask for."""
+        if not self.wants_timing():
             return
         settings = self.settings
-        threads = reference_key(settings.threads, self.cores).threads
-        self.tuning.build(self.onnx_path, frames, settings.imgsz, settings.min_agreement, threads,
-                          auto_engines(self.runtime, threads, self.cores))
+        threads = self.runtime.policy.timing_threads(settings, self.cores)
+        request = TimingRequest(settings.imgsz, settings.min_agreement, threads)
+        self.timing.start(self.onnx_path, frames, request, self.runtime.backends, self.cores)

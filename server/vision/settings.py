@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 
 from server.vision.detector import default_threads
-from server.vision.engines import AUTO, ENGINE_PRECISIONS, ENGINES
+from server.vision.engines import AUTO, ENGINES
 from server.vision.motion import AUTO as DETECT_AUTO
 
 IMGSZ_CHOICES = (320, 416, 512, 640)
@@ -54,12 +54,18 @@ class Settings:
         return data
 
 
+def every_precision() -> dict[str, tuple[str, ...]]:
+    """Every engine with every precision: what is checked when the caller names no offer."""
+    return {engine: PRECISIONS for engine in ENGINES}
+
+
 def options_for(imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES, offered: dict | None = None) -> dict:
     """Describe the allowed values, for the page to build its controls (engines: the precisions each offers).
 
     A range is [low, high], both allowed, except for the keys in "above_low", which must be greater than low.
+    offered is what the engines offer (server.models.backends: the registry's to say).
     """
-    offered = ENGINE_PRECISIONS if offered is None else offered
+    offered = every_precision() if offered is None else offered
     return {
         **{name: list(FRACTION_RANGE) for name in FRACTIONS},
         "above_low": list(FRACTIONS),
@@ -149,8 +155,9 @@ def apply_changes(
 ) -> Settings:
     """Return current with changes applied, or raise SettingsError naming the bad key or value.
 
-    offered maps each engine the model can run on to its precisions (ENGINE_PRECISIONS when not given); why_not
-    says, per engine left out, why (shown in the error).
+    offered maps each engine the model can run on to its precisions (server.models.backends says which; every
+    precision when not given); why_not says, per engine left out, why (shown in the error). Which engine runs is
+    not decided here (server.models.policy).
     """
     if not isinstance(changes, dict):
         raise SettingsError("settings must be a JSON object")
@@ -173,10 +180,6 @@ def apply_changes(
     unknown = sorted(set(changes) - set(validators))
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
-    offered = ENGINE_PRECISIONS if offered is None else offered
+    offered = every_precision() if offered is None else offered
     changed = replace(current, **{key: validators[key](value) for key, value in changes.items()})
-    if changed.engine == AUTO and "precision" in changes and "engine" not in changes:
-        # Choosing a precision is choosing an engine: the first that offers it (ONNX Runtime first), as before auto.
-        engine = next((name for name, precisions in offered.items() if changed.precision in precisions), None)
-        changed = replace(changed, engine=engine or ENGINES[0])
     return _offered(changed, offered, why_not or {})

@@ -15,7 +15,7 @@ from server.jobs import JobBoard
 from server.layout import StorageLayout
 from server.models.current import CurrentModel
 from server.models.trial_run import TrialBudget
-from server.models.tuning.job import TuningJob
+from server.models.tuning.job import EngineTiming
 from server.storage import is_disk_full
 from server.vision.export_job import Exports
 from server.web import auth, guards
@@ -78,7 +78,7 @@ def build_collaborators(config: Config, layout: StorageLayout) -> Collaborators:
     store = UploadStore(layout, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
                         reserve_bytes=config.disk_reserve_bytes)
     jobs = JobBoard()
-    tuning = TuningJob(jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
+    tuning = EngineTiming(jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
     # Snapshot URLs in webhook and MQTT messages: --public-url, else this server's first LAN address.
     base_url = public_base_url(config.public_url, lan_urls(config.host, config.port))
     outputs = build_outputs(config, event_links(base_url))

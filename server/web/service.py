@@ -17,7 +17,7 @@ from server.events.store import EventQuery
 from server.jobs import JobBoard
 from server.models.acceptance import AcceptedModel, accept_model
 from server.models.current import CurrentModel
-from server.models.tuning.job import TuningJob
+from server.models.tuning.job import EngineTiming
 from server.outputs import Outputs
 from server.outputs.adapter import CountsTap
 from server.vision.export_job import ExportRunning, Exports
@@ -43,7 +43,7 @@ class Collaborators:
 
     store: UploadStore
     jobs: JobBoard
-    tuning: TuningJob
+    tuning: EngineTiming
     model: CurrentModel
     sources: SourceSelection
     stream: StreamControl
@@ -110,7 +110,7 @@ class DetectionService:
             "ran": self.stream.ran(),  # what the running (or last) stream's frames ran on, from which frame
             "job": self.jobs.current(),
             "error": self.stream.last_error or self.tuning.error,
-            "precision": self.model.tuning_status(),
+            "precision": self.model.timing_status(),
             "restored": self.store.restored,
             "source": self.sources.status(),
             "storage": self.store.space.status(),
@@ -190,13 +190,13 @@ class DetectionService:
         after sampling a while): one job, whose verdict engine auto runs and whose int8 model precision int8 runs."""
         source = self.sources.for_stream(self.store.video)
         if source is not None and source.calibration_ready and not self._pending:
-            self.model.tune(source.calibration_frames)
+            self.model.time_engines(source.calibration_frames)
 
     def _calibration_ready(self) -> None:
         """A live stream sampled enough frames: tune now if it was asked for before they came.
 
         Called on the live reader's thread, which a stopping stream waits for: so no service lock here; the
-        tuning itself runs on TuningJob's own thread, which stop, reset and uploads cancel and join.
+        tuning itself runs on EngineTiming's own thread, which stop, reset and uploads cancel and join.
         """
         if self.streaming:
             self._tune_if_wanted()
@@ -204,9 +204,9 @@ class DetectionService:
     def _cancel_tuning(self, why: str) -> None:
         """Cancel the tuning and wait for it: it reads the files about to change."""
         if self.tuning.building():
-            logger.info("cancelling the on-device tuning: %s", why)
+            logger.info("cancelling the engine timing: %s", why)
         if not self.tuning.cancel():
-            raise Busy("the on-device tuning is still stopping; try again in a moment")
+            raise Busy("the engine timing is still stopping; try again in a moment")
 
     # -- export ------------------------------------------------------------------------------
     def start_export(self) -> dict:
@@ -320,7 +320,7 @@ class DetectionService:
         # Not the full wait of a reset: nothing replaces the files, and a tuning's work folder left by an exit
         # during a quantize call is removed at the next start.
         if not self.tuning.cancel(timeout=STOP_TUNING_WAIT_S):
-            logger.info("the on-device tuning is still finishing a step; its work folder is removed at the next start")
+            logger.info("the engine timing is still finishing a step; its work folder is removed at the next start")
 
     def trace(self, frames: int, onnx_profile: bool = False) -> dict:
         """Record the next frames' stage spans as a Chrome trace; raise Busy when not streaming."""

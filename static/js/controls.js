@@ -50,7 +50,7 @@ export function renderStatusPill() {
   let text = "Stopped";
   if (page.offline) { state = "offline"; text = "Server unreachable"; }
   else if (!status) { state = "connecting"; text = "Connecting…"; }
-  else if (status.job) { state = "busy"; text = ({ quantize: "Timing engines…", export: "Exporting…" })[status.job.kind] || "Converting…"; }
+  else if (status.job) { state = "busy"; text = ({ "engine-timing": "Timing engines…", export: "Exporting…" })[status.job.kind] || "Converting…"; }
   else if (status.streaming) { state = "streaming"; text = "Streaming"; }
   else if (hasSource(status) && status.model) { text = "Ready"; }
   pill.dataset.state = state;

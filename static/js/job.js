@@ -1,10 +1,11 @@
-// Progress of the server's long work: a conversion (under the model zone when this tab uploaded it) or int8 tuning.
+// Progress of the server's long work: a conversion (under the model zone when this tab uploaded it), the engine
+// timing or an export.
 
 import { $ } from "./dom.js";
 import { page } from "./page.js";
 import { setProgress } from "./uploads.js";
 
-const TITLES = { quantize: "Timing the engines on this device (and tuning INT8)", convert: "Converting a model to ONNX", export: "Exporting the video" };
+const TITLES = { "engine-timing": "Timing the engines on this device (INT8 made on the way)", convert: "Converting a model to ONNX", export: "Exporting the video" };
 
 // "about 40 s left" from the server's estimate (eta_s is null until enough of the job is done to tell).
 function timeLeft(job) {
@@ -26,7 +27,7 @@ export function renderJob(job) {
   const box = $("job");
   const converting = job && job.kind === "convert";
   if (converting && page.uploading.model === "processing") renderOwnConversion(job);
-  // This page's own conversion shows under the model zone; anything else (int8, another device's upload) here.
+  // This page's own conversion shows under the model zone; anything else (the engine timing, another device's upload) here.
   if (!job || (converting && page.uploading.model)) { box.hidden = true; return; }
   const fraction = Number(job.progress);
   box.hidden = false;

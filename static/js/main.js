@@ -33,7 +33,7 @@ function renderAll(settingsFresh = true) {
   renderStats(status);
   renderSource(status);
   renderSettings(status, settingsFresh);
-  // A poll that crossed a settings change pairs the new setting with old tuning state: wait for a fresh one.
+  // A poll that crossed a settings change pairs the new setting with an old engine timing state: wait for a fresh one.
   if (settingsFresh) renderPrecision(status);
   renderJob(status.job);
   renderLan(status.lan_urls);

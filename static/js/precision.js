@@ -1,4 +1,4 @@
-// Under the engine setting: what actually runs (auto's pick, or fp32 while the engines are timed or int8 tuned)
+// Under the engine setting: what actually runs (auto's pick, or fp32 until the device's engine timing is done)
 // and the table of what this device measured: every engine x precision x threads, with a button to force one.
 
 import { postJSON } from "./api.js";
@@ -7,23 +7,23 @@ import { page, renderAll } from "./page.js";
 
 const table = {
   signature: "",
-  open: true,  // the tuning table starts open; a person who folds it away keeps it folded
+  open: true,  // the timing table starts open; a person who folds it away keeps it folded
 };
 
 function formatSpeedup(speedup) {
   return Number.isFinite(speedup) ? `${speedup.toFixed(1)}×` : "–";
 }
 
-function int8Failure(status) {
-  return status.error && /int8/i.test(status.error) ? status.error : "";
+function timingFailure(status) {
+  return status.error && /engine timing/i.test(status.error) ? status.error : "";
 }
 
 function waitingReason(status) {
   const precision = status.precision || {};
-  if (precision.building) return "INT8 is being tuned on this device…";
-  if (int8Failure(status)) return int8Failure(status);
-  if (status.video && status.model) return "INT8 will be tuned when the stream starts";
-  return "INT8 will be tuned once a video and a model are uploaded";
+  if (precision.building) return "the engines are being timed on this device…";
+  if (timingFailure(status)) return timingFailure(status);
+  if (status.video && status.model) return "the engines will be timed when the stream starts";
+  return "the engines will be timed once a video and a model are uploaded";
 }
 
 const ENGINE_NAMES = { onnxruntime: "ONNX Runtime", ncnn: "NCNN" };
@@ -32,16 +32,15 @@ const engineName = (engine) => ENGINE_NAMES[engine] || engine;
 // One sentence on what actually runs.
 function precisionSentence(status) {
   const precision = status.precision || {};
-  const report = precision.int8;
+  const report = precision.timing;
   const running = `${engineName(precision.engine)} ${String(precision.active || "fp32").toUpperCase()}`
     + (precision.threads ? `, ${precision.threads} threads` : "");
   if (status.settings.engine === "auto") {
     if (report && report.auto && report.auto.engine) {
-      return { kind: "int8", text: `Auto: running ${running} — ${report.auto.why}` };
+      return { kind: "measured", text: `Auto: running ${running} — ${report.auto.why}` };
     }
-    return { kind: precision.building ? "tuning" : "waiting",
-      text: `Auto: running ${running} — ${waitingReason(status).replace("INT8 is being tuned", "the engines are being timed")
-        .replace("INT8 will be tuned", "the engines will be timed")}` };
+    return { kind: precision.building ? "timing" : "waiting",
+      text: `Auto: running ${running} — ${waitingReason(status)}` };
   }
   const chosen = report && (report.rows || []).find((row) => row.chosen);
   const speed = chosen && Number.isFinite(chosen.speedup)
@@ -51,12 +50,12 @@ function precisionSentence(status) {
     const facts = [`recipe ${report.chosen}`, speed, agreement].filter(Boolean).join(", ");
     const warning = report.qualified ? ""
       : ` — below the ${Number(report.min_agreement).toFixed(2)} agreement bar, so boxes may differ from FP32`;
-    return { kind: "int8", text: `Running ONNX Runtime INT8 (${facts})${warning}` };
+    return { kind: "measured", text: `Running ONNX Runtime INT8 (${facts})${warning}` };
   }
   if (status.settings.precision !== "int8" || status.settings.engine !== "onnxruntime") {
     return { kind: "fp32", text: `Running ${running}` };
   }
-  return { kind: precision.building ? "tuning" : "waiting", text: `Running ${running} — ${waitingReason(status)}` };
+  return { kind: precision.building ? "timing" : "waiting", text: `Running ${running} — ${waitingReason(status)}` };
 }
 
 // Forcing a row: the engine, precision and threads it ran with become the settings.
@@ -82,7 +81,7 @@ function isRunning(row, status) {
 }
 
 // One row per engine x precision x threads timed; ✓ marks auto's pick, the button forces the row.
-function tuningRow(row, report, status) {
+function timingRow(row, report, status) {
   const failed = Boolean(row.error);
   const below = !failed && Number.isFinite(row.agreement) && row.agreement < report.min_agreement;
   const recipe = row.engine === "onnxruntime" && row.precision === "int8" ? ` ${row.recipe}` : "";
@@ -107,24 +106,24 @@ function tuningRow(row, report, status) {
     el("td", {}, button));
 }
 
-function tuningTable(report, status) {
-  return el("table", { id: "int8-table", class: "tuning-table", "data-testid": "int8-table" },
+function timingTable(report, status) {
+  return el("table", { id: "timing-table", class: "timing-table", "data-testid": "timing-table" },
     el("thead", {}, el("tr", {},
       ...["Engine", "Threads", "ms", "Speed-up", "Agree\u00ADment", "Why", ""]
         .map((name) => el("th", { scope: "col", text: name })))),
-    el("tbody", {}, ...(report.rows || []).map((row) => tuningRow(row, report, status))));
+    el("tbody", {}, ...(report.rows || []).map((row) => timingRow(row, report, status))));
 }
 
-function tuningDetails(report, status) {
+function timingDetails(report, status) {
   const failures = (report.rows || []).filter((row) => row.error);
-  const details = el("details", { class: "tuning", "data-testid": "int8-tuning", open: table.open },
+  const details = el("details", { class: "timing", "data-testid": "engine-timing", open: table.open },
     el("summary", { text: "What this device measured" }),
     el("div", { class: "table-scroll", role: "region", "aria-label": "Engine timing results", tabindex: "0" },
-      tuningTable(report, status)),
-    failures.length ? el("ul", { class: "tuning-errors", "data-testid": "int8-errors" },
+      timingTable(report, status)),
+    failures.length ? el("ul", { class: "timing-errors", "data-testid": "timing-errors" },
       ...failures.map((row) => el("li", {}, el("b", { text: row.recipe }), ` could not be used: ${row.error}`))) : null,
-    el("p", { id: "int8-note", class: "tuning-note", "data-testid": "int8-note", text: report.note }),
-    el("p", { class: "tuning-facts",
+    el("p", { id: "timing-note", class: "timing-note", "data-testid": "timing-note", text: report.note }),
+    el("p", { class: "timing-facts",
       text: `✓ marks what Auto runs. Agreement is how closely a row's boxes match ONNX Runtime FP32's; `
         + `${Number(report.min_agreement).toFixed(2)} is needed to qualify (lower ones in orange). `
         + `Timed at ${report.imgsz} px in ${formatNumber(report.seconds, 0)} s; Use forces a row.` }));
@@ -137,7 +136,7 @@ export function buildPrecisionInfo() {
   table.signature = "-";  // a new box has no table yet
   return el("div", { id: "precision-info", class: "precision-info", "data-testid": "precision-info", hidden: true },
     el("p", { id: "precision-active", class: "precision-active", "data-testid": "precision-active", role: "status" }),
-    el("div", { id: "int8-tuning-slot" }));
+    el("div", { id: "engine-timing-slot" }));
 }
 
 export function renderPrecision(status) {
@@ -149,9 +148,9 @@ export function renderPrecision(status) {
   line.dataset.state = sentence.kind;
   if (line.textContent !== sentence.text) line.textContent = sentence.text;
   // Rebuilt only when the report changes, so a table scrolled sideways stays put.
-  const report = (status.precision && status.precision.int8) || null;
+  const report = (status.precision && status.precision.timing) || null;
   const signature = JSON.stringify([report, status.precision, status.settings.engine]);
   if (signature === table.signature) return;
   table.signature = signature;
-  $("int8-tuning-slot").replaceChildren(...(report ? [tuningDetails(report, status)] : []));
+  $("engine-timing-slot").replaceChildren(...(report ? [timingDetails(report, status)] : []));
 }

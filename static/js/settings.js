@@ -27,7 +27,7 @@ const SPECS = {
     help: "Auto times every engine on this device once per model and runs the fastest that agrees." },
   precision: { type: "select", label: "Precision", choices: (o) => o.precision,
     format: (v) => (v === "int8" ? "INT8 (quantized, faster)" : v === "fp32" ? "FP32 (exact)" : String(v).toUpperCase()),
-    help: "With a chosen engine: INT8 needs a one-off tuning step; FP16 is NCNN's." },
+    help: "With a chosen engine: INT8 is made during the device's one-off engine timing; FP16 is NCNN's." },
   detect_every: { type: "select", label: "Detect every", choices: detectEveryChoices,
     format: (v) => (v === "auto" ? "Auto (when things move)" : Number(v) === 1 ? "every frame" : `every ${v} frames`),
     help: "The network runs on these frames (keyframes); Auto runs it when something moves, not while the scene is still." },

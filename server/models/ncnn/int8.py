@@ -60,7 +60,7 @@ KL_EPSILON = 1e-4
 # Convolutions that may stay float: the head's map convs, the one reading the image, the 3x3 stride-1 ones (which
 # fp16 runs as Winograd, while ncnn's int8 on a CPU with dot product does not).
 KEEP_HEAD, KEEP_FIRST, KEEP_WINOGRAD = "head", "first", "3x3s1"
-Progress = Callable[[str, float, str], None]  # (stage, 0..1, message), as the ONNX Runtime int8 tuning reports
+Progress = Callable[[str, float, str], None]  # (stage, 0..1, message), as the engine timing reports
 
 
 AT_HWCAP, HWCAP_ASIMDDP = 16, 1 << 20  # aarch64 Linux: the auxiliary vector's dot-product bit (qemu sets it too)

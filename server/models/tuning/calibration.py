@@ -36,7 +36,7 @@ CACHE_SUPPORTED = "calibration_cache_path" in inspect.signature(quantize_static)
 def split_frames(frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Split frames alternately into calibration and held-back sets, so both span the whole video."""
     if len(frames) < 2:
-        raise ValueError("int8 tuning needs at least two frames")
+        raise ValueError("the engine timing needs at least two frames")
     return spread(list(frames[0::2]), MAX_CALIBRATION_FRAMES), spread(list(frames[1::2]), MAX_HELD_BACK_FRAMES)
 
 

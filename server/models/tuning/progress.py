@@ -1,4 +1,4 @@
-"""A tuning run's progress and time left, from the work it has measured so far.
+"""An engine timing's progress and time left, from the work it has measured so far.
 
 The steps of a run are far from equal: quantizing a recipe takes seconds, the shared timing rounds take as long as
 every candidate's inference times the frames and rounds. So the time left is not elapsed x steps left / steps
@@ -23,8 +23,8 @@ TIMING = "timing"  # the kind of the step whose cost comes from measured inferen
 MIN_PROGRESS_FOR_LEFT = 0.05  # below this the estimate rests on too little
 
 
-class TuningCancelled(Exception):
-    """Tuning was asked to stop (stream stopped, reset, a new upload); nothing was kept."""
+class TimingCancelled(Exception):
+    """The engine timing was asked to stop (stream stopped, reset, a new upload); nothing was kept."""
 
 
 class Steps:
@@ -47,9 +47,9 @@ class Steps:
         return len(self.plan)
 
     def check(self) -> None:
-        """Raise TuningCancelled once cancellation was asked for."""
+        """Raise TimingCancelled once cancellation was asked for."""
         if self.cancel is not None and self.cancel.is_set():
-            raise TuningCancelled("the on-device tuning was cancelled")
+            raise TimingCancelled("the engine timing was cancelled")
 
     def add_before(self, kind: str, kinds: list[str]) -> None:
         """Plan more steps before the first step of kind (the other engines, once listed)."""

@@ -1,32 +1,27 @@
-"""Tune int8 post-training quantization of a YOLOv8 ONNX model on this CPU and the user's own frames.
+"""One engine timing of a YOLOv8 ONNX model on this CPU and the user's own frames: every engine, judged alike.
 
-Which int8 recipe is fastest depends on the CPU (u8 activations on x86, s8/s8 on ARM with
-dot-product instructions), and how much a recipe changes the detections depends on the model and
-the scenes. So a few recipes are built (recipes), calibrated on the user's frames (calibration), timed
-against fp32 and checked for agreement with fp32 on held-back frames (judging); the fastest that
-agrees well enough is kept, with a report, next to the fp32 model.
+Which engine x precision x threads is fastest depends on the CPU, and how much a precision changes the detections
+depends on the model and the scenes. So ONNX Runtime's int8 recipes are built (recipes), calibrated on the user's
+frames (calibration) and, with every other engine the model offers (made by its backend first: NCNN int8), timed
+against ONNX Runtime fp32 in the same interleaved rounds and checked for agreement with it on held-back frames
+(judging). The int8 recipe kept and the row `auto` runs are written, with a report, next to the fp32 model.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
-import json
 import logging
-import os
-import platform
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from server.files import copy_file, write_text
+from server.files import copy_file
 from server.layout import TIMING_WORK_PREFIX
 from server.models.tuning.calibration import (
     CACHE_SUPPORTED,
@@ -47,7 +42,7 @@ from server.models.tuning.judging import (
     time_models,
     timing_rows,
 )
-from server.models.tuning.progress import TIMING, Progress, Steps, TuningCancelled
+from server.models.tuning.progress import TIMING, Progress, Steps, TimingCancelled
 from server.models.tuning.quiet import quiet_quantizer
 from server.models.tuning.recipes import (
     DEFAULT_RECIPES,
@@ -57,6 +52,16 @@ from server.models.tuning.recipes import (
     quantize_with,
     walk_head,
 )
+from server.models.tuning.report import (
+    TuneReport,
+    cached_tuning,
+    candidate_path_for,
+    fingerprint,
+    int8_path_for,
+    machine_info,
+    report_path_for,
+    write_report,
+)
 from server.models import choice
 from server.vision import processing
 from server.vision.detector import Detector
@@ -65,172 +70,78 @@ from server.vision.turns import InferenceTurns
 
 logger = logging.getLogger(__name__)
 
+# the report's names, which the tools import from here
+__all__ = ["TimingHooks", "TimingRequest", "TuneReport", "cached_tuning", "int8_path_for", "machine_info", "rejudge",
+           "report_path_for", "time_engines", "tune"]
+
 REFERENCE_ROW = "onnxruntime-fp32"  # the row every other is judged against
 Engines = dict[str, tuple[EngineKey, Callable[[], Detector]]]  # auto's other rows: name -> key, loader
-EnginesFor = Callable[[list[np.ndarray], Progress, threading.Event], Engines]  # makes and lists them (with cancel)
 
 
-@dataclass
-class TuneReport:
-    """The outcome of tuning: the recipe kept, where the model is, and everything that was tried."""
+@dataclass(frozen=True)
+class TimingRequest:
+    """What one timing measures: at which input size, against which agreement bar, the reference's threads (None:
+    the detector's default) and ONNX Runtime's int8 recipes (None: DEFAULT_RECIPES)."""
 
-    chosen: str
-    path: str
-    qualified: bool
-    min_agreement: float
-    fp32_ms: float
     imgsz: int
-    input_hw: list[int]
-    agreement_conf: float
-    reference_boxes: int
-    calibration_frames: int
-    held_back_frames: int
-    seconds: float
-    note: str
-    rows: list[TuneRow]
-    source: dict = field(default_factory=dict)
-    machine: dict = field(default_factory=dict)
-    agreement_method: str = "map50"  # or "score-map" when fp32 found too few boxes (see judging)
-    timing_rounds: int = TIMING_ROUNDS
-    auto: dict = field(default_factory=dict)  # what engine auto runs: {engine, precision, threads, row, why}
-
-    def as_dict(self) -> dict:
-        """Return the report as JSON-serialisable data."""
-        return asdict(self)
+    min_agreement: float = 0.90
+    threads: int | None = None
+    recipes: Sequence[Recipe | str] | None = None
 
 
-def load_report(path: str | Path) -> TuneReport:
-    """Read a report written by tune."""
-    data = json.loads(Path(path).read_text())
-    data["rows"] = [TuneRow(**row) for row in data["rows"]]
-    return TuneReport(**data)
+@dataclass(frozen=True)
+class TimingHooks:
+    """What a timing runs beside, all optional.
 
-
-def report_path_for(model_path: str | Path) -> Path:
-    """Return where the tuning report of a quantized model lives."""
-    return Path(model_path).with_suffix(".json")
-
-
-def int8_path_for(fp32_onnx: str | Path) -> Path:
-    """Return the name the int8 variants of an fp32 ONNX are cached under, next to it (its report: .json)."""
-    fp32_onnx = Path(fp32_onnx)
-    return fp32_onnx.with_name(f"{fp32_onnx.stem}.int8.onnx")
-
-
-def candidate_path_for(out_path: str | Path, recipe: str) -> Path:
-    """Return where one recipe's model is kept: every candidate stays, so a new min_agreement needs no retuning."""
-    out_path = Path(out_path)
-    return out_path.with_name(f"{out_path.stem}.{recipe}.onnx")
-
-
-def fingerprint(path: str | Path) -> dict:
-    """Identify a model file cheaply (name, size, modification time) to tell when a cache is stale."""
-    stat = Path(path).stat()
-    return {"name": Path(path).name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def cached_tuning(fp32_onnx: str | Path, out_path: str | Path | None = None,
-                  min_agreement: float | None = None) -> TuneReport | None:
-    """Return the report of an int8 model already tuned from this very fp32 file on this CPU, or None.
-
-    A different min_agreement (when given) also makes the cached choice stale.
+    on_progress(stage, 0..1, message); cancel stops the work at the next step or frame (TimingCancelled) and
+    nothing is written; disk_guard (server.storage.DiskSpace.guard) wraps the work, so that a disk that fills is
+    judged before the work folder is removed; engines(calibration tensors, progress) makes what the other engines
+    need from the frames (NCNN int8) and lists auto's other rows, name -> EngineKey and a loader; turns is shared
+    with the stream's detectors (server.vision.turns), so a candidate is timed alone on the CPU while the stream
+    plays (None when nothing streams beside the run: the tools).
     """
-    report_path = report_path_for(out_path or int8_path_for(fp32_onnx))
-    try:
-        report = load_report(report_path)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        logger.warning("ignoring unreadable tuning report %s: %s", report_path, error)
-        return None
-    if report.path and not Path(report.path).is_file():
-        return None
-    here = machine_info()
-    same_cpu = all(report.machine.get(key) == here[key] for key in DEVICE_KEYS)
-    same_bar = min_agreement is None or abs(report.min_agreement - min_agreement) < 1e-9
-    try:
-        same_source = report.source == fingerprint(fp32_onnx)
-    except FileNotFoundError:  # the fp32 model was deleted meanwhile (reset)
-        return None
-    return report if same_source and same_cpu and same_bar else None
+
+    on_progress: Progress | None = None
+    cancel: threading.Event | None = None
+    disk_guard: contextlib.AbstractContextManager | None = None
+    engines: Callable[[list[np.ndarray], Progress], Engines] | None = None
+    turns: InferenceTurns | None = None
 
 
-DEVICE_KEYS = ("machine", "cpu_count", "cpu_features", "onnxruntime", "ncnn")  # a cached verdict is for these
+def tune(fp32_onnx: Path, frames: list[np.ndarray], imgsz: int, out_path: Path | None = None,
+         **options) -> TuneReport:
+    """The former call form (the tools'): options are TimingRequest's and TimingHooks' fields by name."""
+    if out_path is not None and Path(out_path) != int8_path_for(fp32_onnx):
+        raise ValueError(f"the timing keeps its models at {int8_path_for(fp32_onnx)}, not {out_path}")
+    hooks = {spec.name for spec in fields(TimingHooks)}
+    request = TimingRequest(imgsz, **{key: value for key, value in options.items() if key not in hooks})
+    return time_engines(fp32_onnx, frames, request,
+                        TimingHooks(**{key: value for key, value in options.items() if key in hooks}))
 
 
-def machine_info() -> dict:
-    """Describe the device (CPU, cores, engine versions), to tell whether a cached tuning still applies."""
-    flags = ""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        line = next((line for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))), "")
-        flags = f" {line.split(':', 1)[-1]} "
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-    return {
-        "machine": platform.machine(),
-        "onnxruntime": ort.__version__,
-        "ncnn": _version_of("ncnn"),
-        "cpu_count": os.cpu_count(),
-        "cpu_features": [name for name in wanted if f" {name} " in flags],
-    }
+def time_engines(fp32_onnx: Path, frames: list[np.ndarray], request: TimingRequest,
+                 hooks: TimingHooks = TimingHooks()) -> TuneReport:
+    """Time every engine on frames, keep the fastest int8 recipe that agrees with fp32 and pick auto's row.
 
-
-def _version_of(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def write_report(report: TuneReport, path: Path) -> None:
-    """Write a report as JSON, atomically."""
-    write_text(path, json.dumps(report.as_dict(), indent=2))
-
-
-def tune(
-    fp32_onnx: Path,
-    frames: list[np.ndarray],
-    imgsz: int,
-    out_path: Path,
-    min_agreement: float = 0.90,
-    on_progress: Progress | None = None,
-    recipes: Sequence[Recipe | str] | None = None,
-    threads: int | None = None,
-    cancel: threading.Event | None = None,
-    disk_guard: contextlib.AbstractContextManager | None = None,
-    engines: Callable[[list[np.ndarray], Progress], Engines] | None = None,
-    turns: InferenceTurns | None = None,
-) -> TuneReport:
-    """Build int8 models with a few recipes, keep the fastest that agrees with fp32, next to out_path.
-
-    Every candidate that could be built is kept (candidate_path_for) with a report at report_path_for(out_path);
-    report.path is the chosen one. Setting cancel stops the work at the next step or frame (TuningCancelled)
-    and nothing is written. disk_guard (server.storage.DiskSpace.guard) wraps the work, so that a disk that
-    fills is judged before the work folder is removed.
-
-    engines(calibration tensors, progress) gives the `auto` engine choice's other rows (server.models.choice),
-    row name -> its EngineKey and a function loading it, after making what needs the frames (NCNN int8): loaded,
-    judged on the same held-back frames and timed in the same rounds as the recipes; report.auto is the row auto
-    runs (ONNX Runtime fp32 unless another is faster beyond the noise).
-
-    turns: shared with the stream's detectors (server.vision.turns), so that a candidate is timed alone on the CPU
-    and the stream keeps playing; None when nothing streams beside the run (the tools).
+    Every recipe that could be built is kept beside fp32_onnx (candidate_path_for(int8_path_for(fp32_onnx), name))
+    with the report at report_path_for(int8_path_for(fp32_onnx)); report.path is the chosen recipe's model and
+    report.auto the row auto runs (ONNX Runtime fp32 unless another is faster beyond the noise).
     """
     started = time.perf_counter()
     quiet_quantizer()
-    fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
-    chosen_recipes = [RECIPES_BY_NAME[r] if isinstance(r, str) else r for r in (recipes or DEFAULT_RECIPES)]
+    fp32_onnx = Path(fp32_onnx)
+    out_path = int8_path_for(fp32_onnx)
+    threads, min_agreement, imgsz = request.threads, request.min_agreement, request.imgsz
+    chosen_recipes = [RECIPES_BY_NAME[r] if isinstance(r, str) else r for r in (request.recipes or DEFAULT_RECIPES)]
     methods = sorted({r.calibration for r in chosen_recipes})
     plan = ["prepare", "reference", *["calibrate"] * len(methods), *["quantize", "agreement"] * len(chosen_recipes),
-            *(["engines"] if engines else []), TIMING, "save"]
-    steps = Steps(plan, on_progress, cancel, turns=turns or InferenceTurns())
+            *(["engines"] if hooks.engines else []), TIMING, "save"]
+    steps = Steps(plan, hooks.on_progress, hooks.cancel, turns=hooks.turns or InferenceTurns())
     calibration_frames, held_frames = split_frames(frames)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The work folder sits next to the result, hidden, so that a crash leaves it where start-up cleaning finds it.
     with tempfile.TemporaryDirectory(prefix=TIMING_WORK_PREFIX, dir=out_path.parent) as work, \
-            disk_guard or contextlib.nullcontext():
+            hooks.disk_guard or contextlib.nullcontext():
         work_dir = Path(work)
         steps.report("preparing", "pre-processing the fp32 model")
         prepared = preprocess_model(fp32_onnx, work_dir / "prepared.onnx")
@@ -256,7 +167,7 @@ def tune(
             rows.append(row)
             if detector is not None:
                 candidates[recipe.name] = detector
-        others = _other_engines(engines, calibration_tensors, steps)
+        others = _other_engines(hooks.engines, calibration_tensors, steps)
         for name, (key, load) in others.items():
             row, detector = _try_engine(name, key, load, held, steps)
             rows.append(row)
@@ -297,7 +208,7 @@ def tune(
     write_report(report, report_path_for(out_path))
     steps.done = steps.total
     steps.report("done", report.note)
-    logger.info("int8 tuning took %.0f s: %s", report.seconds, report.note)
+    logger.info("the engine timing took %.0f s: %s", report.seconds, report.note)
     return report
 
 
@@ -316,7 +227,7 @@ def rejudge(report: TuneReport, out_path: Path, min_agreement: float) -> TuneRep
         "note": _note(best, qualified, min_agreement, held, report.reference_boxes, auto),
     })  # fmt: skip
     write_report(updated, report_path_for(out_path))
-    logger.info("int8 re-judged for min_agreement %.2f: %s", min_agreement, updated.note)
+    logger.info("the engine timing re-judged for min_agreement %.2f: %s", min_agreement, updated.note)
     return updated
 
 
@@ -389,7 +300,7 @@ def _try_recipe(recipe: Recipe, prepared: Path, path: Path, calibration: Calibra
         steps.report("measuring", f"agreement of {recipe.name} with fp32 on {len(held.tensors)} frames")
         candidate = Detector(path, threads=threads)
         score = agreement(_run_held_back(recipe.name, candidate, held, steps), held)
-    except TuningCancelled:
+    except TimingCancelled:
         raise
     except Exception as error:  # a recipe this CPU or ONNX Runtime cannot run must not end the tuning
         logger.warning("int8 recipe %s failed: %s", recipe.name, error)
@@ -422,7 +333,7 @@ def _try_engine(name: str, key: EngineKey, load: Callable[[], Detector], held: H
         detector.warm_up(tuple(held.tensors[0].shape[2:]))
         steps.finish()
         row.agreement = round(agreement(_run_held_back(name, detector, held, steps), held), 4)
-    except TuningCancelled:
+    except TimingCancelled:
         raise
     except Exception as error:  # an engine this model or CPU cannot run is a row saying so, not a failed tuning
         logger.warning("engine %s failed: %s", name, error)

@@ -17,11 +17,10 @@ import numpy as np
 ONNXRUNTIME, NCNN = "onnxruntime", "ncnn"
 ENGINES = (ONNXRUNTIME, NCNN)
 # The engine setting's default: the engine x precision x threads this device measured fastest for the model within
-# min_agreement (server.models.choice), ONNX Runtime fp32 until it has measured.
+# min_agreement (server.models.choice), ONNX Runtime fp32 until it has measured (server.models.policy).
 AUTO = "auto"
-# What each engine can run; which of these a given model offers is the runtime's to say (ModelRuntime.offered).
-# NCNN int8 is offered only once its calibrated files exist (server.models.ncnn.int8).
-ENGINE_PRECISIONS = {ONNXRUNTIME: ("fp32", "int8"), NCNN: ("fp32", "fp16", "int8")}
+# What each engine can run, and which of these a given model offers, is the engine's backend's to say
+# (server.models.backends); what runs for given settings is server.models.policy's.
 
 
 class EngineKey(NamedTuple):
