@@ -167,6 +167,37 @@ def test_imports_run_one_way():
                 f"{module} ({importer}) imports {target} ({imported})"
 
 
+
+ARCHITECTURE = REPO_ROOT / "docs" / "architecture.md"
+
+
+def package_of(module: str) -> str:
+    """The box a server module is drawn in: its package, "base" for the top-level modules, "web" for server/__init__."""
+    return "web" if module == "server" else layer_of(module)
+
+
+def package_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(importer, imported) for every pair of different boxes that some module of the first imports from the second."""
+    return {(package_of(module), package_of(target)) for module, targets in graph.items() if module.startswith("server")
+            for target in targets if package_of(module) != package_of(target)}
+
+
+def drawn_imports() -> set[tuple[str, str]]:
+    """The arrows of docs/architecture.md's picture (its mermaid block), run.py's left out."""
+    picture = re.search(r"```mermaid\n(.*?)```", ARCHITECTURE.read_text(), re.S)
+    assert picture, "docs/architecture.md has no mermaid picture of the packages"
+    arrows = set(re.findall(r"^\s*([\w.]+) --> (\w+)\s*$", picture.group(1), re.M))
+    return {arrow for arrow in arrows if arrow[0] != "run.py"}
+
+
+def test_the_architecture_picture_is_the_code():
+    """docs/architecture.md draws every package's imports: an arrow the code lacks, or one it has that the picture
+    lacks, fails here, so the one-screen map stays true."""
+    actual, drawn = package_imports(import_graph("server")), drawn_imports()
+    assert not actual - drawn, f"imports the picture lacks: {sorted(actual - drawn)}"
+    assert not drawn - actual, f"arrows the code does not have: {sorted(drawn - actual)}"
+
+
 def folder_of(module: str) -> str:
     return next(folder for folder in MAY_IMPORT if module == folder or module.startswith(folder + "."))
 
