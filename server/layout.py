@@ -62,7 +62,7 @@ class StorageLayout:
 
     def cached_onnx(self, sha256: str) -> Path:
         """The ONNX the engines run for a model file whose content hashes to sha256."""
-        return self.cache / f"{sha256}.onnx"
+        return cached_onnx_in(self.cache, sha256)
 
     def uploads(self) -> tuple[Path, ...]:
         """The folders a reset empties along with the export and the events: the uploads and what derives from them."""
@@ -71,3 +71,35 @@ class StorageLayout:
     def folders(self) -> tuple[Path, ...]:
         """Every folder a crashed run may have left temporary files in (the root first)."""
         return self.root, *self.uploads(), self.export, self.events
+
+
+# The files derived from the engines' ONNX live beside it (in cache/), named after its stem, so a reset or a new
+# model removes them with it and a device's own builds (NCNN, int8) never mix with another model's.
+
+
+def cached_onnx_in(cache: Path, sha256: str) -> Path:
+    """cache/<sha256>.onnx: the ONNX of a model file whose content hashes to sha256."""
+    return Path(cache) / f"{sha256}.onnx"
+
+
+def ncnn_files_beside(onnx: Path, variant: str = "ncnn") -> tuple[Path, Path, Path]:
+    """<stem>.<variant>.param/.bin/.json beside the ONNX: its NCNN model ("ncnn") or NCNN int8 ("ncnn-int8")."""
+    onnx = Path(onnx)
+    return tuple(onnx.with_name(f"{onnx.stem}.{variant}.{ext}") for ext in ("param", "bin", "json"))
+
+
+def int8_onnx_beside(fp32_onnx: Path) -> Path:
+    """<stem>.int8.onnx: the ONNX Runtime int8 model the engine timing keeps (its report: .int8.json)."""
+    fp32_onnx = Path(fp32_onnx)
+    return fp32_onnx.with_name(f"{fp32_onnx.stem}.int8.onnx")
+
+
+def int8_candidate_beside(int8_onnx: Path, recipe: str) -> Path:
+    """<stem>.int8.<recipe>.onnx: one int8 recipe's model, every one kept so a new bar needs no new timing."""
+    int8_onnx = Path(int8_onnx)
+    return int8_onnx.with_name(f"{int8_onnx.stem}.{recipe}.onnx")
+
+
+def timing_report_beside(int8_onnx: Path) -> Path:
+    """<stem>.int8.json: the engine timing's report (its table and auto's verdict) for this device."""
+    return Path(int8_onnx).with_suffix(".json")

@@ -21,6 +21,7 @@ import onnx
 
 from server.models.checkpoint import Checkpoint, attrs, open_checkpoint
 from server.files import sha256_of, write_bytes
+from server.layout import cached_onnx_in
 from server.models.identify import identify_checkpoint, model_object
 from server.models.info import ModelInfo, ModelRejected
 from server.models.onnx_info import load_onnx
@@ -56,7 +57,7 @@ def cached_onnx_path(weights: str | Path, cache_dir: str | Path, sha256: str | N
 
     sha256 is the weights' digest when it is known already (an upload is hashed as it arrives); else the file is read.
     """
-    return Path(cache_dir) / f"{sha256 or sha256_of(weights)}.onnx"
+    return cached_onnx_in(Path(cache_dir), sha256 or sha256_of(weights))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from server.files import write_text
+from server.layout import int8_candidate_beside, int8_onnx_beside, timing_report_beside
 from server.models.tuning.judging import TIMING_ROUNDS, TuneRow
 
 logger = logging.getLogger(__name__)
@@ -60,19 +61,17 @@ def load_report(path: str | Path) -> TuneReport:
 
 def report_path_for(model_path: str | Path) -> Path:
     """Return where the tuning report of a quantized model lives."""
-    return Path(model_path).with_suffix(".json")
+    return timing_report_beside(Path(model_path))
 
 
 def int8_path_for(fp32_onnx: str | Path) -> Path:
     """Return the name the int8 variants of an fp32 ONNX are cached under, next to it (its report: .json)."""
-    fp32_onnx = Path(fp32_onnx)
-    return fp32_onnx.with_name(f"{fp32_onnx.stem}.int8.onnx")
+    return int8_onnx_beside(Path(fp32_onnx))
 
 
 def candidate_path_for(out_path: str | Path, recipe: str) -> Path:
     """Return where one recipe's model is kept: every candidate stays, so a new min_agreement needs no retuning."""
-    out_path = Path(out_path)
-    return out_path.with_name(f"{out_path.stem}.{recipe}.onnx")
+    return int8_candidate_beside(Path(out_path), recipe)
 
 
 def fingerprint(path: str | Path) -> dict:

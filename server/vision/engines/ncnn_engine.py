@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from server.layout import ncnn_files_beside
 from server.vision.engines import NCNN
 from server.vision.engines.head import HeadDecoder
 
@@ -59,16 +60,15 @@ class NcnnFiles:
     @classmethod
     def beside(cls, onnx_path: str | Path) -> NcnnFiles:
         """Return the names the NCNN model of an ONNX is cached under, next to it: <stem>.ncnn.param/.bin/.json."""
-        onnx_path = Path(onnx_path)
-        return cls(*(onnx_path.with_name(f"{onnx_path.stem}.ncnn.{ext}") for ext in ("param", "bin", "json")))
+        return cls(*ncnn_files_beside(Path(onnx_path)))
 
     def all(self) -> tuple[Path, Path, Path]:
         return self.param, self.bin, self.head
 
     def int8(self) -> NcnnFiles:
         """Return the names of this model's int8 variant beside it: <stem>.ncnn-int8.param/.bin/.json."""
-        stem = self.param.name.removesuffix(".ncnn.param")
-        return NcnnFiles(*(self.param.with_name(f"{stem}.ncnn-int8.{ext}") for ext in ("param", "bin", "json")))
+        onnx = self.param.with_name(self.param.name.removesuffix(".ncnn.param") + ".onnx")
+        return NcnnFiles(*ncnn_files_beside(onnx, "ncnn-int8"))
 
 
 class NcnnEngine:
