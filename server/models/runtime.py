@@ -39,15 +39,17 @@ class ModelRuntime:
     def detector_for(self, settings: Settings) -> Detector:
         """Return a detector for these settings, loading (and warming up) a new one when what runs changed."""
         run = self.policy.run_for(settings)
-        with self._lock:
-            if run not in self._detectors:
+        with self._lock:  # one look-up on the every-frame path: hashing an EngineRun is most of this call's cost
+            detector = self._detectors.get(run)
+            if detector is None:
                 detector = Detector(self.backends.load(run), turn=self.turns.stream if self.turns else nothing)
                 detector.warm_up(detector.fixed_hw or (settings.imgsz, settings.imgsz))
                 self._detectors[run] = detector
                 while len(self._detectors) > self.keep:
                     self._detectors.popitem(last=False)
-            self._detectors.move_to_end(run)
-            return self._detectors[run]
+            elif len(self._detectors) > 1:
+                self._detectors.move_to_end(run)
+            return detector
 
     # What the tools call (tools/bench_aarch64, tools/engine_*.py): the policy's and the registry's answers.
     def key_for(self, settings: Settings) -> EngineKey:

@@ -18,7 +18,7 @@ from server.models.backends.base import Backend, EngineRun, Progress
 from server.models.backends.ncnn import NcnnBackend
 from server.models.backends.onnxruntime import OnnxRuntimeBackend
 from server.models.ncnn import NcnnBuild
-from server.vision.engines import EngineKey
+from server.vision.engines import Engine, EngineKey
 
 BACKEND_TYPES = (OnnxRuntimeBackend, NcnnBackend)  # the first is the default, and the timing's reference
 PRECISIONS_BY_ENGINE = {backend.name: backend.precisions for backend in BACKEND_TYPES}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -15,13 +14,13 @@ from server.vision.engines import Engine, EngineKey
 Progress = Callable[[str, float, str], None]  # (stage, 0..1, message), as the engine timing reports
 
 
-@dataclass(frozen=True)
-class EngineRun:
+class EngineRun(NamedTuple):
     """What runs: an engine at a precision and thread count, and the model file it loads as that file is now.
 
-    The file's stamp (its modification time in ns; None when unreadable) is part of the value, so an int8 model
-    made again in place (re-tuned, calibrated on new frames) is another run: nothing cached for the old file is
-    reused. Frozen and hashable: ModelRuntime caches warmed-up detectors by it.
+    The file's stamp (its modification time in ns, for a file made again in place: an int8 model re-tuned or
+    calibrated on new frames; None for a file that never changes under a runtime) is part of the value, so a
+    remade file is another run: nothing cached for the old one is reused. A NamedTuple, not a dataclass: the
+    producer asks for one every frame and ModelRuntime looks it up by hash, which a tuple does in C.
     """
 
     engine: str

@@ -36,6 +36,9 @@ class NcnnBackend:
 
     def build(self) -> NcnnBuild:
         """The NCNN model of the fp32 ONNX (or why there is none), written the first time it is asked for."""
+        build = self._build
+        if build is not None:  # asked several times a frame: no lock once written (a reference read is atomic)
+            return build
         with self._lock:
             if self._build is None:
                 self._build = ncnn_model_for(self.fp32_path)

@@ -37,8 +37,10 @@ class OnnxRuntimeBackend:
         return precision == "fp32" or (precision == "int8" and self.int8_path() is not None)
 
     def model_file(self, precision: str) -> tuple[Path, int | None]:
-        path = (self.int8_path() or self.fp32_path) if precision == "int8" else self.fp32_path
-        return path, stamp_of(path)
+        if precision != "int8":  # the fp32 file never changes under a runtime: a new upload makes a new runtime
+            return self.fp32_path, None
+        path = self.int8_path() or self.fp32_path
+        return path, stamp_of(path)  # the int8 model is made again in place when re-timed
 
     def load(self, run: EngineRun) -> Engine:
         return OnnxRuntimeEngine(run.model, run.threads)
