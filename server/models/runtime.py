@@ -15,6 +15,7 @@ from server.vision.detector import Detector
 from server.vision.engines import AUTO, ENGINE_PRECISIONS, NCNN, ONNXRUNTIME, Engine, EngineKey
 from server.vision.engines.ncnn_engine import NcnnEngine
 from server.vision.engines.onnxruntime_engine import OnnxRuntimeEngine
+from server.vision.memory import release_freed_memory
 from server.vision.settings import Settings
 from server.vision.turns import InferenceTurns, nothing
 
@@ -131,6 +132,7 @@ class ModelRuntime:
                 detector.warm_up(detector.fixed_hw or (settings.imgsz, settings.imgsz))
                 self._detectors[key] = detector
                 while len(self._detectors) > self.keep:
-                    self._detectors.popitem(last=False)
+                    self._detectors.popitem(last=False)  # the replaced detector's last reference
+                    release_freed_memory("a detector was replaced")
             self._detectors.move_to_end(key)
             return self._detectors[key]
