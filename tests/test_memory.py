@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server.jobs import JobBoard
 from server.models.runtime import ModelRuntime
+from server.models.tuning.job import TuningJob
+from server.vision.sources.file import sample_frames
 from server.vision.settings import Settings
+from tests.support.helpers import write_video
 
 pytestmark = pytest.mark.slow  # each test loads a few dozen sessions
 
@@ -69,3 +73,31 @@ def test_replaced_detectors_give_their_memory_back(runtime):
     growth = growth_mb(churn, rounds=4)
     assert growth < MAX_GROWTH_MB, f"{growth:.0f} MB more after replacing detectors {4 * len(SWAPS)} times"
 
+
+
+class TimingBoard(JobBoard):
+    """A job board that says when the tuning reaches its timing rounds: every session it compares is loaded."""
+
+    def __init__(self):
+        super().__init__()
+        self.timing = threading.Event()
+
+    def update(self, kind, stage, progress, message=""):
+        super().update(kind, stage, progress, message)
+        if stage == "timing":
+            self.timing.set()
+
+
+def test_a_cancelled_tuning_gives_its_memory_back(tmp_path, demo_onnx):
+    video = write_video(tmp_path / "calibration.mp4", frames=30)
+    held = []
+    for attempt in range(3):  # as Stop and Start cancel and start it again
+        fp32 = Path(shutil.copy(demo_onnx, tmp_path / f"model-{attempt}.onnx"))
+        board = TimingBoard()
+        tuning = TuningJob(board, ["u8s8-pc"])
+        before = anonymous_mb()
+        tuning.build(fp32, lambda count: sample_frames(video, count), 320, 0.9, 1)
+        assert board.timing.wait(120), "the tuning never reached its timing rounds"
+        assert tuning.cancel()
+        held.append(round(anonymous_mb() - before, 1))
+    assert max(held) < MAX_GROWTH_MB, f"MB still held after each tuning ended: {held}"

@@ -37,6 +37,7 @@ from server.models.ncnn.int8 import Int8Cancelled, build_ncnn_int8
 from server.models.runtime import ModelRuntime
 from server.storage import DiskSpace, InsufficientStorage, is_disk_full
 from server.vision.detector import Detector
+from server.vision.memory import release_freed_memory
 from server.vision.sources.base import CALIBRATION_FRAMES
 from server.vision.turns import InferenceTurns
 
@@ -233,4 +234,5 @@ class TuningJob:
             logger.exception("int8 tuning failed")
             self.error = f"int8 tuning failed: {exc}"
         finally:
+            release_freed_memory("the tuning ended")  # its sessions, calibration and quantized models
             self.jobs.end("quantize")
