@@ -1,11 +1,11 @@
-"""Give the memory that something big just freed back to the system: a replaced detector, a finished stream or tuning.
+"""Give the memory that something big just freed back to the system: a replaced detector, an ended tuning.
 
 glibc's malloc keeps freed memory in its arenas (one per thread that allocated, up to eight per core) for reuse:
 the session, activations and frames of a detector that was replaced stay resident after Python and ONNX Runtime
 let go of them. Every settings change loads a session, every Start makes new threads and the tuning loads a dozen
 sessions, so without a trim the resident size climbs while the memory in use stays flat (issue 28: 303 MB after
 30 s, 699 MB after 12 minutes of settings churn). malloc_trim(0) returns every arena's free pages; it takes tens of
-milliseconds, so it runs when a detector, a stream or a tuning ends, never per frame. Elsewhere than glibc (musl,
+milliseconds, so it runs when a detector or a tuning ends, never per frame. Elsewhere than glibc (musl,
 macOS) there is no malloc_trim and nothing is done.
 """
 
