@@ -12,12 +12,15 @@ printed at the end is what a long run adds. Exit status 1 when the growth exceed
 Without --churn the stream runs in realtime with the same settings throughout. With --churn it plays as a user who
 plays with the settings would (tools.soak_churn): the stream runs flat out (realtime off), the settings change every
 --change-every seconds (engine, precision, detect_every, input size), Stop and Start every --restart-every seconds,
-and the viewers come and go.
+and the viewers come and go. Its samples then depend on how far the on-device tuning had got (Stop cancels it and
+Start begins it again), so the growth is measured at each Stop once the tuning has ended: the last against the first
+after the warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -62,6 +65,10 @@ def resident_mb(pid: int) -> tuple[float, float, float]:
     return round(rss, 1), round(anon, 1), round(rss - anon, 1)
 
 
+def memory_mb(pid: int) -> dict:
+    return dict(zip(("rss_mb", "anon_mb", "file_mb"), resident_mb(pid)))
+
+
 def sample(process: psutil.Process, url: str, crowd: Crowd, churn: Churn | None, started: float) -> Sample:
     """Read the server process' memory, threads and descriptors, and the frames counted so far."""
     status = requests.get(f"{url}/api/status", timeout=10).json()
@@ -91,7 +98,8 @@ def soak(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="soak-") as work:
         server = ServerProcess(Path(work) / "uploads", log_path=args.server_log)
         crowd = Crowd(server.url, args.viewers, lifetime_s=(5, 40) if args.churn else None)
-        churn = Churn(server.url, args.change_every, args.restart_every) if args.churn else None
+        memory = functools.partial(memory_mb, server.process.pid)
+        churn = Churn(server.url, args.change_every, args.restart_every, memory) if args.churn else None
         try:
             start_stream(server.url, Path(work), realtime=not args.churn)
             process = psutil.Process(server.process.pid)
@@ -113,6 +121,10 @@ def soak(args: argparse.Namespace) -> dict:
             server.close()
     baseline = baseline or samples[0]
     end = samples[-1]
+    growth = end.rss_mb - baseline.rss_mb
+    if churn:  # like for like: the memory at the last Stop against the first Stop after the warm-up
+        stopped = [s for s in churn.stopped if s["seconds"] >= warmup] or churn.stopped
+        growth = stopped[-1]["rss_mb"] - stopped[0]["rss_mb"] if stopped else growth
     return {
         "minutes": args.minutes,
         "viewers": args.viewers,
@@ -120,7 +132,7 @@ def soak(args: argparse.Namespace) -> dict:
         "baseline": asdict(baseline),
         "end": asdict(end),
         "peak_rss_mb": max(s.rss_mb for s in samples),
-        "rss_growth_mb": round(end.rss_mb - baseline.rss_mb, 1),
+        "rss_growth_mb": round(growth, 1),
         "frames_served": end.frames_served,
         "server_frames": end.server_frames,
         "viewer_errors": crowd.errors,
@@ -152,22 +164,34 @@ def curve(samples: list[dict]) -> str:
                      for s in samples)
 
 
+def summary(result: dict) -> str:
+    """The curves and the verdict's figures, as printed at the end."""
+    base, end, churn = result["baseline"], result["end"], result["churn"]
+    lines = [curve(result["samples"])]
+    if churn:
+        lines.append("at each Stop, once the tuning it cancels has ended:")
+        lines += [f"  {s['seconds']:6.0f} s  RSS {s['rss_mb']:6.1f} MB (anon {s['anon_mb']:6.1f})"
+                  for s in churn["stopped"]]
+        moves = {name: value for name, value in churn.items() if name != "stopped"}
+    growth = "at Stop" if churn else f"from {base['seconds']:.0f} s"
+    lines.append(
+        f"soak {result['minutes']:g} min, {result['viewers']} viewers: RSS {base['rss_mb']} MB at "
+        f"{base['seconds']:.0f} s -> {end['rss_mb']} MB at {end['seconds']:.0f} s "
+        f"(growth {growth} {result['rss_growth_mb']} MB, peak {result['peak_rss_mb']} MB); "
+        f"threads {base['threads']} -> {end['threads']}, open files {base['open_files']} -> {end['open_files']}; "
+        f"{result['server_frames']} frames produced, {result['frames_served']} parts served; "
+        f"churn: {moves if churn else 'off'}; viewer errors: {result['viewer_errors'] or 'none'}"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = soak(args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-    base, end = result["baseline"], result["end"]
-    print(curve(result["samples"]))
-    print(
-        f"soak {result['minutes']:g} min, {result['viewers']} viewers: RSS {base['rss_mb']} MB at "
-        f"{base['seconds']:.0f} s -> {end['rss_mb']} MB at {end['seconds']:.0f} s "
-        f"(growth {result['rss_growth_mb']} MB, peak {result['peak_rss_mb']} MB); threads {base['threads']} -> "
-        f"{end['threads']}, open files {base['open_files']} -> {end['open_files']}; "
-        f"{result['server_frames']} frames produced, {result['frames_served']} parts served; "
-        f"churn: {result['churn'] or 'off'}; viewer errors: {result['viewer_errors'] or 'none'}"
-    )
+    print(summary(result))
     refused = result["churn"]["refused"] if result["churn"] else []
     return 0 if result["rss_growth_mb"] <= args.max_growth_mb and not result["viewer_errors"] and not refused else 1
 

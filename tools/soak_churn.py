@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 
 import requests
 
+from tests.support.waiting import wait_for
 from tools.bench.server_http import Viewer
 
 logger = logging.getLogger("soak")
@@ -67,26 +69,34 @@ class Crowd:
 class Churn:
     """Change the settings every change_every seconds and Stop/Start every restart_every seconds."""
 
-    def __init__(self, url: str, change_every: float, restart_every: float, seed: int = 28):
+    def __init__(self, url: str, change_every: float, restart_every: float,
+                 measure: Callable[[], dict] = dict, seed: int = 28):
         self.url, self.change_every, self.restart_every = url, change_every, restart_every
+        self.measure = measure  # the server's memory, read while it is stopped
         self.random = random.Random(seed)
         self.next_change, self.next_restart = change_every, restart_every
         self.changes = self.restarts = 0
         self.refused: list[str] = []  # requests the server did not answer with success
+        # The memory at each Stop, once the tuning it cancels has ended: nothing runs, so these compare like for like
+        # (samples taken while the tuning runs differ by its phase, some hundred MB).
+        self.stopped: list[dict] = []
         self.chosen: dict[str, int] = {}  # how often each engine/precision ran
 
     def step(self, elapsed: float) -> None:
         """Make the changes that are due at `elapsed` seconds into the run."""
         if elapsed >= self.next_restart:
             self.next_restart += self.restart_every
-            self.restart()
+            self.restart(elapsed)
         if elapsed >= self.next_change:
             self.next_change += self.change_every
             self.change()
 
+    def _status(self) -> dict:
+        return requests.get(f"{self.url}/api/status", timeout=TIMEOUT_S).json()
+
     def change(self) -> None:
         """Post a random choice among what the server offers now."""
-        options = requests.get(f"{self.url}/api/status", timeout=TIMEOUT_S).json()["options"]
+        options = self._status()["options"]
         engine = self.random.choice(options["engine"])
         precisions = options["engines"].get(engine, ["fp32"])  # auto runs its verdict, whatever precision says
         changes = {
@@ -100,9 +110,11 @@ class Churn:
         self.chosen[name] = self.chosen.get(name, 0) + 1
         self.changes += 1
 
-    def restart(self) -> None:
-        """Stop, then Start again as soon as the server takes it."""
+    def restart(self, elapsed: float) -> None:
+        """Stop, measure the memory once the tuning has ended too, then Start again as soon as the server takes it."""
         self._post("/stream/stop")
+        if wait_for(lambda: not self._status()["precision"]["building"], TIMEOUT_S, 0.2):
+            self.stopped.append({"seconds": round(elapsed), **self.measure()})
         for _ in range(START_RETRIES):
             response = requests.post(f"{self.url}/stream/start", timeout=TIMEOUT_S)
             if response.status_code != 409:
@@ -119,4 +131,6 @@ class Churn:
             logger.warning("%s refused: %s", path, self.refused[-1])
 
     def summary(self) -> dict:
-        return {"changes": self.changes, "restarts": self.restarts, "chosen": self.chosen, "refused": self.refused}
+        return {"changes": self.changes, "restarts": self.restarts, "chosen": self.chosen, "refused": self.refused,
+                "stopped": self.stopped}
+
