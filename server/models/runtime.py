@@ -13,6 +13,7 @@ from server.models.ncnn import NcnnBuild
 from server.models.policy import EnginePolicy, Verdict
 from server.vision.detector import Detector
 from server.vision.engines import EngineKey
+from server.vision.memory import release_freed_memory
 from server.vision.settings import Settings
 from server.vision.turns import InferenceTurns, nothing
 
@@ -47,6 +48,7 @@ class ModelRuntime:
                 self._detectors[run] = detector
                 while len(self._detectors) > self.keep:
                     self._detectors.popitem(last=False)
+                    release_freed_memory("a detector was replaced")
             elif len(self._detectors) > 1:
                 self._detectors.move_to_end(run)
             return detector

@@ -95,6 +95,11 @@ class Handoff:
             self._closed = True
             self._condition.notify_all()
 
+    def clear(self) -> None:
+        """Forget an item no stage will take any more (the stream ended)."""
+        with self._condition:
+            self._item = None
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -198,6 +203,13 @@ class StreamRunner:
             self.hub.close()
             self.stats.end()
             self.on_end(error or self._render_error)
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Drop the frames a Stop left waiting: the service keeps an ended runner for its numbers, not its frames."""
+        self._handoff.clear()
+        self._outbox.clear()
+        self._keyframer = None
 
     def _read(self, source: Source, timeout: float) -> Frame | None | bool:
         """Return the next frame, None at the end of the video, or False when none came within timeout."""

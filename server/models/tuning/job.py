@@ -39,6 +39,7 @@ from server.models.tuning.tune import (
 )
 from server.storage import DiskSpace, InsufficientStorage, is_disk_full
 from server.vision.detector import Detector
+from server.vision.memory import release_freed_memory
 from server.vision.sources.base import CALIBRATION_FRAMES
 from server.vision.turns import InferenceTurns
 
@@ -223,6 +224,7 @@ class EngineTiming:
         except Exception as exc:  # shown in status; the stream keeps running in fp32
             self._failed(fp32, exc)
         finally:
+            release_freed_memory("the engine timing ended")  # its sessions, calibration and quantized models
             self.jobs.end(TIMING_JOB)
 
     def _failed(self, fp32: Path, exc: Exception) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -139,6 +140,9 @@ class FrameSource:
         return sample_frames(self.path, count)
 
     def close(self) -> None:
-        """Stop decoding and wait for the decoder thread."""
+        """Stop decoding, wait for the decoder thread and drop the frames it decoded ahead: nobody reads them now."""
         self._stop.set()
         self._thread.join(timeout=CLOSE_JOIN_S)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._frames.get_nowait()
