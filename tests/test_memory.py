@@ -73,7 +73,7 @@ def test_replaced_detectors_give_their_memory_back(runtime):
             for _ in range(2):
                 runtime.detector_for(settings).detect(frame, imgsz, 0.25, 0.7)
 
-    assert runtime.ncnn().files is not None, runtime.ncnn().reason
+    assert runtime.backends.ncnn.unavailable() is None, runtime.backends.ncnn.unavailable()
     growth = growth_mb(churn, rounds=4)
     assert growth < MAX_GROWTH_MB, f"{growth:.0f} MB more after replacing detectors {4 * len(SWAPS)} times"
 
