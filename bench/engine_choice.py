@@ -2,7 +2,7 @@
 
     python -m bench.engine_choice [--model M.onnx] [--imgsz 640] [--threads 2] [--recipes u8s8-pc-rr,...]
 
-The same job as the server's (server.models.tuning.tune.tune with server.models.tuning.job.auto_engines:
+The same job as the server's (server.models.tuning.tune.time_engines with server.models.tuning.job.other_engines:
 the int8 recipes, NCNN fp32/fp16 and NCNN int8 made from the same calibration frames, x threads on 4+ cores,
 timed in interleaved rounds, agreement with ONNX Runtime fp32 on held-back frames), in a temporary folder, never
 beside the model. The CPU (and its flags) is printed first: the verdict is this device's.
@@ -22,8 +22,8 @@ from harness.frames import demo_calibration_frames
 from server.demo import DEMO_ONNX
 from server.models.choice import reference_key
 from server.models.runtime import ModelRuntime
-from server.models.tuning.job import auto_engines
-from server.models.tuning.tune import int8_path_for, machine_info, tune
+from server.models.tuning.job import other_engines
+from server.models.tuning.tune import TimingHooks, TimingRequest, machine_info, time_engines
 from server.vision.detector import default_threads
 
 
@@ -58,10 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         model = Path(work) / args.model.name
         shutil.copyfile(args.model, model)
         runtime = ModelRuntime(model, lambda: None)
-        engines = auto_engines(runtime, threads, cores)
-        report = tune(model, frames, args.imgsz, int8_path_for(model), min_agreement=args.min_agreement,
-                           threads=threads, recipes=[r for r in args.recipes.split(",") if r] or None,
-                           engines=lambda tensors, progress: engines(tensors, progress, None))
+        request = TimingRequest(args.imgsz, args.min_agreement, threads, [r for r in args.recipes.split(",") if r] or None)
+        report = time_engines(model, frames, request,
+                              TimingHooks(engines=other_engines(runtime.backends, threads, cores, None)))
     print(f"{args.model.name} at {args.imgsz} ({'x'.join(map(str, report.input_hw))}), reference threads {threads}, "
           f"{report.timing_rounds} interleaved rounds, agreement by {report.agreement_method} on "
           f"{report.held_back_frames} held-back frames, {report.seconds:.0f} s:")

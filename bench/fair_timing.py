@@ -2,7 +2,7 @@
 
     python -m bench.fair_timing [--imgsz 320] [--threads 2] [--recipes u8s8-pc-rr] [--seconds 10]
 
-1. The auto job (server.models.tuning.tune.tune with auto_engines, as the server runs it) on the demo model and
+1. The auto job (server.models.tuning.tune.time_engines with other_engines, as the server runs it) on the demo model and
    frames of the demo video, with nothing else running: each candidate's ms.
 2. The demo video streaming in real time on ONNX Runtime fp32 (the producer the server runs, StreamRunner), its rate
    measured alone for --seconds; then the same job beside it, sharing the stream's turns at the CPU
@@ -28,8 +28,8 @@ from server.demo.video import write_demo_video
 from server.models.choice import reference_key
 from server.models.identify import inspect_model
 from server.models.runtime import ModelRuntime
-from server.models.tuning.job import auto_engines
-from server.models.tuning.tune import int8_path_for, machine_info, tune
+from server.models.tuning.job import other_engines
+from server.models.tuning.tune import TimingHooks, TimingRequest, machine_info, time_engines
 from server.vision.detector import default_threads
 from server.vision.pipeline import FramePipeline
 from server.vision.settings import Settings
@@ -44,9 +44,9 @@ def run_job(model: Path, frames: list, imgsz: int, threads: int, recipes: list[s
     with tempfile.TemporaryDirectory(prefix="fair-timing-") as work:
         copy = Path(work) / model.name
         shutil.copyfile(model, copy)
-        engines = auto_engines(ModelRuntime(copy, lambda: None), threads, os.cpu_count() or 1)
-        return tune(copy, frames, imgsz, int8_path_for(copy), threads=threads, recipes=recipes,
-                    engines=lambda tensors, progress: engines(tensors, progress, None), turns=turns)
+        engines = other_engines(ModelRuntime(copy, lambda: None).backends, threads, os.cpu_count() or 1, None)
+        return time_engines(copy, frames, TimingRequest(imgsz, threads=threads, recipes=recipes),
+                            TimingHooks(engines=engines, turns=turns))
 
 
 def start_stream(model: Path, video: Path, settings: Settings, turns: InferenceTurns) -> StreamRunner:

@@ -32,7 +32,6 @@ from pathlib import Path
 import psutil
 import requests
 
-from bench.fps.server_http import Viewer
 from bench.soak_churn import Churn, Crowd
 from harness.client import upload
 from harness.server_process import ServerProcess

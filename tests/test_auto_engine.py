@@ -115,7 +115,7 @@ def test_stop_cancels_the_timing_and_leaves_no_verdict_or_partial_files(tmp_path
     status_when(client, lambda s: s["job"] is not None and s["job"]["kind"] == "engine-timing", timeout=60)
     assert client.post("/stream/stop").status_code == 200
     service = app.extensions["detection"]
-    assert service.tuning.cancel()  # joined: nothing runs on
+    assert service.timing.cancel()  # joined: nothing runs on
     status = client.get("/api/status").get_json()
     assert status["job"] is None and status["precision"]["timing"] is None
     assert (status["precision"]["engine"], status["precision"]["active"]) == ("onnxruntime", "fp32")

@@ -280,13 +280,13 @@ def test_int8_finds_the_same_head_on_the_converted_graph_as_on_ultralytics(tmp_p
 @pytest.mark.slow
 def test_int8_tuning_works_on_a_converted_graph(tmp_path):
     from server.demo.shapes import render_scene
-    from server.models.tuning.tune import int8_path_for, tune
+    from server.models.tuning.tune import TimingRequest, time_engines
 
     ours = tmp_path / "ours.onnx"
     convert_to_onnx(DEMO_PT, ours)
     rng = np.random.default_rng(1)
     scenes = [render_scene(rng)[0] for _ in range(9)]
-    report = tune(ours, scenes, 320, int8_path_for(ours), recipes=["u8s8-pc-rr"], threads=1)
+    report = time_engines(ours, scenes, TimingRequest(320, threads=1, recipes=["u8s8-pc-rr"]))
     reference, row = report.rows  # ONNX Runtime fp32, the one recipe (no other engine asked for)
     assert reference.precision == "fp32" and row.is_recipe and row.error is None and row.agreement >= 0.9, row
     tail = set(walk_head(onnx.load(str(preprocess_model(ours, tmp_path / "p.onnx"))))[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from server.models.tuning.tune import TimingRequest
 from server.vision.sources.file import sample_frames
 from server.vision.settings import Settings
 from server.vision.sources.base import Frame
+from server.vision.sources.live import LiveSource
+from server.vision.sources.spec import parse_source
 from tests.support.helpers import make_runner, write_video
 from harness.waiting import wait_for
 
@@ -73,7 +76,7 @@ def test_replaced_detectors_give_their_memory_back(runtime):
             for _ in range(2):
                 runtime.detector_for(settings).detect(frame, imgsz, 0.25, 0.7)
 
-    assert runtime.ncnn().files is not None, runtime.ncnn().reason
+    assert runtime.backends.ncnn.unavailable() is None, runtime.backends.ncnn.unavailable()
     growth = growth_mb(churn, rounds=4)
     assert growth < MAX_GROWTH_MB, f"{growth:.0f} MB more after replacing detectors {4 * len(SWAPS)} times"
 
@@ -107,9 +110,22 @@ def test_a_cancelled_tuning_gives_its_memory_back(tmp_path, demo_onnx):
     assert max(held) < MAX_GROWTH_MB, f"MB still held after each tuning ended: {held}"
 
 
+def frames_alive() -> list[Frame]:
+    """Every Frame still reachable, once garbage (cycles a test left) is collected."""
+    gc.collect()
+    return [item for item in gc.get_objects() if isinstance(item, Frame)]
+
+
+def new_frames(earlier: list[Frame]) -> list[Frame]:
+    """The frames alive now that were not alive before (earlier holds those, so their ids are not reused)."""
+    seen = {id(frame) for frame in earlier}
+    return [frame for frame in frames_alive() if id(frame) not in seen]
+
+
 def test_a_stopped_stream_holds_no_frames(tmp_path, demo_detector):
     """The service keeps a stopped runner for its numbers; the frames its Keyframer held must not stay with it."""
     video = write_video(tmp_path / "wide.mp4", width=1280, height=720, frames=40)
+    earlier = frames_alive()  # what other tests left is theirs to answer for
     for realtime in (False, True, False, True):  # paced, the frames wait in an outbox; flat out, in the hand-off
         settings = Settings(realtime=realtime, detect_every=10, interpolate="always", imgsz=320)
         runner, ended = make_runner(video, demo_detector, settings)
@@ -117,5 +133,29 @@ def test_a_stopped_stream_holds_no_frames(tmp_path, demo_detector):
         assert wait_for(lambda: runner.hub.published >= 15, timeout=60)
         runner.stop()
         assert not runner.thread.is_alive() and ended == [None]
-        frames = [item for item in gc.get_objects() if isinstance(item, Frame)]
+        frames = new_frames(earlier)
         assert not frames, f"a stopped stream (realtime {realtime}) still holds {len(frames)} frames"
+
+
+class SteadyCamera:
+    """A live connection sending a small frame every 10 ms."""
+
+    fps = 0.0
+
+    def read(self):
+        time.sleep(0.01)
+        return np.full((48, 64, 3), 90, np.uint8)
+
+    def close(self):
+        pass
+
+
+def test_a_closed_live_source_holds_no_frame():
+    """A stopped live stream's source stays reachable (its status is shown); the newest frame must not stay with it."""
+    earlier = frames_alive()
+    source = LiveSource(parse_source("rtsp://cam/x"), opener=lambda spec, timeout: SteadyCamera())
+    assert wait_for(lambda: source.received >= 5, timeout=10)
+    assert source.read(timeout=1) is not None
+    source.close()
+    assert not new_frames(earlier), "a closed live source still holds its newest frame"
+    assert source.status()["state"] == "ended"

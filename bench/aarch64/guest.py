@@ -168,9 +168,9 @@ def engine_for(args: argparse.Namespace, settings):
     runtime = ModelRuntime(Path(args.model), lambda: int8, keep=1)
     if "engine" in {f.name for f in dataclasses.fields(settings)}:
         settings = dataclasses.replace(settings, engine=ENGINE_NAMES[args.engine])
-        key = runtime.key_for(settings)
+        key = runtime.policy.key_for(settings)
         if (key.engine, key.precision) != (ENGINE_NAMES[args.engine], args.precision):
-            why = getattr(runtime.ncnn(), "reason", "") if args.engine == "ncnn" else ""
+            why = runtime.backends.ncnn.unavailable() or "" if args.engine == "ncnn" else ""
             raise SystemExit(f"the runtime would run {key.engine} {key.precision}, not {args.engine} "
                              f"{args.precision} {why}")
     elif args.engine != "ort":

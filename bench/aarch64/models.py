@@ -106,7 +106,7 @@ def ours(pt: Path, folder: Path, video: Path) -> tuple[Path, Path]:
     report = tuning.cached_tuning(fp32, int8)
     if report is None:
         frames = sample_frames(video, CALIBRATION_FRAMES)
-        report = tuning.tune(fp32, frames, 640, int8, recipes=[INT8_RECIPE], threads=2)
+        report = tuning.time_engines(fp32, frames, tuning.TimingRequest(640, threads=2, recipes=[INT8_RECIPE]))
     logger.info("int8 of %s: %s", pt.name, report.chosen)
     return fp32, Path(report.path)
 

@@ -51,9 +51,9 @@ def int8_model(onnx_path: Path, video: Path, threads: int, retune: bool) -> tupl
     report = None if retune else tuning.cached_tuning(onnx_path, out)
     if report is None:
         progress = ProgressLine("int8 tuning", 100)
-        report = tuning.tune(
-            onnx_path, sample_frames(video, CALIBRATION_FRAMES), 640, out, threads=threads,
-            on_progress=lambda stage, done, message: progress.update(round(done * 100), message[:40]),
+        report = tuning.time_engines(
+            onnx_path, sample_frames(video, CALIBRATION_FRAMES), tuning.TimingRequest(640, threads=threads),
+            tuning.TimingHooks(on_progress=lambda stage, done, message: progress.update(round(done * 100), message[:40])),
         )
         progress.close(report.note)
     return Path(report.path), report.as_dict()  # the chosen recipe's model

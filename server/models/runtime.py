@@ -12,7 +12,6 @@ from server.models.backends.base import EngineRun
 from server.models.ncnn import NcnnBuild
 from server.models.policy import EnginePolicy, Verdict
 from server.vision.detector import Detector
-from server.vision.engines import EngineKey
 from server.vision.memory import release_freed_memory
 from server.vision.settings import Settings
 from server.vision.turns import InferenceTurns, nothing
@@ -52,13 +51,3 @@ class ModelRuntime:
             elif len(self._detectors) > 1:
                 self._detectors.move_to_end(run)
             return detector
-
-    # What the tools call (tools/bench_aarch64, tools/engine_*.py): the policy's and the registry's answers.
-    def key_for(self, settings: Settings) -> EngineKey:
-        return self.policy.key_for(settings)
-
-    def offered(self) -> tuple[dict[str, list[str]], dict[str, str]]:
-        return self.backends.offered()
-
-    def ncnn(self) -> NcnnBuild:
-        return self.backends.ncnn.build()

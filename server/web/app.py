@@ -73,18 +73,18 @@ class UploadRequest(Request):
 
 
 def build_collaborators(config: Config, layout: StorageLayout) -> Collaborators:
-    """Build what the detection service routes to: uploads, jobs, tuning, the current model, sources, the stream,
+    """Build what the detection service routes to: uploads, jobs, the engine timing, the current model, sources, the stream,
     the export, events and outputs. Nothing here reads what a previous run left: the start steps do."""
     store = UploadStore(layout, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
                         reserve_bytes=config.disk_reserve_bytes)
     jobs = JobBoard()
-    tuning = EngineTiming(jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
+    timing = EngineTiming(jobs, [r for r in config.int8_recipes.split(",") if r], space=store.space)
     # Snapshot URLs in webhook and MQTT messages: --public-url, else this server's first LAN address.
     base_url = public_base_url(config.public_url, lan_urls(config.host, config.port))
     outputs = build_outputs(config, event_links(base_url))
     events = EventRecorder(EventStore(layout.events, retention_from_config(config), space=store.space),
                            settings_from_config(config), outputs=outputs)
-    return Collaborators(store=store, jobs=jobs, tuning=tuning, model=CurrentModel(tuning, config.engine),
+    return Collaborators(store=store, jobs=jobs, timing=timing, model=CurrentModel(timing, config.engine),
                          sources=SourceSelection(config), stream=StreamControl(config),
                          exports=Exports(layout.export, jobs, store.space), events=events, outputs=outputs)
 

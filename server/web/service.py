@@ -30,7 +30,7 @@ from server.web.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
 
-STOP_TUNING_WAIT_S = 10.0  # at a stop (the route's, and the server's)
+STOP_TIMING_WAIT_S = 10.0  # at a stop (the route's, and the server's)
 
 __all__ = ["Busy", "Collaborators", "DetectionService", "TooManyViewers", "described"]
 
@@ -43,7 +43,7 @@ class Collaborators:
 
     store: UploadStore
     jobs: JobBoard
-    tuning: EngineTiming
+    timing: EngineTiming
     model: CurrentModel
     sources: SourceSelection
     stream: StreamControl
@@ -56,14 +56,14 @@ class DetectionService:
     """What the routes talk to; every public method is safe to call from any request thread.
 
     The lock guards swapping the collaborators' state and is only held to check and swap: probing a video or a
-    source, accepting a model, stopping a stream and joining the tuning all run outside it. While an upload, a
+    source, accepting a model, stopping a stream and joining the engine timing all run outside it. While an upload, a
     source change or a reset is under way its kind is in _pending, and whatever would conflict with it (start,
     another of them) is refused with Busy instead of waiting.
     """
 
     def __init__(self, config: Config, parts: Collaborators):
         self.config = config
-        self.store, self.jobs, self.tuning, self.model = parts.store, parts.jobs, parts.tuning, parts.model
+        self.store, self.jobs, self.timing, self.model = parts.store, parts.jobs, parts.timing, parts.model
         self.sources, self.stream, self.exports = parts.sources, parts.stream, parts.exports
         self.events, self.outputs = parts.events, parts.outputs
         self.sources.on_calibration_ready = self._calibration_ready
@@ -109,7 +109,7 @@ class DetectionService:
             "stages": list(STAGES),  # the stages of stats.latency_ms, in the order a frame passes them
             "ran": self.stream.ran(),  # what the running (or last) stream's frames ran on, from which frame
             "job": self.jobs.current(),
-            "error": self.stream.last_error or self.tuning.error,
+            "error": self.stream.last_error or self.timing.error,
             "precision": self.model.timing_status(),
             "restored": self.store.restored,
             "source": self.sources.status(),
@@ -127,10 +127,10 @@ class DetectionService:
 
     # -- uploads -----------------------------------------------------------------------------
     def add_video(self, upload: Path, filename: str) -> dict:
-        """Probe and keep a video (outside the lock); a running tuning is cancelled first."""
+        """Probe and keep a video (outside the lock); a running engine timing is cancelled first."""
         self._begin("video", "replace the video")
         try:
-            self._cancel_tuning("a new video was uploaded")
+            self._cancel_timing("a new video was uploaded")
             video = self.store.add_video(upload, filename).as_dict()
             with self._lock:
                 self.sources.use_uploaded_video()
@@ -145,7 +145,7 @@ class DetectionService:
             self._end("model")
             raise Busy("another model is being converted; wait for it to finish")
         try:
-            self._cancel_tuning("a new model was uploaded")
+            self._cancel_timing("a new model was uploaded")
             stored, ncnn = self.store.add_model(upload, filename, self._accept)
             with self._lock:
                 self.model.adopt(stored.onnx_path, stored.info, ncnn)
@@ -162,12 +162,12 @@ class DetectionService:
                             sha256)
 
     def reset(self) -> list[str]:
-        """Cancel and join the tuning and an export, then delete every upload, derived file and export."""
+        """Cancel and join the engine timing and an export, then delete every upload, derived file and export."""
         if not self.exports.cancel():
             raise Busy("the export is still stopping; try again in a moment")
         self._begin("reset", "reset")
         try:
-            self._cancel_tuning("reset")
+            self._cancel_timing("reset")
             with self._lock:
                 self.model.forget()
                 self.stream.forget()  # a finished stream's numbers go with its files
@@ -182,10 +182,10 @@ class DetectionService:
         """Validate and apply a settings change; the producer picks it up on its next frame."""
         with self._lock:
             self.model.update(changes)
-            self._tune_if_wanted()
+            self._time_if_wanted()
             return self.model.settings.as_dict()
 
-    def _tune_if_wanted(self) -> None:
+    def _time_if_wanted(self) -> None:
         """Time the engines (and tune int8) on frames from the source Start reads, once it has them (a live one
         after sampling a while): one job, whose verdict engine auto runs and whose int8 model precision int8 runs."""
         source = self.sources.for_stream(self.store.video)
@@ -196,16 +196,16 @@ class DetectionService:
         """A live stream sampled enough frames: tune now if it was asked for before they came.
 
         Called on the live reader's thread, which a stopping stream waits for: so no service lock here; the
-        tuning itself runs on EngineTiming's own thread, which stop, reset and uploads cancel and join.
+        timing itself runs on EngineTiming's own thread, which stop, reset and uploads cancel and join.
         """
         if self.streaming:
-            self._tune_if_wanted()
+            self._time_if_wanted()
 
-    def _cancel_tuning(self, why: str) -> None:
-        """Cancel the tuning and wait for it: it reads the files about to change."""
-        if self.tuning.building():
+    def _cancel_timing(self, why: str) -> None:
+        """Cancel the engine timing and wait for it: it reads the files about to change."""
+        if self.timing.building():
             logger.info("cancelling the engine timing: %s", why)
-        if not self.tuning.cancel():
+        if not self.timing.cancel():
             raise Busy("the engine timing is still stopping; try again in a moment")
 
     # -- export ------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ class DetectionService:
         self._begin("source", "change the source")  # before probing: a webcam in use cannot be opened twice
         try:
             choice = self.sources.probe(url)  # outside the lock: probing takes up to source_timeout
-            self._cancel_tuning("a live source replaces the video")
+            self._cancel_timing("a live source replaces the video")
             with self._lock:
                 self.store.drop_video()
                 self.sources.choose(choice)
@@ -286,7 +286,7 @@ class DetectionService:
                 needed = (("a video (or choose a live source)", choice), ("a model", model))
                 missing = " and ".join(n for n, v in needed if v is None)
                 raise Busy(f"upload {missing} before starting the stream")
-            self._tune_if_wanted()
+            self._time_if_wanted()
             classes = model.info.classes
             live = isinstance(choice, LiveChoice)
             fps = (choice.info.fps if choice.info else DEFAULT_FPS) if live else self.store.video.info.fps
@@ -314,12 +314,12 @@ class DetectionService:
 
     def stop(self) -> None:
         """Stop the stream and join what it started: the producer (its end runs _stream_ended), the event writer,
-        the tuning."""
+        the engine timing."""
         self.stream.stop()
         self.events.stop()
-        # Not the full wait of a reset: nothing replaces the files, and a tuning's work folder left by an exit
+        # Not the full wait of a reset: nothing replaces the files, and a timing's work folder left by an exit
         # during a quantize call is removed at the next start.
-        if not self.tuning.cancel(timeout=STOP_TUNING_WAIT_S):
+        if not self.timing.cancel(timeout=STOP_TIMING_WAIT_S):
             logger.info("the engine timing is still finishing a step; its work folder is removed at the next start")
 
     def trace(self, frames: int, onnx_profile: bool = False) -> dict:

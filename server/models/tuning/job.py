@@ -45,7 +45,7 @@ from server.vision.turns import InferenceTurns
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TIMING_JOB", "EngineTiming", "TimingRequest", "auto_engines", "other_engines"]
+__all__ = ["TIMING_JOB", "EngineTiming", "TimingRequest", "other_engines"]
 
 TIMING_JOB = "engine-timing"  # the job's kind on the JobBoard (status' job.kind) and its thread's name
 CANCEL_JOIN_S = 120.0  # one quantize_static call cannot be interrupted; a large model's takes this long at worst
@@ -90,12 +90,6 @@ def other_engines(backends: Backends, threads: int, cores: int,
                 for key in keys}
 
     return engines
-
-
-def auto_engines(runtime, threads: int, cores: int):
-    """The former form (tools/engine_choice.py, tools/fair_timing.py): other_engines of a ModelRuntime's backends,
-    called as engines(tensors, progress, cancel)."""
-    return lambda tensors, progress, cancel: other_engines(runtime.backends, threads, cores, cancel)(tensors, progress)
 
 
 class EngineTiming:

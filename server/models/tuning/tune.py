@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 # the report's names, which the tools import from here
 __all__ = ["TimingHooks", "TimingRequest", "TuneReport", "cached_tuning", "int8_path_for", "machine_info", "rejudge",
-           "report_path_for", "time_engines", "tune"]
+           "report_path_for", "time_engines"]
 
 REFERENCE_ROW = "onnxruntime-fp32"  # the row every other is judged against
 Engines = dict[str, tuple[EngineKey, Callable[[], Detector]]]  # auto's other rows: name -> key, loader
@@ -106,17 +106,6 @@ class TimingHooks:
     disk_guard: contextlib.AbstractContextManager | None = None
     engines: Callable[[list[np.ndarray], Progress], Engines] | None = None
     turns: InferenceTurns | None = None
-
-
-def tune(fp32_onnx: Path, frames: list[np.ndarray], imgsz: int, out_path: Path | None = None,
-         **options) -> TuneReport:
-    """The former call form (the tools'): options are TimingRequest's and TimingHooks' fields by name."""
-    if out_path is not None and Path(out_path) != int8_path_for(fp32_onnx):
-        raise ValueError(f"the timing keeps its models at {int8_path_for(fp32_onnx)}, not {out_path}")
-    hooks = {spec.name for spec in fields(TimingHooks)}
-    request = TimingRequest(imgsz, **{key: value for key, value in options.items() if key not in hooks})
-    return time_engines(fp32_onnx, frames, request,
-                        TimingHooks(**{key: value for key, value in options.items() if key in hooks}))
 
 
 def time_engines(fp32_onnx: Path, frames: list[np.ndarray], request: TimingRequest,

@@ -162,6 +162,8 @@ class LiveSource:
         # A read blocked on a silent network source returns by itself within stall_s (FFmpeg's own
         # timeout; a capture cannot be released from another thread); Stop does not wait that long.
         self._thread.join(timeout=CLOSE_WAIT_S)
+        with self._cond:  # read() returns None from now on; a stopped stream's source stays shown, not its frame
+            self._latest = None
         self._set_state("ended")
 
     def status(self) -> dict:
@@ -281,6 +283,8 @@ class LiveSource:
     def _offer(self, image: np.ndarray, decode_ms: float, position: int, fps: float) -> None:
         """Make image the newest frame; an unread older one counts as dropped."""
         with self._cond:
+            if self._stop.is_set():  # a read that returned after close (a slow network): nobody will read it
+                return
             unread = self._latest is not None and self._latest.index > self._delivered_index
             if unread:
                 self.drops += 1
