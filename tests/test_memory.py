@@ -1,113 +1,55 @@
 """Memory that does not creep (issue 28, part 7): what a replaced detector or an ended tuning freed goes back to the
 system instead of staying in the allocator's arenas, and a stopped stream keeps none of its frames.
 
-Memory is measured twice in this process (anonymous resident memory, /proc/self/smaps_rollup), never as a peak:
-before and after the churn once it has run a first time (sessions loaded, arenas grown), or before and after a
-tuning. Every Start makes new threads, so each round of churn runs on a thread of its own, as the stream's do.
+Memory is measured in a fresh child process (tests/support/memory_child.py: anonymous resident memory, never a
+peak), before and after the churn once it has run a first time, or before and after a timing: in this process
+what earlier tests left running allocates too. Frames are counted here, after collecting garbage.
 """
 
 from __future__ import annotations
 
 import gc
-import shutil
-import threading
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from server.jobs import JobBoard
-from server.models.runtime import ModelRuntime
-from server.models.tuning.job import EngineTiming
-from server.models.tuning.tune import TimingRequest
-from server.vision.sources.file import sample_frames
+from harness.waiting import wait_for
+from server.config import REPO_ROOT
 from server.vision.settings import Settings
 from server.vision.sources.base import Frame
 from server.vision.sources.live import LiveSource
 from server.vision.sources.spec import parse_source
 from tests.support.helpers import make_runner, write_video
-from harness.waiting import wait_for
 
 pytestmark = pytest.mark.slow  # each test loads a few dozen sessions
 
-# Without the trims, 160 MB after the detector swaps below and 40 to 95 MB after a tuning (measured 2026-12-08).
+# Without the trims, 160 MB after the detector swaps below and 40 to 95 MB after a timing (measured 2026-12-08).
 MAX_GROWTH_MB = 25
-# engine, precision, input size: each change loads another detector, as a user's settings churn does
-SWAPS = [("onnxruntime", "fp32", 640), ("ncnn", "fp32", 320), ("onnxruntime", "fp32", 416),
-         ("ncnn", "fp16", 640), ("onnxruntime", "fp32", 320), ("ncnn", "fp32", 416)]
+CHILD_TIMEOUT_S = 600
 
 
-def anonymous_mb() -> float:
-    """This process' anonymous resident memory (heap, arenas, sessions' buffers), from /proc/self/smaps_rollup."""
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-        if line.startswith("Anonymous:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no Anonymous line in /proc/self/smaps_rollup")
+def measured_in_a_child(scenario: str, model: Path, work: Path) -> dict:
+    """Run a scenario of tests/support/memory_child.py in a fresh process and return what it measured."""
+    done = subprocess.run([sys.executable, "-m", "tests.support.memory_child", scenario, str(model), str(work)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def on_a_new_thread(work) -> None:
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join()
+def test_replaced_detectors_give_their_memory_back(tmp_path, demo_onnx):
+    found = measured_in_a_child("detectors", demo_onnx, tmp_path)
+    assert found["growth_mb"] < MAX_GROWTH_MB, \
+        f"{found['growth_mb']:.0f} MB more after replacing detectors {found['swaps']} times"
 
 
-def growth_mb(churn, rounds: int) -> float:
-    """Run churn once to warm up, then `rounds` more times, each on a new thread; return the memory it added."""
-    on_a_new_thread(churn)
-    before = anonymous_mb()
-    for _ in range(rounds):
-        on_a_new_thread(churn)
-    return anonymous_mb() - before
-
-
-@pytest.fixture
-def runtime(tmp_path, demo_onnx) -> ModelRuntime:
-    model = shutil.copy(demo_onnx, tmp_path / "demo.onnx")  # its NCNN copy is written beside it
-    return ModelRuntime(Path(model), lambda: None)
-
-
-def test_replaced_detectors_give_their_memory_back(runtime):
-    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
-
-    def churn():
-        for engine, precision, imgsz in SWAPS:
-            settings = Settings(engine=engine, precision=precision, imgsz=imgsz, threads=2)
-            for _ in range(2):
-                runtime.detector_for(settings).detect(frame, imgsz, 0.25, 0.7)
-
-    assert runtime.backends.ncnn.unavailable() is None, runtime.backends.ncnn.unavailable()
-    growth = growth_mb(churn, rounds=4)
-    assert growth < MAX_GROWTH_MB, f"{growth:.0f} MB more after replacing detectors {4 * len(SWAPS)} times"
-
-
-
-class TimingBoard(JobBoard):
-    """A job board that says when the tuning reaches its timing rounds: every session it compares is loaded."""
-
-    def __init__(self):
-        super().__init__()
-        self.timing = threading.Event()
-
-    def update(self, kind, stage, progress, message=""):
-        super().update(kind, stage, progress, message)
-        if stage == "timing":
-            self.timing.set()
-
-
-def test_a_cancelled_tuning_gives_its_memory_back(tmp_path, demo_onnx):
-    video = write_video(tmp_path / "calibration.mp4", frames=30)
-    held = []
-    for attempt in range(3):  # as Stop and Start cancel and start it again
-        fp32 = Path(shutil.copy(demo_onnx, tmp_path / f"model-{attempt}.onnx"))
-        board = TimingBoard()
-        tuning = EngineTiming(board, ["u8s8-pc"])
-        before = anonymous_mb()
-        tuning.start(fp32, lambda count: sample_frames(video, count), TimingRequest(320, 0.9, 1))
-        assert board.timing.wait(120), "the tuning never reached its timing rounds"
-        assert tuning.cancel()
-        held.append(round(anonymous_mb() - before, 1))
-    assert max(held) < MAX_GROWTH_MB, f"MB still held after each tuning ended: {held}"
+def test_a_cancelled_timing_gives_its_memory_back(tmp_path, demo_onnx):
+    held = measured_in_a_child("timing", demo_onnx, tmp_path)["held_mb"]
+    assert max(held) < MAX_GROWTH_MB, f"MB still held after each engine timing ended: {held}"
 
 
 def frames_alive() -> list[Frame]:
