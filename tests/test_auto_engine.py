@@ -132,7 +132,7 @@ def test_a_precision_chosen_while_on_auto_chooses_the_engine_that_offers_it():
     assert auto.engine == "auto"
 
     def changed(changes, offered=OFFERED):
-        return apply_changes(auto, with_engine(auto, changes, offered), offered=offered)
+        return apply_changes(auto, with_engine(auto, changes, offered), offered)
 
     assert changed({"precision": "int8"}).engine == "onnxruntime"
     assert changed({"precision": "fp16"}).engine == "ncnn"

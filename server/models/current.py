@@ -35,7 +35,7 @@ class CurrentModel:
         self.timing = timing
         self.engine_at_start = engine
         self.cores = cores or os.cpu_count() or 1
-        self.settings = apply_changes(Settings(), {"engine": engine}, offered=PRECISIONS_BY_ENGINE)  # a bad --engine
+        self.settings = apply_changes(Settings(), {"engine": engine}, PRECISIONS_BY_ENGINE)  # a bad --engine
         self.runtime: ModelRuntime | None = None
         self.onnx_path: Path | None = None
         self.info: ModelInfo | None = None
@@ -55,7 +55,7 @@ class CurrentModel:
         return self.runtime.backends.offered() if self.runtime is not None else (PRECISIONS_BY_ENGINE, {})
 
     def options(self) -> dict:
-        return options_for(self.imgsz_choices(), self.offered()[0])
+        return options_for(self.offered()[0], self.imgsz_choices())
 
     def described(self, model: dict | None) -> dict | None:
         """Add the engines the model offers to its description, and why NCNN is not among them if it is not."""
@@ -91,7 +91,7 @@ class CurrentModel:
         if self.settings.engine != AUTO and self.settings.precision not in offered.get(self.settings.engine, ()):
             # the new model lacks the engine or precision in force
             changes.update(engine=self.engine_at_start, precision=Settings.precision)
-        self.settings = apply_changes(self.settings, changes, choices, len(info.classes), offered, why_not)
+        self.settings = apply_changes(self.settings, changes, offered, choices, len(info.classes), why_not)
         self._warn_if_off_size()
 
     def _warn_if_off_size(self) -> None:
@@ -111,7 +111,7 @@ class CurrentModel:
         old = self.settings
         offered, why_not = self.offered()
         changes = with_engine(old, changes, offered) if isinstance(changes, dict) else changes
-        self.settings = apply_changes(old, changes, self.imgsz_choices(), class_count, offered, why_not)
+        self.settings = apply_changes(old, changes, offered, self.imgsz_choices(), class_count, why_not)
         if self.settings.imgsz != old.imgsz:
             self._warn_if_off_size()
         if self.onnx_path is not None and self.settings.min_agreement != old.min_agreement:
@@ -123,7 +123,7 @@ class CurrentModel:
         self.timing.forget()
         self.runtime = self.onnx_path = self.info = None
         self.settings = apply_changes(self.settings, {"engine": self.engine_at_start, "precision": Settings.precision},
-                                      offered=PRECISIONS_BY_ENGINE)
+                                      PRECISIONS_BY_ENGINE)
 
     def wants_timing(self) -> bool:
         return self.runtime is not None and wants_timing(self.settings)

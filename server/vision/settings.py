@@ -54,18 +54,12 @@ class Settings:
         return data
 
 
-def every_precision() -> dict[str, tuple[str, ...]]:
-    """Every engine with every precision: what is checked when the caller names no offer."""
-    return {engine: PRECISIONS for engine in ENGINES}
-
-
-def options_for(imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES, offered: dict | None = None) -> dict:
+def options_for(offered: dict, imgsz_choices: tuple[int, ...] = IMGSZ_CHOICES) -> dict:
     """Describe the allowed values, for the page to build its controls (engines: the precisions each offers).
 
     A range is [low, high], both allowed, except for the keys in "above_low", which must be greater than low.
     offered is what the engines offer (server.models.backends: the registry's to say).
     """
-    offered = every_precision() if offered is None else offered
     return {
         **{name: list(FRACTION_RANGE) for name in FRACTIONS},
         "above_low": list(FRACTIONS),
@@ -150,14 +144,14 @@ def _offered(settings: Settings, offered: dict, why_not: dict) -> Settings:
 
 
 def apply_changes(
-    current: Settings, changes: dict, imgsz_choices=IMGSZ_CHOICES, class_count: int = 0,
-    offered: dict | None = None, why_not: dict | None = None,
+    current: Settings, changes: dict, offered: dict, imgsz_choices=IMGSZ_CHOICES, class_count: int = 0,
+    why_not: dict | None = None,
 ) -> Settings:
     """Return current with changes applied, or raise SettingsError naming the bad key or value.
 
-    offered maps each engine the model can run on to its precisions (server.models.backends says which; every
-    precision when not given); why_not says, per engine left out, why (shown in the error). Which engine runs is
-    not decided here (server.models.policy).
+    offered maps each engine the model can run on to its precisions (server.models.backends says which: without a
+    model, every engine's own, PRECISIONS_BY_ENGINE); why_not says, per engine left out, why (shown in the error).
+    Which engine runs is not decided here (server.models.policy).
     """
     if not isinstance(changes, dict):
         raise SettingsError("settings must be a JSON object")
@@ -180,6 +174,5 @@ def apply_changes(
     unknown = sorted(set(changes) - set(validators))
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
-    offered = every_precision() if offered is None else offered
     changed = replace(current, **{key: validators[key](value) for key, value in changes.items()})
     return _offered(changed, offered, why_not or {})

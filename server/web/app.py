@@ -73,8 +73,8 @@ class UploadRequest(Request):
 
 
 def build_collaborators(config: Config, layout: StorageLayout) -> Collaborators:
-    """Build what the detection service routes to: uploads, jobs, the engine timing, the current model, sources, the stream,
-    the export, events and outputs. Nothing here reads what a previous run left: the start steps do."""
+    """Build what the detection service routes to: uploads, jobs, the engine timing, the current model, sources,
+    the stream, the export, events and outputs. Nothing here reads what a previous run left: the start steps do."""
     store = UploadStore(layout, trial=TrialBudget(config.model_check_mb, config.model_check_timeout),
                         reserve_bytes=config.disk_reserve_bytes)
     jobs = JobBoard()
